@@ -1,0 +1,39 @@
+// swift-tools-version:5.9
+import PackageDescription
+
+// Dependencies point one way:
+//   CShims -> Virtio -> VhostUser -> Switch -> vswitchd
+//   Control (wire protocol only) -> VSwitchCLI -> vswitch, and Control -> vswitchd
+let package = Package(
+    name: "vswitch",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "vswitchd", targets: ["vswitchd"]),
+        .executable(name: "vswitch", targets: ["vswitch"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        .target(name: "CShims"),
+        .target(name: "Virtio", dependencies: ["CShims"]),
+        .target(name: "VhostUser", dependencies: ["CShims", "Virtio", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Switch", dependencies: ["CShims", "Virtio", "VhostUser", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Control"),
+        .executableTarget(name: "vswitchd", dependencies: [
+            "Switch", "Control", "VhostUser",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "VSwitchCLI", dependencies: [
+            "Control",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "vswitch", dependencies: ["VSwitchCLI"]),
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "CShims"]),
+        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "Virtio", "CShims"]),
+        .testTarget(name: "SwitchTests", dependencies: ["Switch", "Virtio", "VhostUser", "CShims"]),
+        .testTarget(name: "ControlTests", dependencies: ["Control", "VSwitchCLI"]),
+    ]
+)

@@ -1,0 +1,85 @@
+// Thin C shims for what Swift cannot reach directly: SCM_RIGHTS ancillary
+// data, eventfd/memfd, a packed-struct-free epoll interface and memory-order
+// primitives for virtqueue indexes. Every function is a one-liner-sized
+// wrapper; policy lives in Swift.
+#ifndef VSWITCH_CSHIMS_H
+#define VSWITCH_CSHIMS_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/// Largest number of fds one vhost-user message may carry (the spec's limit, 8 regions).
+#define VS_MAX_FDS 8
+
+/// sendmsg(2) of `len` bytes with `nfds` descriptors in one SCM_RIGHTS message. Retries EINTR.
+ssize_t vs_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds);
+
+/// recvmsg(2) of up to `len` bytes; received descriptors (close-on-exec) go to `fds`, their
+/// count to `*nfds`. `*truncated` is set when the kernel cut data or control data (MSG_TRUNC /
+/// MSG_CTRUNC): the caller must treat the message as malformed. Retries EINTR.
+ssize_t vs_recv_with_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds, int *truncated);
+
+int vs_eventfd(unsigned int initval);          // EFD_NONBLOCK | EFD_CLOEXEC
+int vs_eventfd_signal(int fd);                 // write 1; 0 or -1
+int vs_eventfd_drain(int fd);                  // read and discard the counter; 0 or -1
+int vs_memfd_create(const char *name);         // MFD_CLOEXEC
+
+int vs_epoll_create(void);
+/// Register/modify/remove `fd` for `events` (EPOLLIN...) carrying the 64-bit `token`.
+int vs_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token);
+/// Wait; tokens and event masks are written to parallel arrays. Retries nothing: EINTR returns -1.
+int vs_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max, int timeout_ms);
+
+int vs_epoll_op_add(void);
+int vs_epoll_op_mod(void);
+int vs_epoll_op_del(void);
+uint32_t vs_epollin(void);
+uint32_t vs_epollerr_hup(void);
+
+/// Monotonic clock in nanoseconds (CLOCK_MONOTONIC).
+uint64_t vs_monotonic_ns(void);
+/// Coarse monotonic seconds (CLOCK_MONOTONIC_COARSE): cheap enough for per-batch MAC aging.
+uint64_t vs_coarse_seconds(void);
+
+/// Create a TAP interface (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR optional). `name` in/out, IFNAMSIZ.
+int vs_tap_open(char *name, int vnet_hdr);
+
+/// Socket helpers with sockaddr_un handled in C (path length checked: -2 means too long).
+int vs_unix_listen(const char *path, int backlog);
+int vs_unix_connect(const char *path);
+/// accept4(SOCK_CLOEXEC); -1 on error (EAGAIN when nothing is pending).
+int vs_accept(int listen_fd);
+/// Pins the calling thread to one CPU (sched_setaffinity).
+int vs_pin_to_cpu(int cpu);
+
+// ---- Memory ordering on shared ring memory (virtio 1.2, 2.7.13: the driver and device
+// ---- may run concurrently; avail.idx is read with acquire, used.idx published with release).
+
+static inline uint16_t vs_load_acquire_u16(const void *p) {
+    return __atomic_load_n((const uint16_t *)p, __ATOMIC_ACQUIRE);
+}
+static inline uint16_t vs_load_relaxed_u16(const void *p) {
+    return __atomic_load_n((const uint16_t *)p, __ATOMIC_RELAXED);
+}
+static inline void vs_store_release_u16(void *p, uint16_t v) {
+    __atomic_store_n((uint16_t *)p, v, __ATOMIC_RELEASE);
+}
+static inline void vs_store_relaxed_u16(void *p, uint16_t v) {
+    __atomic_store_n((uint16_t *)p, v, __ATOMIC_RELAXED);
+}
+/// Full barrier: needed between re-enabling notifications and re-reading avail.idx
+/// (a store followed by a load of another location).
+static inline void vs_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+static inline void vs_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
+static inline void vs_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
+
+/// Counters written by the forwarding thread and read by the control thread.
+static inline void vs_counter_add(uint64_t *p, uint64_t n) {
+    __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
+static inline uint64_t vs_counter_load(const uint64_t *p) {
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+#endif

@@ -1,0 +1,200 @@
+// The control-socket protocol between `vswitch` (CLI) and `vswitchd`.
+//
+// Transport: a Unix stream socket. The client writes one request as a single line of
+// JSON (UTF-8, terminated by "\n"); the daemon answers with one line of JSON. A
+// connection may carry several request/response pairs in order. Lines longer than
+// `ControlWire.maxLineBytes` are rejected.
+//
+// This module is deliberately independent of the data plane: the CLI links only this.
+
+/// Default control socket path when neither `--control` nor `$VSWITCH_SOCK` is given.
+public enum ControlDefaults {
+    public static let socketPath = "/run/vswitch/vswitchd.sock"
+    public static let environmentVariable = "VSWITCH_SOCK"
+
+    /// `--control PATH`, else `$VSWITCH_SOCK`, else `/run/vswitch/vswitchd.sock`.
+    public static func resolveSocketPath(option: String?, environment: [String: String]) -> String {
+        if let option, !option.isEmpty { return option }
+        if let env = environment[environmentVariable], !env.isEmpty { return env }
+        return socketPath
+    }
+}
+
+public enum ControlWire {
+    public static let maxLineBytes = 1 << 20
+}
+
+/// The commands the daemon understands.
+public enum ControlCommand: String, Codable, Sendable, CaseIterable {
+    case addBridge = "add-br"
+    case deleteBridge = "del-br"
+    case addPort = "add-port"
+    case deletePort = "del-port"
+    case show = "show"
+    case fdbShow = "fdb-show"
+    case fdbFlush = "fdb-flush"
+    case portStats = "port-stats"
+    case setAging = "set-aging"
+}
+
+/// Port types a user can add. Raw values are what the CLI's `--type` accepts.
+public enum PortType: String, Codable, Sendable, CaseIterable {
+    /// The switch listens on `path`; QEMU connects (`-chardev socket,...,reconnect=1`).
+    case vhostUser = "vhostuser"
+    /// QEMU listens on `path` (`server=on`); the switch connects and reconnects.
+    case vhostUserClient = "vhostuserclient"
+}
+
+/// One request line. Fields not used by a command are omitted.
+public struct ControlRequest: Codable, Sendable, Equatable {
+    public var command: ControlCommand
+    public var bridge: String?
+    public var port: String?
+    public var type: PortType?
+    public var path: String?
+    public var agingSeconds: Int?
+
+    public init(command: ControlCommand, bridge: String? = nil, port: String? = nil,
+                type: PortType? = nil, path: String? = nil, agingSeconds: Int? = nil) {
+        self.command = command
+        self.bridge = bridge
+        self.port = port
+        self.type = type
+        self.path = path
+        self.agingSeconds = agingSeconds
+    }
+}
+
+/// One response line: `ok` with an optional `result`, or not `ok` with an `error` message
+/// meant for humans ("no bridge named br9").
+public struct ControlResponse: Codable, Sendable, Equatable {
+    public var ok: Bool
+    public var error: String?
+    public var result: ControlResult?
+
+    public static func success(_ result: ControlResult? = nil) -> ControlResponse {
+        ControlResponse(ok: true, error: nil, result: result)
+    }
+    public static func failure(_ message: String) -> ControlResponse {
+        ControlResponse(ok: false, error: message, result: nil)
+    }
+}
+
+/// Results carry at most one of these, depending on the command.
+public struct ControlResult: Codable, Sendable, Equatable {
+    public var bridges: [BridgeInfo]?
+    public var fdb: FdbTable?
+    public var stats: [PortStats]?
+
+    public init(bridges: [BridgeInfo]? = nil, fdb: FdbTable? = nil, stats: [PortStats]? = nil) {
+        self.bridges = bridges
+        self.fdb = fdb
+        self.stats = stats
+    }
+}
+
+public struct BridgeInfo: Codable, Sendable, Equatable {
+    public var name: String
+    public var agingSeconds: Int
+    public var ports: [PortInfo]
+    public init(name: String, agingSeconds: Int, ports: [PortInfo]) {
+        self.name = name
+        self.agingSeconds = agingSeconds
+        self.ports = ports
+    }
+}
+
+public struct QueueInfo: Codable, Sendable, Equatable {
+    /// Virtqueue index: even = guest RX (switch -> guest), odd = guest TX (guest -> switch).
+    public var index: Int
+    public var size: Int
+    public var enabled: Bool
+    /// Running in the forwarding thread (memory, addresses, kick fd all set and enabled).
+    public var running: Bool
+    public init(index: Int, size: Int, enabled: Bool, running: Bool) {
+        self.index = index
+        self.size = size
+        self.enabled = enabled
+        self.running = running
+    }
+}
+
+public struct PortInfo: Codable, Sendable, Equatable {
+    public var name: String
+    public var type: PortType
+    public var path: String
+    /// "listening", "connecting", "connected", "stopped".
+    public var state: String
+    /// "up" when at least one RX and one TX queue are running.
+    public var link: String
+    /// Negotiated virtio feature names, e.g. ["VERSION_1", "MRG_RXBUF"].
+    public var features: [String]
+    public var protocolFeatures: [String]
+    public var mtu: Int?
+    public var queues: [QueueInfo]
+    public init(name: String, type: PortType, path: String, state: String, link: String,
+                features: [String], protocolFeatures: [String], mtu: Int?, queues: [QueueInfo]) {
+        self.name = name
+        self.type = type
+        self.path = path
+        self.state = state
+        self.link = link
+        self.features = features
+        self.protocolFeatures = protocolFeatures
+        self.mtu = mtu
+        self.queues = queues
+    }
+}
+
+public struct FdbEntry: Codable, Sendable, Equatable {
+    public var mac: String   // "52:54:00:00:00:01"
+    public var port: String
+    public var vlan: Int     // 0 = untagged
+    public var ageSeconds: Int
+    public init(mac: String, port: String, vlan: Int, ageSeconds: Int) {
+        self.mac = mac
+        self.port = port
+        self.vlan = vlan
+        self.ageSeconds = ageSeconds
+    }
+}
+
+public struct FdbTable: Codable, Sendable, Equatable {
+    public var bridge: String
+    public var entries: [FdbEntry]
+    public init(bridge: String, entries: [FdbEntry]) {
+        self.bridge = bridge
+        self.entries = entries
+    }
+}
+
+/// Counters from the switch's point of view: `rx` = frames the switch received from the
+/// port (the guest transmitted), `tx` = frames the switch delivered to the port.
+public struct PortStats: Codable, Sendable, Equatable {
+    public var port: String
+    public var rxPackets: UInt64
+    public var rxBytes: UInt64
+    public var txPackets: UInt64
+    public var txBytes: UInt64
+    /// Guest TX chains rejected: bad address, loop, too long, writable descriptor, ...
+    public var rxDropBadDescriptor: UInt64
+    /// Frames shorter than an Ethernet header.
+    public var rxDropRunt: UInt64
+    /// Destination RX ring had no (or not enough) buffers.
+    public var txDropNoBuffers: UInt64
+    /// Destination RX buffers malformed (bad address, read-only descriptor, ...).
+    public var txDropBadDescriptor: UInt64
+    public init(port: String, rxPackets: UInt64 = 0, rxBytes: UInt64 = 0, txPackets: UInt64 = 0,
+                txBytes: UInt64 = 0, rxDropBadDescriptor: UInt64 = 0, rxDropRunt: UInt64 = 0,
+                txDropNoBuffers: UInt64 = 0, txDropBadDescriptor: UInt64 = 0) {
+        self.port = port
+        self.rxPackets = rxPackets
+        self.rxBytes = rxBytes
+        self.txPackets = txPackets
+        self.txBytes = txBytes
+        self.rxDropBadDescriptor = rxDropBadDescriptor
+        self.rxDropRunt = rxDropRunt
+        self.txDropNoBuffers = txDropNoBuffers
+        self.txDropBadDescriptor = txDropBadDescriptor
+    }
+}

@@ -1,0 +1,143 @@
+import CShims
+import VhostUser
+import Virtio
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Changes to data-plane state. Each runs on the forwarding thread (call them inside
+/// `sync`, or before `start`) between batches.
+extension ForwardingEngine {
+    public func addBridge(agingSeconds: UInt32) -> Int? {
+        guard let b = (0..<Self.maxBridges).first(where: { !bridges[$0].inUse }) else { return nil }
+        bridges[b].allocate(agingSeconds: agingSeconds)
+        return b
+    }
+
+    public func removeBridge(_ b: Int) {
+        for p in 0..<Self.maxPorts where ports[p].inUse && ports[p].bridge == Int32(b) { removePort(p) }
+        bridges[b].release()
+    }
+
+    public func setAging(bridge b: Int, seconds: UInt32) { bridges[b].table?.agingSeconds = seconds }
+
+    public func addPort(bridge b: Int) -> Int? {
+        guard bridges[b].inUse, let p = (0..<Self.maxPorts).first(where: { !ports[$0].inUse }) else { return nil }
+        ports[p].allocate(bridge: Int32(b))
+        rebuildMembers(bridge: b)
+        return p
+    }
+
+    public func removePort(_ p: Int) {
+        guard ports[p].inUse else { return }
+        for q in 0..<Self.maxQueues where ports[p].runningMask & (1 << UInt32(q)) != 0 { detachQueue(port: p, queue: q) }
+        let b = Int(ports[p].bridge)
+        bridges[b].table?.remove(port: Int32(p), now: now)
+        ports[p].release()
+        rebuildMembers(bridge: b)
+    }
+
+    /// Takes over a checked ring from the control plane.
+    public func startQueue(port p: Int, _ c: VringConfiguration) {
+        let slot = ports + p
+        guard slot.pointee.inUse, c.index < Self.maxQueues else { return }
+        if slot.pointee.runningMask & (1 << UInt32(c.index)) != 0 { detachQueue(port: p, queue: c.index) }
+        let features = c.features
+        (slot.pointee.queues! + c.index).initialize(to: SplitQueue(
+            layout: c.layout, memory: c.memory.view, lastAvail: c.lastAvail,
+            eventIndex: features & VirtioFeature.ringEventIndex != 0,
+            indirect: features & VirtioFeature.ringIndirectDescriptors != 0))
+        memoryOwners[p * Self.maxQueues + c.index] = c.memory
+        slot.pointee.headerLength = VirtioNetHeader.size(forFeatures: features)
+        slot.pointee.mergeable = features & VirtioFeature.netMergeableRxBuffers != 0
+        slot.pointee.kickFds![c.index] = c.kickFd ?? -1
+        slot.pointee.callFds![c.index] = c.callFd ?? -1
+        slot.pointee.runningMask |= 1 << UInt32(c.index)
+        slot.pointee.recomputeRxQueue()
+        if c.index & 1 == 1 {
+            if let fd = c.kickFd {
+                _ = vs_epoll_ctl(epollFd, vs_epoll_op_add(), fd, vs_epollin(), UInt64(UInt32(bitPattern: fd)))
+            } else {
+                kicklessQueues += 1
+            }
+            // Process what the guest queued before we started; kicks stay off while polling.
+            slot.pointee.queues![c.index].disableKicks()
+        }
+        rebuildPollList()
+    }
+
+    /// Stops a ring: publishes what was consumed and forgets the fds and memory.
+    /// Returns the avail index to resume from.
+    @discardableResult
+    public func stopQueue(port p: Int, queue q: Int) -> UInt16 {
+        guard ports[p].inUse, ports[p].runningMask & (1 << UInt32(q)) != 0 else { return 0 }
+        let last = ports[p].queues![q].lastAvail
+        detachQueue(port: p, queue: q)
+        return last
+    }
+
+    public func updateCallFd(port p: Int, queue q: Int, fd: Int32?) {
+        guard ports[p].inUse, q < Self.maxQueues else { return }
+        ports[p].callFds![q] = fd ?? -1
+    }
+
+    func detachQueue(port p: Int, queue q: Int) {
+        let slot = ports + p
+        let bit: UInt32 = 1 << UInt32(q)
+        guard slot.pointee.runningMask & bit != 0 else { return }
+        if slot.pointee.dirtyMask & bit != 0 { publishDirtyRx() }
+        if q & 1 == 1 {
+            let fd = slot.pointee.kickFds![q]
+            if fd >= 0 { _ = vs_epoll_ctl(epollFd, vs_epoll_op_del(), fd, 0, 0) } else { kicklessQueues -= 1 }
+        }
+        slot.pointee.runningMask &= ~bit
+        slot.pointee.kickFds![q] = -1
+        slot.pointee.callFds![q] = -1
+        slot.pointee.recomputeRxQueue()
+        memoryOwners[p * Self.maxQueues + q] = nil
+        rebuildPollList()
+    }
+
+    // MARK: queries (control path)
+
+    public func counters(port p: Int) -> PortCounters {
+        guard ports[p].inUse, let c = ports[p].counters else { return PortCounters() }
+        return PortCounters.load(c)
+    }
+
+    /// Live MAC entries of a bridge: (key, port slot, age in seconds).
+    public func fdbEntries(bridge b: Int) -> [(key: UInt64, port: Int, age: Int)] {
+        now = UInt32(truncatingIfNeeded: vs_coarse_seconds())
+        guard let t = bridges[b].table else { return [] }
+        return t.entries(now: now).map { ($0.key, Int($0.port), Int(now &- $0.lastSeen)) }
+    }
+
+    public func flushFdb(bridge b: Int) { bridges[b].table?.removeAll() }
+
+    /// Forgets what was learned on a port (its guest went away: it may come back elsewhere).
+    public func forgetAddresses(port p: Int) {
+        guard ports[p].inUse else { return }
+        bridges[Int(ports[p].bridge)].table?.remove(port: Int32(p), now: now)
+    }
+
+    // MARK: bookkeeping
+
+    private func rebuildMembers(bridge b: Int) {
+        guard bridges[b].inUse else { return }
+        var n = 0
+        for p in 0..<Self.maxPorts where ports[p].inUse && ports[p].bridge == Int32(b) {
+            bridges[b].members![n] = Int32(p)
+            n += 1
+        }
+        bridges[b].memberCount = n
+    }
+
+    private func rebuildPollList() {
+        var n = 0
+        for p in 0..<Self.maxPorts where ports[p].inUse && ports[p].runningMask & PortSlot.txMask != 0 {
+            pollList[n] = Int32(p)
+            n += 1
+        }
+        pollCount = n
+    }
+}

@@ -1,0 +1,209 @@
+import CShims
+import Foundation
+import Logging
+import VhostUser
+import Virtio
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The data plane: one forwarding thread that owns every ring, MAC table and port slot.
+///
+/// The control plane never touches that state directly. It hands closures to `sync`,
+/// which the forwarding thread runs between batches and acknowledges; so after
+/// `stopQueue` returns, the ring, its eventfds and its guest memory are free to go.
+/// With no work the thread sleeps in epoll on the guests' kick eventfds (0% CPU).
+public final class ForwardingEngine: @unchecked Sendable {
+    public static let maxPorts = 256
+    public static let maxBridges = 64
+    static let maxQueues = VhostUserDevice.maxQueues
+    /// Chains taken from one TX queue per visit.
+    public var batchSize = 32
+    /// Empty polls before re-enabling notifications and sleeping (adaptive polling).
+    public var spinPolls = 64
+
+    // MARK: shared with other threads (lock / eventfd / relaxed counter)
+    private let lock = NSLock()
+    private var tasks: [() -> Void] = []
+    private let pendingTasks = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    private let commandFd: Int32
+    let epollFd: Int32
+    private var thread: Thread?
+    private var running = false
+    private var threadId: pthread_t?
+    let logger: Logger
+
+    // MARK: owned by the forwarding thread
+    var ports: UnsafeMutablePointer<PortSlot>
+    var bridges: UnsafeMutablePointer<BridgeSlot>
+    /// Keeps each running queue's guest memory mapped; index port * maxQueues + queue.
+    var memoryOwners: [GuestMemory?]
+    /// Ports with at least one running TX queue, polled in order.
+    var pollList: UnsafeMutablePointer<Int32>
+    var pollCount = 0
+    /// Number of running TX queues without a kick fd (frontend polls): we must not sleep.
+    var kicklessQueues = 0
+    var txScratch = SegmentList(capacity: 512)
+    var rxScratch = SegmentList(capacity: 512)
+    let chainHeads = UnsafeMutablePointer<UInt16>.allocate(capacity: 256)
+    let chainEnds = UnsafeMutablePointer<Int>.allocate(capacity: 256)
+    /// Ports whose RX used rings have unpublished entries.
+    var dirtyPorts: UnsafeMutablePointer<Int32>
+    var dirtyCount = 0
+    var now: UInt32 = 0
+    /// Statistics of the thread itself, for benchmarks (busy vs idle).
+    public let loopCounters = UnsafeMutablePointer<UInt64>.allocate(capacity: 4)  // polls, emptyPolls, sleeps, frames
+
+    public init(logger: Logger) {
+        self.logger = logger
+        commandFd = vs_eventfd(0)
+        epollFd = vs_epoll_create()
+        precondition(commandFd >= 0 && epollFd >= 0, "eventfd/epoll: \(errno)")
+        _ = vs_epoll_ctl(epollFd, vs_epoll_op_add(), commandFd, vs_epollin(), Self.commandToken)
+        pendingTasks.initialize(to: 0)
+        loopCounters.initialize(repeating: 0, count: 4)
+        ports = .allocate(capacity: Self.maxPorts)
+        for i in 0..<Self.maxPorts { (ports + i).initialize(to: PortSlot()) }
+        bridges = .allocate(capacity: Self.maxBridges)
+        for i in 0..<Self.maxBridges { (bridges + i).initialize(to: BridgeSlot()) }
+        memoryOwners = Array(repeating: nil, count: Self.maxPorts * Self.maxQueues)
+        pollList = .allocate(capacity: Self.maxPorts)
+        dirtyPorts = .allocate(capacity: Self.maxPorts)
+        now = UInt32(truncatingIfNeeded: vs_coarse_seconds())
+    }
+
+    deinit {
+        stop()
+        close(commandFd)
+        close(epollFd)
+        for i in 0..<Self.maxPorts where ports[i].inUse { ports[i].release() }
+        for i in 0..<Self.maxBridges where bridges[i].inUse { bridges[i].release() }
+        ports.deallocate()
+        bridges.deallocate()
+        pollList.deallocate()
+        dirtyPorts.deallocate()
+        txScratch.deallocate()
+        rxScratch.deallocate()
+        chainHeads.deallocate()
+        chainEnds.deallocate()
+        pendingTasks.deallocate()
+        loopCounters.deallocate()
+    }
+
+    static let commandToken: UInt64 = UInt64.max
+
+    // MARK: thread and commands
+
+    /// Starts the forwarding thread, optionally pinned to `cpu`.
+    public func start(cpu: Int? = nil) {
+        guard thread == nil else { return }
+        running = true
+        let t = Thread { [unowned self] in
+            if let cpu { Self.pin(to: cpu) }
+            self.threadId = pthread_self()
+            self.run()
+        }
+        t.name = "vswitch-fwd"
+        t.stackSize = 1 << 20
+        thread = t
+        t.start()
+        // Wait until the thread is ready to take commands.
+        sync { _ in }
+    }
+
+    public func stop() {
+        guard thread != nil else { return }
+        sync { $0.running = false }
+        thread = nil
+    }
+
+    /// Runs `body` on the forwarding thread between batches and waits for it. Before the
+    /// thread starts (tests, microbenchmarks) it runs inline.
+    @discardableResult
+    public func sync<T>(_ body: @escaping (ForwardingEngine) -> T) -> T {
+        if thread == nil || (threadId.map { pthread_equal($0, pthread_self()) != 0 } ?? false) {
+            return body(self)
+        }
+        let done = DispatchSemaphore(value: 0)
+        var result: T?
+        lock.lock()
+        tasks.append {
+            result = body(self)
+            done.signal()
+        }
+        vs_counter_add(pendingTasks, 1)
+        lock.unlock()
+        _ = vs_eventfd_signal(commandFd)
+        done.wait()
+        return result!
+    }
+
+    func runTasks() {
+        lock.lock()
+        let pending = tasks
+        tasks.removeAll()
+        pendingTasks.pointee = 0
+        lock.unlock()
+        for t in pending { t() }
+    }
+
+    private static func pin(to cpu: Int) { _ = vs_pin_to_cpu(Int32(cpu)) }
+
+    // MARK: the loop
+
+    private func run() {
+        var tokens = [UInt64](repeating: 0, count: 64)
+        var events = [UInt32](repeating: 0, count: 64)
+        var idlePolls = 0
+        while running {
+            if vs_counter_load(pendingTasks) != 0 { runTasks() }
+            let frames = pollOnce()
+            if frames > 0 {
+                idlePolls = 0
+                continue
+            }
+            idlePolls += 1
+            if idlePolls < spinPolls { continue }
+            idlePolls = 0
+            // Sleep without losing a wake-up: enable kicks, then look once more.
+            if enableKicksAndCheck() {
+                setKicks(enabled: false)
+                continue
+            }
+            loopCounters[2] &+= 1
+            let timeout: Int32 = kicklessQueues > 0 ? 1 : -1
+            let n = vs_epoll_wait(epollFd, &tokens, &events, 64, timeout)
+            for k in 0..<Int(max(n, 0)) {
+                if tokens[k] == Self.commandToken {
+                    _ = vs_eventfd_drain(commandFd)
+                } else {
+                    _ = vs_eventfd_drain(Int32(truncatingIfNeeded: tokens[k] & 0xffff_ffff))
+                }
+            }
+            setKicks(enabled: false)
+            now = UInt32(truncatingIfNeeded: vs_coarse_seconds())
+        }
+        runTasks()
+    }
+
+    /// Enables kicks on every polled TX queue; true if work arrived meanwhile.
+    private func enableKicksAndCheck() -> Bool {
+        var work = false
+        for i in 0..<pollCount {
+            let p = ports + Int(pollList[i])
+            p.pointee.forEachRunningTx { q in
+                q.pointee.enableKicks()
+                if (q.pointee.availableCount() ?? 0) > 0 { work = true }
+            }
+        }
+        return work
+    }
+
+    private func setKicks(enabled: Bool) {
+        for i in 0..<pollCount {
+            (ports + Int(pollList[i])).pointee.forEachRunningTx { q in
+                if enabled { q.pointee.enableKicks() } else { q.pointee.disableKicks() }
+            }
+        }
+    }
+}

@@ -1,0 +1,47 @@
+import CShims
+
+/// Per-port counters. Written only by the forwarding thread (relaxed stores), read by the
+/// control thread (relaxed loads): no locks, no read-modify-write atomics on the hot path.
+/// Directions are the switch's: rx = received from the port's guest, tx = sent to it.
+public struct PortCounters: Equatable, Sendable {
+    public var rxPackets: UInt64 = 0
+    public var rxBytes: UInt64 = 0
+    public var txPackets: UInt64 = 0
+    public var txBytes: UInt64 = 0
+    public var rxDropBadDescriptor: UInt64 = 0
+    public var rxDropRunt: UInt64 = 0
+    public var txDropNoBuffers: UInt64 = 0
+    public var txDropBadDescriptor: UInt64 = 0
+    public init() {}
+
+    static let fieldCount = 8
+
+    /// Snapshot of counters that another thread is updating.
+    static func load(_ p: UnsafeMutablePointer<PortCounters>) -> PortCounters {
+        p.withMemoryRebound(to: UInt64.self, capacity: fieldCount) { f in
+            var c = PortCounters()
+            c.rxPackets = vs_counter_load(f)
+            c.rxBytes = vs_counter_load(f + 1)
+            c.txPackets = vs_counter_load(f + 2)
+            c.txBytes = vs_counter_load(f + 3)
+            c.rxDropBadDescriptor = vs_counter_load(f + 4)
+            c.rxDropRunt = vs_counter_load(f + 5)
+            c.txDropNoBuffers = vs_counter_load(f + 6)
+            c.txDropBadDescriptor = vs_counter_load(f + 7)
+            return c
+        }
+    }
+}
+
+/// Field offsets for `vs_counter_add` on the hot path.
+enum Counter: Int {
+    case rxPackets = 0, rxBytes, txPackets, txBytes, rxDropBadDescriptor, rxDropRunt, txDropNoBuffers, txDropBadDescriptor
+}
+
+extension UnsafeMutablePointer where Pointee == PortCounters {
+    @inline(__always)
+    func add(_ c: Counter, _ n: UInt64 = 1) {
+        UnsafeMutableRawPointer(self).assumingMemoryBound(to: UInt64.self).advanced(by: c.rawValue)
+            .withMemoryRebound(to: UInt64.self, capacity: 1) { vs_counter_add($0, n) }
+    }
+}

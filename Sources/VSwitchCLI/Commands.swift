@@ -1,0 +1,173 @@
+import ArgumentParser
+import Control
+
+/// `vswitch`: configure and inspect a running vswitchd over its control socket.
+public struct VSwitchCommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "vswitch",
+        abstract: "Configure and inspect vswitchd, the userspace vhost-user switch.",
+        subcommands: [AddBridge.self, DeleteBridge.self, AddPort.self, DeletePort.self, Show.self,
+                      Fdb.self, Port.self, SetAging.self])
+    /// Also declared here so global options may come before the subcommand name too
+    /// (`vswitch --format json show`); ArgumentParser hands the values to the subcommand.
+    @OptionGroup var global: GlobalOptions
+    public init() {}
+}
+
+public struct AddBridge: ControlSubcommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "add-br", abstract: "Create a bridge.")
+    @OptionGroup public var global: GlobalOptions
+    @Argument(help: "Bridge name.") public var bridge: String
+    @Option(help: "MAC address aging time in seconds (default: the daemon's, 300).")
+    public var aging: Int?
+    public init() {}
+
+    public func validate() throws {
+        try Validate.name(bridge, "bridge")
+        if let aging { try Validate.aging(aging) }
+    }
+    /// Aging rides on add-br itself, so the bridge never exists with the wrong aging time.
+    public func makeRequest() -> ControlRequest {
+        ControlRequest(command: .addBridge, bridge: bridge, agingSeconds: aging)
+    }
+}
+
+public struct DeleteBridge: ControlSubcommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "del-br", abstract: "Delete a bridge and all its ports.")
+    @OptionGroup public var global: GlobalOptions
+    @Argument(help: "Bridge name.") public var bridge: String
+    public init() {}
+
+    public func validate() throws { try Validate.name(bridge, "bridge") }
+    public func makeRequest() -> ControlRequest { ControlRequest(command: .deleteBridge, bridge: bridge) }
+}
+
+public struct AddPort: ControlSubcommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "add-port", abstract: "Add a vhost-user port to a bridge.",
+        discussion: """
+            vhostuser: vswitchd listens on --path and QEMU connects to it.
+            vhostuserclient: QEMU listens on --path (server=on) and vswitchd connects.
+            """)
+    @OptionGroup public var global: GlobalOptions
+    @Argument(help: "Bridge name.") public var bridge: String
+    @Argument(help: "Port name.") public var port: String
+    @Option(help: "Port type.") public var type: PortType = .vhostUser
+    @Option(help: "vhost-user socket path.") public var path: String
+    public init() {}
+
+    public func validate() throws {
+        try Validate.name(bridge, "bridge")
+        try Validate.name(port, "port")
+        guard !path.isEmpty else { throw ValidationError("--path must not be empty") }
+    }
+    public func makeRequest() -> ControlRequest {
+        ControlRequest(command: .addPort, bridge: bridge, port: port, type: type, path: path)
+    }
+}
+
+public struct DeletePort: ControlSubcommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "del-port", abstract: "Remove a port from a bridge.")
+    @OptionGroup public var global: GlobalOptions
+    @Argument(help: "Bridge name.") public var bridge: String
+    @Argument(help: "Port name.") public var port: String
+    public init() {}
+
+    public func validate() throws {
+        try Validate.name(bridge, "bridge")
+        try Validate.name(port, "port")
+    }
+    public func makeRequest() -> ControlRequest {
+        ControlRequest(command: .deletePort, bridge: bridge, port: port)
+    }
+}
+
+public struct Show: ControlSubcommand {
+    public static let configuration = CommandConfiguration(
+        abstract: "Show bridges and ports: type, path, state, link, features, MTU, queues.")
+    @OptionGroup public var global: GlobalOptions
+    public init() {}
+
+    public func makeRequest() -> ControlRequest { ControlRequest(command: .show) }
+    public func renderText(_ result: ControlResult?) -> String {
+        TextRendering.show(result?.bridges ?? [])
+    }
+}
+
+public struct SetAging: ControlSubcommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "set-aging", abstract: "Set a bridge's MAC address aging time.")
+    @OptionGroup public var global: GlobalOptions
+    @Argument(help: "Bridge name.") public var bridge: String
+    @Argument(help: "Aging time in seconds (1-86400).") public var seconds: Int
+    public init() {}
+
+    public func validate() throws {
+        try Validate.name(bridge, "bridge")
+        try Validate.aging(seconds)
+    }
+    public func makeRequest() -> ControlRequest {
+        ControlRequest(command: .setAging, bridge: bridge, agingSeconds: seconds)
+    }
+}
+
+/// `vswitch fdb show|flush BRIDGE`: the MAC learning table.
+public struct Fdb: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        abstract: "Inspect or flush a bridge's MAC learning table.",
+        subcommands: [FdbShow.self, FdbFlush.self])
+    public init() {}
+}
+
+public struct FdbShow: ControlSubcommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "show", abstract: "List learned MAC addresses.")
+    @OptionGroup public var global: GlobalOptions
+    @Argument(help: "Bridge name.") public var bridge: String
+    public init() {}
+
+    public func validate() throws { try Validate.name(bridge, "bridge") }
+    public func makeRequest() -> ControlRequest { ControlRequest(command: .fdbShow, bridge: bridge) }
+    public func renderText(_ result: ControlResult?) -> String {
+        TextRendering.fdb(result?.fdb ?? FdbTable(bridge: bridge, entries: []))
+    }
+}
+
+public struct FdbFlush: ControlSubcommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "flush", abstract: "Forget all learned MAC addresses.")
+    @OptionGroup public var global: GlobalOptions
+    @Argument(help: "Bridge name.") public var bridge: String
+    public init() {}
+
+    public func validate() throws { try Validate.name(bridge, "bridge") }
+    public func makeRequest() -> ControlRequest { ControlRequest(command: .fdbFlush, bridge: bridge) }
+}
+
+/// `vswitch port stats BRIDGE [PORT]`.
+public struct Port: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        abstract: "Inspect ports.", subcommands: [PortStatsCommand.self])
+    public init() {}
+}
+
+public struct PortStatsCommand: ControlSubcommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "stats", abstract: "Show packet, byte and drop counters of one or all ports.")
+    @OptionGroup public var global: GlobalOptions
+    @Argument(help: "Bridge name.") public var bridge: String
+    @Argument(help: "Port name (default: all ports of the bridge).") public var port: String?
+    public init() {}
+
+    public func validate() throws {
+        try Validate.name(bridge, "bridge")
+        if let port { try Validate.name(port, "port") }
+    }
+    public func makeRequest() -> ControlRequest {
+        ControlRequest(command: .portStats, bridge: bridge, port: port)
+    }
+    public func renderText(_ result: ControlResult?) -> String { TextRendering.stats(result?.stats ?? []) }
+}

@@ -1,0 +1,124 @@
+import Control
+import Foundation
+
+/// Pure functions turning results into the text the CLI prints. Kept free of I/O so tests
+/// can check the output from sample data.
+public enum TextRendering {
+    /// `--format json`: the `result` object pretty-printed with sorted keys; `{}` when the
+    /// command has no result, so scripts can always parse stdout.
+    public static func json(_ result: ControlResult?) -> String {
+        guard let result else { return "{}" }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        guard let data = try? encoder.encode(result) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Bridges and ports, indented like `ovs-vsctl show`.
+    public static func show(_ bridges: [BridgeInfo]) -> String {
+        if bridges.isEmpty { return "no bridges" }
+        var lines: [String] = []
+        for bridge in bridges {
+            lines.append("Bridge \(bridge.name)")
+            lines.append("    aging: \(bridge.agingSeconds)s")
+            if bridge.ports.isEmpty { lines.append("    (no ports)") }
+            for port in bridge.ports {
+                lines.append("    Port \(port.name)")
+                let fields: [(String, String)] = [
+                    ("type", port.type.rawValue),
+                    ("path", port.path),
+                    ("state", port.state),
+                    ("link", port.link),
+                    ("mtu", port.mtu.map(String.init) ?? "-"),
+                    ("features", port.features.isEmpty ? "-" : port.features.joined(separator: " ")),
+                    ("protocol features",
+                     port.protocolFeatures.isEmpty ? "-" : port.protocolFeatures.joined(separator: " ")),
+                ]
+                let width = fields.map(\.0.count).max() ?? 0
+                for (key, value) in fields {
+                    lines.append("        " + pad(key + ":", width + 1) + " " + value)
+                }
+                if port.queues.isEmpty {
+                    lines.append("        " + pad("queues:", width + 1) + " -")
+                } else {
+                    lines.append("        queues:")
+                    let rows = port.queues.map { q in
+                        // Even virtqueues are the guest's RX (frames to it), odd its TX. Said
+                        // as "to/from guest" because port stats count rx/tx from the switch's side.
+                        [String(q.index), q.index % 2 == 0 ? "to guest" : "from guest", String(q.size),
+                         q.enabled ? "yes" : "no", q.running ? "yes" : "no"]
+                    }
+                    let table = self.table(header: ["queue", "dir", "size", "enabled", "running"],
+                                           rows: rows, rightAligned: [0, 2])
+                    lines += table.map { "            " + $0 }
+                }
+            }
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// The MAC table in `ovs-appctl fdb/show` layout:
+    /// ```
+    ///  port  VLAN  MAC                Age
+    ///  vm1      0  52:54:00:00:00:01    3
+    /// ```
+    public static func fdb(_ table: FdbTable) -> String {
+        let portWidth = max(4, table.entries.map(\.port.count).max() ?? 0)
+        func row(_ port: String, _ vlan: String, _ mac: String, _ age: String) -> String {
+            " " + pad(port, portWidth) + "  " + pad(vlan, 4, right: true) + "  " + pad(mac, 17)
+                + "  " + pad(age, 3, right: true)
+        }
+        var lines = [row("port", "VLAN", "MAC", "Age")]
+        for e in table.entries {
+            lines.append(row(e.port, String(e.vlan), e.mac, String(e.ageSeconds)))
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// One block per port: traffic counters, then every drop counter by name.
+    public static func stats(_ stats: [PortStats]) -> String {
+        if stats.isEmpty { return "no ports" }
+        return stats.map { s in
+            let counters: [(String, UInt64)] = [
+                ("rx packets", s.rxPackets),
+                ("rx bytes", s.rxBytes),
+                ("tx packets", s.txPackets),
+                ("tx bytes", s.txBytes),
+                ("rx dropped, bad descriptor", s.rxDropBadDescriptor),
+                ("rx dropped, runt frame", s.rxDropRunt),
+                ("tx dropped, no guest buffers", s.txDropNoBuffers),
+                ("tx dropped, bad descriptor", s.txDropBadDescriptor),
+            ]
+            let labelWidth = counters.map(\.0.count).max() ?? 0
+            let valueWidth = counters.map { String($0.1).count }.max() ?? 0
+            let body = counters.map { "    " + pad($0.0 + ":", labelWidth + 1) + " " + pad(String($0.1), valueWidth, right: true) }
+            return (["Port \(s.port)"] + body).joined(separator: "\n")
+        }.joined(separator: "\n\n")
+    }
+
+    // MARK: - Helpers
+
+    /// Rows padded so columns line up; columns in `rightAligned` are right-justified (numbers).
+    static func table(header: [String], rows: [[String]], rightAligned: Set<Int>) -> [String] {
+        let all = [header] + rows
+        let widths = header.indices.map { col in all.map { $0[col].count }.max() ?? 0 }
+        return all.map { row in
+            row.indices.map { pad(row[$0], widths[$0], right: rightAligned.contains($0)) }
+                .joined(separator: "  ")
+                .trimmingTrailingSpaces()
+        }
+    }
+
+    static func pad(_ s: String, _ width: Int, right: Bool = false) -> String {
+        let fill = String(repeating: " ", count: max(0, width - s.count))
+        return right ? fill + s : s + fill
+    }
+}
+
+extension String {
+    fileprivate func trimmingTrailingSpaces() -> String {
+        var s = self
+        while s.last == " " { s.removeLast() }
+        return s
+    }
+}

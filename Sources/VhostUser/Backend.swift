@@ -1,0 +1,27 @@
+import Virtio
+
+/// What a running queue needs: checked ring pointers, where to resume, eventfds and the
+/// memory that keeps the mapping alive. Built by `VhostUserDevice` only after every
+/// address was translated and checked.
+public struct VringConfiguration {
+    public var index: Int
+    public var layout: SplitRingLayout
+    public var lastAvail: UInt16
+    /// nil: the frontend polls (no kick fd); the data plane must poll this queue.
+    public var kickFd: Int32?
+    public var callFd: Int32?
+    public var memory: GuestMemory
+    public var features: UInt64
+}
+
+/// The data-plane side of a vhost-user port. The device calls these from the control
+/// thread; implementations hand them to the forwarding thread and wait for its
+/// acknowledgement, so after `stopQueue` returns the ring, its fds and its memory are no
+/// longer touched by the data plane.
+public protocol VhostUserBackend: AnyObject {
+    func startQueue(_ config: VringConfiguration)
+    /// Returns the avail index the data plane really stopped at (for GET_VRING_BASE).
+    func stopQueue(_ index: Int) -> UInt16
+    /// Replace the call eventfd of a running queue (nil: do not interrupt).
+    func updateCallFd(_ index: Int, _ fd: Int32?)
+}

@@ -1,0 +1,243 @@
+import CShims
+import Logging
+import Virtio
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The vhost-user device state machine for one virtio-net port: features, memory table,
+/// per-queue set-up. It never touches rings itself; it decides when a queue may run and
+/// hands a checked `VringConfiguration` to the backend (vhost-user.rst, "Starting and
+/// stopping rings").
+public final class VhostUserDevice {
+    public static let maxQueuePairs = 8
+    public static let maxQueues = 2 * maxQueuePairs
+
+    /// Features offered to the frontend. No checksum/GSO offloads (the switch does not
+    /// touch payloads), no dirty logging, no IOMMU, no packed ring: never offer what we do not do.
+    public static let offeredFeatures: UInt64 =
+        VirtioFeature.version1 | VirtioFeature.ringIndirectDescriptors | VirtioFeature.ringEventIndex
+        | VirtioFeature.netMergeableRxBuffers | VirtioFeature.netMTU | VirtioFeature.netMultiqueue
+        | VirtioFeature.anyLayout | VirtioFeature.vhostUserProtocolFeatures
+    public static let offeredProtocolFeatures: UInt64 =
+        VhostUserProtocolFeature.multiqueue | VhostUserProtocolFeature.replyAck | VhostUserProtocolFeature.mtu
+
+    struct Queue {
+        var size: UInt32 = 0
+        var base: UInt16 = 0
+        var address: VringAddress?
+        var kickFd: Int32?
+        var kickSet = false       // a SET_VRING_KICK arrived (possibly with the no-fd flag)
+        var callFd: Int32?
+        var errFd: Int32?
+        var enabled = false
+        var running = false
+    }
+
+    public private(set) var ackedFeatures: UInt64 = 0
+    public private(set) var ackedProtocolFeatures: UInt64 = 0
+    public private(set) var mtu: Int?
+    public private(set) var memory: GuestMemory?
+    var queues = [Queue](repeating: Queue(), count: maxQueues)
+    unowned let backend: VhostUserBackend
+    let logger: Logger
+
+    public init(backend: VhostUserBackend, logger: Logger) {
+        self.backend = backend
+        self.logger = logger
+    }
+
+    deinit { reset() }
+
+    /// Summary of each queue for `vswitch show`: (index, size, enabled, running).
+    public var queueSummary: [(index: Int, size: Int, enabled: Bool, running: Bool)] {
+        queues.enumerated().filter { $0.element.size != 0 || $0.element.running }
+            .map { ($0.offset, Int($0.element.size), $0.element.enabled, $0.element.running) }
+    }
+    public var runningQueueCount: Int { queues.filter(\.running).count }
+
+    /// Handles one message. Returns the reply payload for requests that have one, nil for
+    /// others. Throws for messages that are wrong; the caller turns that into a REPLY_ACK
+    /// failure or, for framing errors, a disconnect. Consumes `message.fds`.
+    public func handle(_ message: VhostUserMessage) throws(VhostUserError) -> [UInt8]? {
+        var fds = message.fds
+        defer { for fd in fds { close(fd) } }   // whatever a handler did not keep
+        guard let request = VhostUserRequest(rawValue: message.header.request) else {
+            throw .unknownRequest(message.header.request)
+        }
+        let p = message.payload
+        let name = "\(request)"
+        if request != .setMemTable && request != .setVringKick && request != .setVringCall
+            && request != .setVringErr && !fds.isEmpty {
+            throw .badFdCount(request: name, count: fds.count)
+        }
+        switch request {
+        case .getFeatures:
+            return encodeU64(Self.offeredFeatures)
+        case .setFeatures:
+            let f = try decodeU64(p, name)
+            guard f & ~Self.offeredFeatures == 0 else { throw .unsupportedFeatures(f & ~Self.offeredFeatures) }
+            ackedFeatures = f
+            return nil
+        case .getProtocolFeatures:
+            return encodeU64(Self.offeredProtocolFeatures)
+        case .setProtocolFeatures:
+            let f = try decodeU64(p, name)
+            guard f & ~Self.offeredProtocolFeatures == 0 else { throw .unsupportedFeatures(f) }
+            ackedProtocolFeatures = f
+            return nil
+        case .setOwner:
+            return nil
+        case .resetOwner:
+            // Deprecated; the spec recommends treating it as "disable all rings".
+            for i in queues.indices { stop(i) }
+            return nil
+        case .getQueueNum:
+            return encodeU64(UInt64(Self.maxQueuePairs))
+        case .getMaxMemSlots:
+            return encodeU64(UInt64(MemoryTable.maxRegions))
+        case .setMemTable:
+            let table = try MemoryTable(validating: p, fdCount: fds.count)
+            let owned = fds
+            fds = []
+            try setMemoryTable(table, fds: owned)
+            return nil
+        case .setVringNum:
+            let s = try VringState(validating: p, name)
+            let i = try queueIndex(s.index)
+            guard SplitRingLayout.isValidSize(s.num) else { throw .badQueueSize(s.num) }
+            guard !queues[i].running else { throw .queueRunning(s.index) }
+            queues[i].size = s.num
+            return nil
+        case .setVringBase:
+            let s = try VringState(validating: p, name)
+            let i = try queueIndex(s.index)
+            guard !queues[i].running else { throw .queueRunning(s.index) }
+            guard s.num <= 0xffff else { throw .badPayloadSize(request: name, size: p.count) }
+            queues[i].base = UInt16(s.num)
+            return nil
+        case .setVringAddr:
+            let a = try VringAddress(validating: p)
+            let i = try queueIndex(a.index)
+            stop(i)
+            queues[i].address = a
+            try reconcile(i)
+            return nil
+        case .getVringBase:
+            let s = try VringState(validating: p, name)
+            let i = try queueIndex(s.index)
+            stop(i)
+            // The ring stays stopped until a new SET_VRING_KICK (vhost-user.rst, "Starting
+            // and stopping rings").
+            if let fd = queues[i].kickFd { close(fd) }
+            queues[i].kickFd = nil
+            queues[i].kickSet = false
+            return VringState(index: s.index, num: UInt32(queues[i].base)).encoded
+        case .setVringKick:
+            let v = try VringFileDescriptor(validating: p, fds: fds, name)
+            fds = []
+            let i: Int
+            do { i = try queueIndex(v.index) } catch { if let fd = v.fd { close(fd) }; throw error }
+            stop(i)
+            if let old = queues[i].kickFd { close(old) }
+            queues[i].kickFd = v.fd
+            queues[i].kickSet = true
+            try reconcile(i)
+            return nil
+        case .setVringCall:
+            let v = try VringFileDescriptor(validating: p, fds: fds, name)
+            fds = []
+            let i: Int
+            do { i = try queueIndex(v.index) } catch { if let fd = v.fd { close(fd) }; throw error }
+            if queues[i].running { backend.updateCallFd(i, v.fd) }
+            if let old = queues[i].callFd { close(old) }
+            queues[i].callFd = v.fd
+            return nil
+        case .setVringErr:
+            let v = try VringFileDescriptor(validating: p, fds: fds, name)
+            fds = []
+            let i: Int
+            do { i = try queueIndex(v.index) } catch { if let fd = v.fd { close(fd) }; throw error }
+            if let old = queues[i].errFd { close(old) }
+            queues[i].errFd = v.fd
+            return nil
+        case .setVringEnable:
+            let s = try VringState(validating: p, name)
+            let i = try queueIndex(s.index)
+            queues[i].enabled = s.num != 0
+            if !queues[i].enabled { stop(i) }
+            try reconcile(i)
+            return nil
+        case .netSetMtu:
+            let m = try decodeU64(p, name)
+            guard (68...65535).contains(m) else { throw .badMtu(m) }
+            mtu = Int(m)
+            return nil
+        case .sendRarp, .setLogBase, .setLogFd, .setBackendReqFd:
+            throw .unsupportedRequest(name)
+        }
+    }
+
+    /// Stops every queue, closes every fd and drops the memory table: the state of a
+    /// device whose frontend went away. Safe to call repeatedly.
+    public func reset() {
+        for i in queues.indices {
+            stop(i)
+            for fd in [queues[i].kickFd, queues[i].callFd, queues[i].errFd].compactMap({ $0 }) { close(fd) }
+            queues[i] = Queue()
+        }
+        memory = nil
+        ackedFeatures = 0
+        ackedProtocolFeatures = 0
+        mtu = nil
+    }
+
+    // MARK: internals
+
+    private func queueIndex(_ raw: UInt32) throws(VhostUserError) -> Int {
+        guard raw < UInt32(Self.maxQueues) else { throw .badQueueIndex(raw) }
+        return Int(raw)
+    }
+
+    private func stop(_ i: Int) {
+        guard queues[i].running else { return }
+        queues[i].base = backend.stopQueue(i)
+        queues[i].running = false
+    }
+
+    private func setMemoryTable(_ table: MemoryTable, fds: [Int32]) throws(VhostUserError) {
+        let newMemory: GuestMemory
+        do { newMemory = try GuestMemory(regions: table.regions, fds: fds) } catch { throw .memory(error) }
+        // Rings translated through the old table must stop before it can be dropped.
+        let wasRunning = queues.indices.filter { queues[$0].running }
+        for i in wasRunning { stop(i) }
+        memory = newMemory   // old table unmapped here unless the data plane still holds it (it does not)
+        for i in wasRunning { try? reconcile(i) }
+    }
+
+    /// With PROTOCOL_FEATURES rings start disabled until SET_VRING_ENABLE; without it a
+    /// ring starts when its kick fd arrives (vhost-user.rst, "Ring states").
+    private func shouldRun(_ q: Queue) -> Bool {
+        let enabled = ackedFeatures & VirtioFeature.vhostUserProtocolFeatures != 0 ? q.enabled : true
+        return enabled && q.kickSet && q.address != nil && q.size != 0 && memory != nil
+    }
+
+    private func reconcile(_ i: Int) throws(VhostUserError) {
+        let q = queues[i]
+        guard !q.running, shouldRun(q), let memory, let a = q.address else { return }
+        let n = UInt16(truncatingIfNeeded: q.size)
+        let size = q.size == 32768 ? UInt16(32768) : n
+        let view = memory.view
+        guard a.descriptorUser % 16 == 0, a.availUser % 2 == 0, a.usedUser % 4 == 0,
+              let desc = view.translateUser(a.descriptorUser, SplitRingLayout.descriptorBytes(size)),
+              let avail = view.translateUser(a.availUser, SplitRingLayout.availBytes(size)),
+              let used = view.translateUser(a.usedUser, SplitRingLayout.usedBytes(size))
+        else { throw .ringAddress(queue: UInt32(i)) }
+        let config = VringConfiguration(
+            index: i, layout: SplitRingLayout(size: size, descriptors: desc, avail: avail, used: used),
+            lastAvail: q.base, kickFd: q.kickFd, callFd: q.callFd, memory: memory, features: ackedFeatures)
+        backend.startQueue(config)
+        queues[i].running = true
+        logger.debug("queue \(i) started", metadata: ["size": "\(size)", "base": "\(q.base)"])
+    }
+}

@@ -1,0 +1,77 @@
+import Control
+import Switch
+import Virtio
+import VhostUser
+
+/// Maps control-socket requests onto the `SwitchController`. Runs on the control loop
+/// thread (the caller hops there with `EventLoop.sync`).
+struct RequestHandler {
+    let controller: SwitchController
+
+    func handle(_ r: ControlRequest) -> ControlResponse {
+        do {
+            switch r.command {
+            case .addBridge:
+                try controller.addBridge(try need(r.bridge, "bridge"), agingSeconds: r.agingSeconds ?? 300)
+                return .success()
+            case .deleteBridge:
+                try controller.deleteBridge(try need(r.bridge, "bridge"))
+                return .success()
+            case .setAging:
+                try controller.setAging(bridge: try need(r.bridge, "bridge"), seconds: try need(r.agingSeconds, "agingSeconds"))
+                return .success()
+            case .addPort:
+                let type = try need(r.type, "type")
+                try controller.addPort(bridge: try need(r.bridge, "bridge"), name: try need(r.port, "port"),
+                                       kind: type == .vhostUser ? .vhostUser : .vhostUserClient,
+                                       path: try need(r.path, "path"))
+                return .success()
+            case .deletePort:
+                try controller.deletePort(bridge: try need(r.bridge, "bridge"), port: try need(r.port, "port"))
+                return .success()
+            case .show:
+                return .success(ControlResult(bridges: controller.snapshot().map(Self.bridgeInfo)))
+            case .fdbShow:
+                let bridge = try need(r.bridge, "bridge")
+                let rows = try controller.fdb(bridge: bridge)
+                return .success(ControlResult(fdb: FdbTable(bridge: bridge, entries: rows.map {
+                    FdbEntry(mac: $0.mac, port: $0.port, vlan: $0.vlan, ageSeconds: $0.ageSeconds)
+                })))
+            case .fdbFlush:
+                try controller.flushFdb(bridge: try need(r.bridge, "bridge"))
+                return .success()
+            case .portStats:
+                let rows = try controller.stats(bridge: try need(r.bridge, "bridge"), port: r.port)
+                return .success(ControlResult(stats: rows.map { name, c in
+                    PortStats(port: name, rxPackets: c.rxPackets, rxBytes: c.rxBytes, txPackets: c.txPackets,
+                              txBytes: c.txBytes, rxDropBadDescriptor: c.rxDropBadDescriptor, rxDropRunt: c.rxDropRunt,
+                              txDropNoBuffers: c.txDropNoBuffers, txDropBadDescriptor: c.txDropBadDescriptor)
+                }))
+            }
+        } catch let e as SwitchError {
+            return .failure(e.description)
+        } catch let e as MissingField {
+            return .failure("request is missing '\(e.name)'")
+        } catch {
+            return .failure("\(error)")
+        }
+    }
+
+    struct MissingField: Error { let name: String }
+
+    private func need<T>(_ v: T?, _ name: String) throws -> T {
+        guard let v else { throw MissingField(name: name) }
+        return v
+    }
+
+    static func bridgeInfo(_ b: BridgeSnapshot) -> BridgeInfo {
+        BridgeInfo(name: b.name, agingSeconds: b.agingSeconds, ports: b.ports.map { p in
+            PortInfo(name: p.name, type: p.kind == .vhostUser ? .vhostUser : .vhostUserClient, path: p.path,
+                     state: p.state, link: p.linkUp ? "up" : "down",
+                     features: VirtioFeature.describe(p.features),
+                     protocolFeatures: VhostUserProtocolFeature.describe(p.protocolFeatures),
+                     mtu: p.mtu,
+                     queues: p.queues.map { QueueInfo(index: $0.index, size: $0.size, enabled: $0.enabled, running: $0.running) })
+        })
+    }
+}

@@ -1,0 +1,81 @@
+import ArgumentParser
+import Control
+import Foundation
+import Logging
+import Switch
+import VhostUser
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The switch daemon: a control loop thread (vhost-user sockets, reconnect timers), a
+/// forwarding thread (rings) and a control-socket server for `vswitch`.
+struct VSwitchd: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vswitchd",
+        abstract: "Userspace virtual switch for VMs (vhost-user ports, MAC learning).")
+
+    @Option(name: .long, help: "Control socket path (default: $VSWITCH_SOCK or /run/vswitch/vswitchd.sock).")
+    var control: String?
+
+    @Option(name: .long, help: "Directory for relative vhost-user socket paths.")
+    var runDir: String = "/run/vswitch"
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    @Option(name: .long, help: "Pin the forwarding thread to this CPU.")
+    var forwardingCpu: Int?
+
+    func validate() throws {
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("unknown log level '\(logLevel)'")
+        }
+    }
+
+    func run() throws {
+        let level = Logger.Level(rawValue: logLevel)!
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: "vswitchd")
+        signal(SIGPIPE, SIG_IGN)
+        try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
+
+        let engine = ForwardingEngine(logger: logger)
+        engine.start(cpu: forwardingCpu)
+        let loop = EventLoop()
+        let controller = SwitchController(engine: engine, loop: loop, runDirectory: runDir, logger: logger)
+        let handler = RequestHandler(controller: controller)
+        let socketPath = ControlDefaults.resolveSocketPath(option: control, environment: ProcessInfo.processInfo.environment)
+        let server: ControlServer
+        do {
+            server = try ControlServer(path: socketPath) { request in loop.sync { handler.handle(request) } }
+        } catch {
+            logger.critical("cannot open control socket: \(error)")
+            throw ExitCode(1)
+        }
+        server.start()
+
+        // SIGINT/SIGTERM: stop the loop; ports are closed on the loop thread below.
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { loop.stop() }
+            source.resume()
+            signalSources.append(source)
+        }
+        logger.info("vswitchd ready", metadata: ["control": "\(socketPath)", "run-dir": "\(runDir)"])
+        loop.run()
+        logger.info("shutting down")
+        server.stop()
+        controller.shutdown()
+        engine.stop()
+    }
+}
+
+nonisolated(unsafe) var signalSources: [DispatchSourceSignal] = []
+
+VSwitchd.main()

@@ -1,0 +1,105 @@
+import ArgumentParser
+import Control
+import Foundation
+import VSwitchCLI
+import XCTest
+
+final class CLITests: XCTestCase {
+    private func request(_ args: [String]) throws -> ControlRequest {
+        let command = try VSwitchCommand.parseAsRoot(args)
+        let sub = try XCTUnwrap(command as? any ControlSubcommand, "\(type(of: command))")
+        return sub.makeRequest()
+    }
+
+    private func assertRejected(_ args: [String], mentioning text: String,
+                                file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertThrowsError(try VSwitchCommand.parseAsRoot(args), file: file, line: line) { error in
+            let message = VSwitchCommand.message(for: error)
+            XCTAssertTrue(message.contains(text), "\(args): \(message)", file: file, line: line)
+        }
+    }
+
+    func testValidParsesBuildRequests() throws {
+        XCTAssertEqual(try request(["add-br", "br0"]), ControlRequest(command: .addBridge, bridge: "br0"))
+        XCTAssertEqual(try request(["add-br", "br0", "--aging", "60"]),
+                       ControlRequest(command: .addBridge, bridge: "br0", agingSeconds: 60))
+        XCTAssertEqual(try request(["del-br", "br0"]), ControlRequest(command: .deleteBridge, bridge: "br0"))
+        XCTAssertEqual(try request(["add-port", "br0", "vm1", "--path", "/run/vm1.sock"]),
+                       ControlRequest(command: .addPort, bridge: "br0", port: "vm1", type: .vhostUser,
+                                      path: "/run/vm1.sock"))
+        XCTAssertEqual(try request(["add-port", "br0", "vm-2.a", "--type", "vhostuserclient", "--path", "/q"]),
+                       ControlRequest(command: .addPort, bridge: "br0", port: "vm-2.a",
+                                      type: .vhostUserClient, path: "/q"))
+        XCTAssertEqual(try request(["del-port", "br0", "vm1"]),
+                       ControlRequest(command: .deletePort, bridge: "br0", port: "vm1"))
+        XCTAssertEqual(try request(["show"]), ControlRequest(command: .show))
+        XCTAssertEqual(try request(["fdb", "show", "br0"]), ControlRequest(command: .fdbShow, bridge: "br0"))
+        XCTAssertEqual(try request(["fdb", "flush", "br0"]), ControlRequest(command: .fdbFlush, bridge: "br0"))
+        XCTAssertEqual(try request(["port", "stats", "br0"]), ControlRequest(command: .portStats, bridge: "br0"))
+        XCTAssertEqual(try request(["port", "stats", "br0", "vm1"]),
+                       ControlRequest(command: .portStats, bridge: "br0", port: "vm1"))
+        XCTAssertEqual(try request(["set-aging", "br0", "86400"]),
+                       ControlRequest(command: .setAging, bridge: "br0", agingSeconds: 86400))
+    }
+
+    func testGlobalOptionsOnSubcommands() throws {
+        let show = try XCTUnwrap(try VSwitchCommand.parseAsRoot(
+            ["show", "--format", "json", "--control", "/tmp/x.sock"]) as? Show)
+        XCTAssertEqual(show.global.format, .json)
+        XCTAssertEqual(show.global.socketPath, "/tmp/x.sock")
+        // Also accepted before the subcommand name.
+        let fdb = try XCTUnwrap(try VSwitchCommand.parseAsRoot(
+            ["--format", "json", "--control", "/tmp/y.sock", "fdb", "show", "br0"]) as? FdbShow)
+        XCTAssertEqual(fdb.global.format, .json)
+        XCTAssertEqual(fdb.global.control, "/tmp/y.sock")
+        let plain = try XCTUnwrap(try VSwitchCommand.parseAsRoot(["show"]) as? Show)
+        XCTAssertEqual(plain.global.format, .text)
+        XCTAssertNil(plain.global.control)
+    }
+
+    func testSocketPathResolution() {
+        XCTAssertEqual(ControlDefaults.resolveSocketPath(option: "/a", environment: ["VSWITCH_SOCK": "/b"]), "/a")
+        XCTAssertEqual(ControlDefaults.resolveSocketPath(option: nil, environment: ["VSWITCH_SOCK": "/b"]), "/b")
+        XCTAssertEqual(ControlDefaults.resolveSocketPath(option: nil, environment: [:]), "/run/vswitch/vswitchd.sock")
+    }
+
+    func testArgumentErrors() {
+        assertRejected(["add-port", "br0", "vm1", "--type", "tap", "--path", "/x"], mentioning: "vhostuserclient")
+        assertRejected(["add-port", "br0", "vm1", "--type", "tap", "--path", "/x"], mentioning: "'vhostuser'")
+        assertRejected(["add-port", "br0", "vm1"], mentioning: "--path")
+        assertRejected(["add-port", "br0", "vm1", "--path", ""], mentioning: "--path")
+        assertRejected(["add-br", "bad name"], mentioning: "invalid bridge name")
+        assertRejected(["add-br", ""], mentioning: "invalid bridge name")
+        assertRejected(["add-br", "a234567890123456"], mentioning: "invalid bridge name")
+        assertRejected(["add-port", "br0", "vm/1", "--path", "/x"], mentioning: "invalid port name")
+        assertRejected(["del-br", "br#0"], mentioning: "invalid bridge name")
+        assertRejected(["fdb", "show", "b r"], mentioning: "invalid bridge name")
+        assertRejected(["add-br", "br0", "--aging", "0"], mentioning: "invalid aging time 0")
+        assertRejected(["set-aging", "br0", "0"], mentioning: "invalid aging time 0")
+        assertRejected(["set-aging", "br0", "86401"], mentioning: "invalid aging time")
+        assertRejected(["show", "--format", "xml"], mentioning: "json")
+    }
+
+    func testNameBoundaries() throws {
+        XCTAssertNoThrow(try VSwitchCommand.parseAsRoot(["add-br", "a23456789012345"]))
+        XCTAssertNoThrow(try VSwitchCommand.parseAsRoot(["add-br", "A_b.c-9"]))
+        XCTAssertNoThrow(try VSwitchCommand.parseAsRoot(["set-aging", "br0", "1"]))
+    }
+
+    /// End to end through a real socket: success exits normally, ok:false throws exit code 1,
+    /// and a missing daemon is a clean exit 1 too.
+    func testRunAgainstFakeDaemon() throws {
+        let path = try makeTempDir(self) + "/d.sock"
+        let server = try ControlServer(path: path) { request in
+            request.bridge == "br0" ? .success() : .failure("no bridge named \(request.bridge ?? "")")
+        }
+        server.start()
+        defer { server.stop() }
+        var ok = try VSwitchCommand.parseAsRoot(["fdb", "flush", "br0", "--control", path])
+        XCTAssertNoThrow(try ok.run())
+        var bad = try VSwitchCommand.parseAsRoot(["fdb", "flush", "br9", "--control", path])
+        XCTAssertThrowsError(try bad.run()) { XCTAssertEqual($0 as? ExitCode, .failure) }
+        var absent = try VSwitchCommand.parseAsRoot(["show", "--control", path + ".missing"])
+        XCTAssertThrowsError(try absent.run()) { XCTAssertEqual($0 as? ExitCode, .failure) }
+    }
+}
