@@ -21,6 +21,8 @@ let package = Package(
         .target(name: "VhostUser", dependencies: ["CShims", "Virtio", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Switch", dependencies: ["CShims", "Virtio", "VhostUser", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Control"),
+        // A virtio-net driver simulated in memfd memory: tests and the microbenchmark.
+        .target(name: "GuestSimulator", dependencies: ["CShims", "Virtio", "VhostUser"]),
         .executableTarget(name: "vswitchd", dependencies: [
             "Switch", "Control", "VhostUser",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -31,9 +33,9 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "vswitch", dependencies: ["VSwitchCLI"]),
-        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "CShims"]),
-        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "Virtio", "CShims"]),
-        .testTarget(name: "SwitchTests", dependencies: ["Switch", "Virtio", "VhostUser", "CShims"]),
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "CShims", "GuestSimulator"]),
+        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "Virtio", "CShims", "GuestSimulator"]),
+        .testTarget(name: "SwitchTests", dependencies: ["Switch", "Virtio", "VhostUser", "CShims", "GuestSimulator"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "VSwitchCLI"]),
     ]
 )

@@ -4,6 +4,16 @@ import Virtio
 /// memory that keeps the mapping alive. Built by `VhostUserDevice` only after every
 /// address was translated and checked.
 public struct VringConfiguration {
+    public init(index: Int, layout: SplitRingLayout, lastAvail: UInt16, kickFd: Int32?, callFd: Int32?,
+                memory: GuestMemory, features: UInt64) {
+        self.index = index
+        self.layout = layout
+        self.lastAvail = lastAvail
+        self.kickFd = kickFd
+        self.callFd = callFd
+        self.memory = memory
+        self.features = features
+    }
     public var index: Int
     public var layout: SplitRingLayout
     public var lastAvail: UInt16
