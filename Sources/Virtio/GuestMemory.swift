@@ -99,31 +99,34 @@ public struct GuestMemoryView {
 public final class GuestMemory: @unchecked Sendable {
     public let descriptions: [MemoryRegionDescription]
     private let storage: UnsafeMutablePointer<MappedRegion>
-    private var mappings: [(UnsafeMutableRawPointer, Int)] = []
+    private let mappings: [(UnsafeMutableRawPointer, Int)]
     public var view: GuestMemoryView { GuestMemoryView(regions: storage, count: descriptions.count) }
 
     /// Maps every region; takes ownership of `fds` (all closed before returning, mapped or not).
     public init(regions: [MemoryRegionDescription], fds: [Int32]) throws(GuestMemoryError) {
         defer { for fd in fds { close(fd) } }
         precondition(regions.count == fds.count, "caller checks one fd per region")
-        descriptions = regions
-        storage = .allocate(capacity: max(regions.count, 1))
-        var mapped = 0
+        // Map everything before any stored property is set, so a failure leaves nothing
+        // for deinit and nothing mapped.
+        var mapped: [(UnsafeMutableRawPointer, Int)] = []
+        var entries: [MappedRegion] = []
         do {
             for (i, r) in regions.enumerated() {
                 try Self.validate(r, index: i, against: regions[..<i])
                 let (base, len, host) = try Self.map(r, fd: fds[i], index: i)
-                mappings.append((base, len))
-                (storage + i).initialize(to: MappedRegion(
+                mapped.append((base, len))
+                entries.append(MappedRegion(
                     guestStart: r.guestPhysicalAddress, guestEnd: r.guestPhysicalAddress + r.size,
                     userStart: r.userAddress, userEnd: r.userAddress + r.size, host: host))
-                mapped += 1
             }
         } catch {
-            for (base, len) in mappings { munmap(base, len) }
-            storage.deallocate()
+            for (base, len) in mapped { munmap(base, len) }
             throw error
         }
+        descriptions = regions
+        mappings = mapped
+        storage = .allocate(capacity: max(entries.count, 1))
+        storage.initialize(from: entries, count: entries.count)
     }
 
     deinit {
