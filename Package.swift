@@ -33,6 +33,12 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "vswitch", dependencies: ["VSwitchCLI"]),
+        // Benchmarks (see Benchmarks/README.md).
+        .target(name: "MallocCounter", path: "Benchmarks/MallocCounter"),
+        .executableTarget(name: "vswitch-microbench", dependencies: [
+            "Switch", "GuestSimulator", "CShims", "MallocCounter",
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "Benchmarks/Microbench"),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "CShims", "GuestSimulator"]),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "Virtio", "CShims", "GuestSimulator"]),
         .testTarget(name: "SwitchTests", dependencies: ["Switch", "Virtio", "VhostUser", "CShims", "GuestSimulator"]),
