@@ -32,7 +32,7 @@ extension ForwardingEngine {
         guard ports[p].inUse else { return }
         for q in 0..<Self.maxQueues where ports[p].runningMask & (1 << UInt32(q)) != 0 { detachQueue(port: p, queue: q) }
         let b = Int(ports[p].bridge)
-        bridges[b].table?.remove(port: Int32(p), now: now)
+        bridges[b].table?.remove(port: Int32(p), now: hot.pointee.now)
         ports[p].release()
         rebuildMembers(bridge: b)
     }
@@ -58,7 +58,7 @@ extension ForwardingEngine {
             if let fd = c.kickFd {
                 _ = vs_epoll_ctl(epollFd, vs_epoll_op_add(), fd, vs_epollin(), UInt64(UInt32(bitPattern: fd)))
             } else {
-                kicklessQueues += 1
+                hot.pointee.kicklessQueues += 1
             }
             // Process what the guest queued before we started; kicks stay off while polling.
             slot.pointee.queues![c.index].disableKicks()
@@ -88,7 +88,7 @@ extension ForwardingEngine {
         if slot.pointee.dirtyMask & bit != 0 { publishDirtyRx() }
         if q & 1 == 1 {
             let fd = slot.pointee.kickFds![q]
-            if fd >= 0 { _ = vs_epoll_ctl(epollFd, vs_epoll_op_del(), fd, 0, 0) } else { kicklessQueues -= 1 }
+            if fd >= 0 { _ = vs_epoll_ctl(epollFd, vs_epoll_op_del(), fd, 0, 0) } else { hot.pointee.kicklessQueues -= 1 }
         }
         slot.pointee.runningMask &= ~bit
         slot.pointee.kickFds![q] = -1
@@ -107,9 +107,9 @@ extension ForwardingEngine {
 
     /// Live MAC entries of a bridge: (key, port slot, age in seconds).
     public func fdbEntries(bridge b: Int) -> [(key: UInt64, port: Int, age: Int)] {
-        now = UInt32(truncatingIfNeeded: vs_coarse_seconds())
+        hot.pointee.now = UInt32(truncatingIfNeeded: vs_coarse_seconds())
         guard let t = bridges[b].table else { return [] }
-        return t.entries(now: now).map { ($0.key, Int($0.port), Int(now &- $0.lastSeen)) }
+        return t.entries(now: hot.pointee.now).map { ($0.key, Int($0.port), Int(hot.pointee.now &- $0.lastSeen)) }
     }
 
     public func flushFdb(bridge b: Int) { bridges[b].table?.removeAll() }
@@ -117,7 +117,7 @@ extension ForwardingEngine {
     /// Forgets what was learned on a port (its guest went away: it may come back elsewhere).
     public func forgetAddresses(port p: Int) {
         guard ports[p].inUse else { return }
-        bridges[Int(ports[p].bridge)].table?.remove(port: Int32(p), now: now)
+        bridges[Int(ports[p].bridge)].table?.remove(port: Int32(p), now: hot.pointee.now)
     }
 
     // MARK: bookkeeping
@@ -138,6 +138,6 @@ extension ForwardingEngine {
             pollList[n] = Int32(p)
             n += 1
         }
-        pollCount = n
+        hot.pointee.pollCount = n
     }
 }

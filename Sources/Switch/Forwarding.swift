@@ -13,7 +13,7 @@ extension ForwardingEngine {
     public func pollOnce() -> Int {
         var frames = 0
         var i = 0
-        while i < pollCount {
+        while i < hot.pointee.pollCount {
             let p = Int(pollList[i])
             var m = ports[p].runningMask & PortSlot.txMask
             while m != 0 {
@@ -39,7 +39,7 @@ extension ForwardingEngine {
             detachQueue(port: p, queue: qi)
             return 0
         }
-        let n = min(available, batchSize)
+        let n = min(available, hot.pointee.batchSize)
         var k = 0
         while k < n {
             guard let head = q.pointee.head(at: k) else {
@@ -47,8 +47,8 @@ extension ForwardingEngine {
                 detachQueue(port: p, queue: qi)
                 return k
             }
-            txScratch.removeAll()
-            if q.pointee.walkChain(head: head, writable: false, into: &txScratch, limit: Self.maxFrame) != nil {
+            txScratch.pointee.removeAll()
+            if q.pointee.walkChain(head: head, writable: false, into: &txScratch.pointee, limit: Self.maxFrame) != nil {
                 slot.pointee.counters.unsafelyUnwrapped.add(.rxDropBadDescriptor)
             } else {
                 forwardFrame(from: p)
@@ -67,14 +67,14 @@ extension ForwardingEngine {
         let slot = ports + p
         let counters = slot.pointee.counters.unsafelyUnwrapped
         let header = slot.pointee.headerLength
-        let frameLength = txScratch.totalLength - header
+        let frameLength = txScratch.pointee.totalLength - header
         guard frameLength >= 14 else {
             counters.add(.rxDropRunt)
             return
         }
         counters.add(.rxPackets)
         counters.add(.rxBytes, UInt64(frameLength))
-        let (w0, w1) = FrameCopy.peek16(txScratch, at: header)
+        let (w0, w1) = FrameCopy.peek16(txScratch.pointee, at: header)
         let dst = w0 & 0xFFFF_FFFF_FFFF
         let src = (w0 >> 48) | (w1 & 0xFFFF_FFFF) << 16
         // 802.1Q: TPID 0x8100 at bytes 12-13 (big-endian on the wire), VID in bytes 14-15.
@@ -84,10 +84,10 @@ extension ForwardingEngine {
         let b = Int(slot.pointee.bridge)
         let bridge = bridges + b
         if src & 1 == 0 {
-            bridge.pointee.table?.learn(MacTable.key(mac: src, vlan: vlan), port: Int32(p), now: now)
+            bridge.pointee.table?.learn(MacTable.key(mac: src, vlan: vlan), port: Int32(p), now: hot.pointee.now)
         }
         if dst & 1 == 0 {
-            let out = bridge.pointee.table.unsafelyUnwrapped.lookup(MacTable.key(mac: dst, vlan: vlan), now: now)
+            let out = bridge.pointee.table.unsafelyUnwrapped.lookup(MacTable.key(mac: dst, vlan: vlan), now: hot.pointee.now)
             if out >= 0 {
                 if Int(out) != p { deliver(to: Int(out), frameLength: frameLength, sourceHeader: header) }
                 return
@@ -120,21 +120,21 @@ extension ForwardingEngine {
         }
         let header = slot.pointee.headerLength
         let needed = header + frameLength
-        rxScratch.removeAll()
+        rxScratch.pointee.removeAll()
         var chains = 0
         if slot.pointee.mergeable {
             // virtio 1.2, 5.1.6.4: a frame may use several chains; num_buffers says how many.
-            while rxScratch.totalLength < needed {
+            while rxScratch.pointee.totalLength < needed {
                 guard chains < available, chains < 256, let head = q.pointee.head(at: chains) else {
                     counters.add(.txDropNoBuffers)
                     return
                 }
-                if q.pointee.walkChain(head: head, writable: true, into: &rxScratch) != nil {
+                if q.pointee.walkChain(head: head, writable: true, into: &rxScratch.pointee) != nil {
                     counters.add(.txDropBadDescriptor)
                     return
                 }
                 chainHeads[chains] = head
-                chainEnds[chains] = rxScratch.totalLength
+                chainEnds[chains] = rxScratch.pointee.totalLength
                 chains &+= 1
             }
         } else {
@@ -142,22 +142,22 @@ extension ForwardingEngine {
                 counters.add(.txDropBadDescriptor)
                 return
             }
-            if q.pointee.walkChain(head: head, writable: true, into: &rxScratch) != nil {
+            if q.pointee.walkChain(head: head, writable: true, into: &rxScratch.pointee) != nil {
                 counters.add(.txDropBadDescriptor)
                 return
             }
-            guard rxScratch.totalLength >= needed else {
+            guard rxScratch.pointee.totalLength >= needed else {
                 counters.add(.txDropNoBuffers)
                 return
             }
             chainHeads[0] = head
-            chainEnds[0] = rxScratch.totalLength
+            chainEnds[0] = rxScratch.pointee.totalLength
             chains = 1
         }
         // The virtio-net header: no offloads, num_buffers = chains used.
         var netHeader: (UInt64, UInt32) = (0, UInt32(chains) << 16)
-        withUnsafeBytes(of: &netHeader) { FrameCopy.write($0.baseAddress!, count: header, to: rxScratch) }
-        FrameCopy.copy(from: txScratch, srcOffset: sourceHeader, to: rxScratch, dstOffset: header, count: frameLength)
+        withUnsafeBytes(of: &netHeader) { FrameCopy.write($0.baseAddress!, count: header, to: rxScratch.pointee) }
+        FrameCopy.copy(from: txScratch.pointee, srcOffset: sourceHeader, to: rxScratch.pointee, dstOffset: header, count: frameLength)
         var start = 0
         var c = 0
         while c < chains {
@@ -168,8 +168,8 @@ extension ForwardingEngine {
         }
         q.pointee.consume(chains)
         if slot.pointee.dirtyMask == 0 {
-            dirtyPorts[dirtyCount] = Int32(d)
-            dirtyCount &+= 1
+            dirtyPorts[hot.pointee.dirtyCount] = Int32(d)
+            hot.pointee.dirtyCount &+= 1
         }
         slot.pointee.dirtyMask |= 1 << UInt32(qi)
         counters.add(.txPackets)
@@ -181,7 +181,7 @@ extension ForwardingEngine {
     @inline(__always)
     func publishDirtyRx() {
         var i = 0
-        while i < dirtyCount {
+        while i < hot.pointee.dirtyCount {
             let slot = ports + Int(dirtyPorts[i])
             var m = slot.pointee.dirtyMask
             while m != 0 {
@@ -195,7 +195,7 @@ extension ForwardingEngine {
             slot.pointee.dirtyMask = 0
             i &+= 1
         }
-        dirtyCount = 0
+        hot.pointee.dirtyCount = 0
     }
 
     @inline(__always)
