@@ -134,3 +134,4 @@ int vs_pin_to_cpu(int cpu) {
     cpu_set_t set; CPU_ZERO(&set); CPU_SET(cpu, &set);
     return sched_setaffinity(0, sizeof(set), &set);
 }
+int vs_gettid(void) { return (int)gettid(); }

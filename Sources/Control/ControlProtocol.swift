@@ -35,6 +35,7 @@ public enum ControlCommand: String, Codable, Sendable, CaseIterable {
     case fdbFlush = "fdb-flush"
     case portStats = "port-stats"
     case setAging = "set-aging"
+    case datapathStats = "dp-stats"
 }
 
 /// Port types a user can add. Raw values are what the CLI's `--type` accepts.
@@ -85,11 +86,14 @@ public struct ControlResult: Codable, Sendable, Equatable {
     public var bridges: [BridgeInfo]?
     public var fdb: FdbTable?
     public var stats: [PortStats]?
+    public var datapath: DatapathStats?
 
-    public init(bridges: [BridgeInfo]? = nil, fdb: FdbTable? = nil, stats: [PortStats]? = nil) {
+    public init(bridges: [BridgeInfo]? = nil, fdb: FdbTable? = nil, stats: [PortStats]? = nil,
+                datapath: DatapathStats? = nil) {
         self.bridges = bridges
         self.fdb = fdb
         self.stats = stats
+        self.datapath = datapath
     }
 }
 
@@ -196,5 +200,27 @@ public struct PortStats: Codable, Sendable, Equatable {
         self.rxDropRunt = rxDropRunt
         self.txDropNoBuffers = txDropNoBuffers
         self.txDropBadDescriptor = txDropBadDescriptor
+    }
+}
+
+/// What the forwarding thread did since start: tells a switch-bound benchmark run (few
+/// empty polls, no sleeps) from a generator-bound one.
+public struct DatapathStats: Codable, Sendable, Equatable {
+    /// Passes over all polled queues.
+    public var polls: UInt64
+    /// Passes that found no frame.
+    public var emptyPolls: UInt64
+    /// Times the thread went to sleep in epoll.
+    public var sleeps: UInt64
+    /// Frames taken from guests' TX rings.
+    public var frames: UInt64
+    /// CPU time of the forwarding thread (user + system), seconds.
+    public var cpuSeconds: Double
+    public init(polls: UInt64, emptyPolls: UInt64, sleeps: UInt64, frames: UInt64, cpuSeconds: Double) {
+        self.polls = polls
+        self.emptyPolls = emptyPolls
+        self.sleeps = sleeps
+        self.frames = frames
+        self.cpuSeconds = cpuSeconds
     }
 }

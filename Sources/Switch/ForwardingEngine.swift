@@ -233,3 +233,22 @@ struct HotState {
     var batchSize = 32
     var spinPolls = 64
 }
+
+extension ForwardingEngine {
+    /// Loop counters (read racily from another thread: relaxed, monotonic, good enough).
+    public func loopStatistics() -> (polls: UInt64, emptyPolls: UInt64, sleeps: UInt64, frames: UInt64) {
+        (vs_counter_load(loopCounters), vs_counter_load(loopCounters + 1), vs_counter_load(loopCounters + 2),
+         vs_counter_load(loopCounters + 3))
+    }
+
+    /// CPU time (user + system) of the forwarding thread, from /proc.
+    public func threadCPUSeconds() -> Double {
+        let tid = sync { _ in vs_gettid() }
+        guard let stat = try? String(contentsOfFile: "/proc/self/task/\(tid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return 0 }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // After the command name: state is field 3, utime 14, stime 15 (proc(5)).
+        guard fields.count > 13, let u = Double(String(fields[11])), let s = Double(String(fields[12])) else { return 0 }
+        return (u + s) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+}

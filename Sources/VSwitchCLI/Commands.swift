@@ -7,7 +7,7 @@ public struct VSwitchCommand: ParsableCommand {
         commandName: "vswitch",
         abstract: "Configure and inspect vswitchd, the userspace vhost-user switch.",
         subcommands: [AddBridge.self, DeleteBridge.self, AddPort.self, DeletePort.self, Show.self,
-                      Fdb.self, Port.self, SetAging.self])
+                      Fdb.self, Port.self, SetAging.self, DatapathStatsCommand.self])
     /// Also declared here so global options may come before the subcommand name too
     /// (`vswitch --format json show`); ArgumentParser hands the values to the subcommand.
     @OptionGroup var global: GlobalOptions
@@ -170,4 +170,18 @@ public struct PortStatsCommand: ControlSubcommand {
         ControlRequest(command: .portStats, bridge: bridge, port: port)
     }
     public func renderText(_ result: ControlResult?) -> String { TextRendering.stats(result?.stats ?? []) }
+}
+
+/// `vswitch dp-stats`: the forwarding thread's own counters.
+public struct DatapathStatsCommand: ControlSubcommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "dp-stats", abstract: "Show the forwarding thread's polls, sleeps, frames and CPU time.")
+    @OptionGroup public var global: GlobalOptions
+    public init() {}
+
+    public func makeRequest() -> ControlRequest { ControlRequest(command: .datapathStats) }
+    public func renderText(_ result: ControlResult?) -> String {
+        guard let d = result?.datapath else { return "" }
+        return TextRendering.datapath(d)
+    }
 }

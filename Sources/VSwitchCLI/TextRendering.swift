@@ -99,6 +99,18 @@ public enum TextRendering {
     // MARK: - Helpers
 
     /// Rows padded so columns line up; columns in `rightAligned` are right-justified (numbers).
+    public static func datapath(_ d: DatapathStats) -> String {
+        let busy = d.polls == 0 ? 0 : 100 * Double(d.polls - d.emptyPolls) / Double(d.polls)
+        return """
+            polls:        \(d.polls)
+            empty polls:  \(d.emptyPolls)
+            busy polls:   \(String(format: "%.1f", busy))%
+            sleeps:       \(d.sleeps)
+            frames:       \(d.frames)
+            cpu seconds:  \(String(format: "%.3f", d.cpuSeconds))
+            """
+    }
+
     static func table(header: [String], rows: [[String]], rightAligned: Set<Int>) -> [String] {
         let all = [header] + rows
         let widths = header.indices.map { col in all.map { $0[col].count }.max() ?? 0 }

@@ -40,6 +40,11 @@ struct RequestHandler {
             case .fdbFlush:
                 try controller.flushFdb(bridge: try need(r.bridge, "bridge"))
                 return .success()
+            case .datapathStats:
+                let c = controller.engine.loopStatistics()
+                return .success(ControlResult(datapath: DatapathStats(
+                    polls: c.polls, emptyPolls: c.emptyPolls, sleeps: c.sleeps, frames: c.frames,
+                    cpuSeconds: controller.engine.threadCPUSeconds())))
             case .portStats:
                 let rows = try controller.stats(bridge: try need(r.bridge, "bridge"), port: r.port)
                 return .success(ControlResult(stats: rows.map { name, c in

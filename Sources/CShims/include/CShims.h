@@ -52,6 +52,8 @@ int vs_unix_connect(const char *path);
 int vs_accept(int listen_fd);
 /// Pins the calling thread to one CPU (sched_setaffinity).
 int vs_pin_to_cpu(int cpu);
+/// The calling thread's kernel id (gettid).
+int vs_gettid(void);
 
 // ---- Memory ordering on shared ring memory (virtio 1.2, 2.7.13: the driver and device
 // ---- may run concurrently; avail.idx is read with acquire, used.idx published with release).
