@@ -8,6 +8,13 @@ enum FrameCopy {
     @inline(__always)
     static func copy(from src: SegmentList, srcOffset: Int, to dst: SegmentList, dstOffset: Int, count: Int) {
         guard count > 0 else { return }
+        // Fast path: frame in one TX segment, room in the first RX segment (the usual case
+        // for Linux and DPDK guests).
+        if srcOffset + count <= src[0].length && dstOffset + count <= dst[0].length {
+            // SAFETY: both ranges were just checked against segment lengths.
+            (dst[0].base + dstOffset).copyMemory(from: src[0].base + srcOffset, byteCount: count)
+            return
+        }
         var si = 0, so = srcOffset
         while so >= src[si].length { so -= src[si].length; si += 1 }
         var di = 0, dOff = dstOffset
@@ -30,6 +37,10 @@ enum FrameCopy {
     /// Writes `count` bytes from `bytes` into `dst` at byte 0 (the virtio-net header).
     @inline(__always)
     static func write(_ bytes: UnsafeRawPointer, count: Int, to dst: SegmentList) {
+        if count <= dst[0].length {
+            dst[0].base.copyMemory(from: bytes, byteCount: count)
+            return
+        }
         var di = 0, off = 0, done = 0
         while done < count {
             let d = dst[di]
@@ -44,6 +55,11 @@ enum FrameCopy {
     /// Reads up to 16 bytes at `offset` (the Ethernet header) into a local.
     @inline(__always)
     static func peek16(_ src: SegmentList, at offset: Int) -> (UInt64, UInt64) {
+        if offset + 16 <= src[0].length {
+            // SAFETY: 16 bytes at offset lie inside the first segment.
+            let p = src[0].base + offset
+            return (p.loadUnaligned(as: UInt64.self), p.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+        }
         var out: (UInt64, UInt64) = (0, 0)
         let available = min(16, src.totalLength - offset)
         withUnsafeMutableBytes(of: &out) { o in

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Forwarding microbenchmark: ns/frame and allocations/frame (wall clock, median of rounds),
+# then instructions per forwarded frame inside ForwardingEngine.pollOnce under callgrind
+# (repeatable on a noisy machine: it counts instructions, not time).
+#   Benchmarks/microbench.sh [--size 64] [--frames 2000000] [--rounds 5]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size=64; frames=2000000; rounds=5
+while (($#)); do
+    case $1 in
+        --size) size=$2; shift 2 ;;
+        --frames) frames=$2; shift 2 ;;
+        --rounds) rounds=$2; shift 2 ;;
+        *) echo "usage: $0 [--size N] [--frames N] [--rounds N]" >&2; exit 2 ;;
+    esac
+done
+swift build -c release --product vswitch-microbench >&2
+bin=.build/release/vswitch-microbench
+echo "== wall clock (frame size $size)"
+"$bin" --size "$size" --frames "$frames" --rounds "$rounds"
+if ! command -v valgrind >/dev/null; then
+    echo "== instructions: valgrind not installed (apt-get install valgrind)"; exit 0
+fi
+# valgrind 3.19 cannot read Swift 6's debug info: profile a stripped copy.
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+cp "$bin" "$tmp/mb"; strip --strip-debug "$tmp/mb"
+ir() {  # instructions inside pollOnce for a run of $1 frames (warm-up included)
+    valgrind --tool=callgrind --callgrind-out-file="$tmp/cg" \
+        --toggle-collect='$s6Switch16ForwardingEngineC8pollOnceSiyF' \
+        "$tmp/mb" --size "$size" --frames "$1" --rounds 1 >/dev/null 2>&1
+    callgrind_annotate "$tmp/cg" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}'
+}
+a=$(ir 100000); b=$(ir 300000)
+echo "== instructions per forwarded frame (pollOnce, callgrind): $(( (b - a) / 200000 ))"
