@@ -60,9 +60,10 @@ extension ForwardingEngine {
             } else {
                 hot.pointee.kicklessQueues += 1
             }
-            // Process what the guest queued before we started; kicks stay off while polling.
-            slot.pointee.queues![c.index].disableKicks()
         }
+        // TX: kicks stay off while we poll (re-enabled before sleeping). RX: never needed,
+        // we do not wait for buffers (a full ring drops), so spare the guest the exits.
+        slot.pointee.queues![c.index].disableKicks()
         rebuildPollList()
     }
 

@@ -20,31 +20,32 @@ restart_round() {
     local s1="$E2E_TMP/$br-vm1.sock" s2="$E2E_TMP/$br-vm2.sock"
     e2e_msg "=== $type ports on $br"
     vsw_ok add-br "$br" >/dev/null
-    vsw_ok add-port "$br" vm1 --type "$type" --path "$s1" >/dev/null
-    vsw_ok add-port "$br" vm2 --type "$type" --path "$s2" >/dev/null
+    local p1="${br}vm1" p2="${br}vm2"
+    vsw_ok add-port "$br" "$p1" --type "$type" --path "$s1" >/dev/null
+    vsw_ok add-port "$br" "$p2" --type "$type" --path "$s2" >/dev/null
 
     e2e_boot vm2 52:54:00:00:00:02 "$s2" "$mode" 10.0.0.2/24 ""
     GUEST_WAIT_PEER=10.0.0.2 e2e_boot vm1 52:54:00:00:00:01 "$s1" "$mode" 10.0.0.1/24 "ping -c $COUNT -s 1400 10.0.0.2"
     e2e_wait_up vm1
     e2e_wait_up vm2
     e2e_ping_check vm1 1
-    e2e_snapshot "$type: first ping"
+    e2e_snapshot "$type: first ping" "$br"
 
     e2e_msg "$type: kill -9 vm1 (pid ${GUEST_PID[vm1]})"
     guest_kill vm1 KILL
     sleep 1
     e2e_check_daemon
-    e2e_snapshot "$type: vm1 killed"
+    e2e_snapshot "$type: vm1 killed" "$br"
     local rx_before
-    rx_before=$(port_counter "$br" vm1 rx)
+    rx_before=$(port_counter "$br" "$p1" rx)
     GUEST_WAIT_PEER=10.0.0.2 e2e_boot vm1 52:54:00:00:00:01 "$s1" "$mode" 10.0.0.1/24 "ping -c $COUNT -s 1400 10.0.0.2"
     e2e_wait_up vm1
     e2e_ping_check vm1 1
     local rx_after
-    rx_after=$(port_counter "$br" vm1 rx)
-    e2e_msg "$type: port vm1 rx packets $rx_before -> $rx_after"
-    ((rx_after > rx_before)) || e2e_fail "$type: port vm1 rx counter did not grow after the restart ($rx_before -> $rx_after)"
-    e2e_snapshot "$type: vm1 restarted"
+    rx_after=$(port_counter "$br" "$p1" rx)
+    e2e_msg "$type: port $p1 rx packets $rx_before -> $rx_after"
+    ((rx_after > rx_before)) || e2e_fail "$type: port $p1 rx counter did not grow after the restart ($rx_before -> $rx_after)"
+    e2e_snapshot "$type: vm1 restarted" "$br"
 
     e2e_msg "$type: kill -9 vm2 (pid ${GUEST_PID[vm2]})"
     guest_kill vm2 KILL
@@ -53,7 +54,7 @@ restart_round() {
     GUEST_WAIT_PEER=10.0.0.1 e2e_boot vm2 52:54:00:00:00:02 "$s2" "$mode" 10.0.0.2/24 "ping -c $COUNT -s 1400 10.0.0.1"
     e2e_wait_up vm2
     e2e_ping_check vm2 1
-    e2e_snapshot "$type: vm2 restarted"
+    e2e_snapshot "$type: vm2 restarted" "$br"
     expect_fdb_has "$br" 52:54:00:00:00:01 52:54:00:00:00:02
 
     guest_kill vm1

@@ -154,16 +154,21 @@ e2e_check_daemon() {
     fi
 }
 
-# Snapshots of the daemon's state, saved in the log dir for post-mortems.
+# e2e_snapshot TAG [BRIDGE...]: the daemon's state (show; fdb and port stats of each BRIDGE,
+# default br0) appended to snapshots.log for post-mortems.
 e2e_snapshot() {
-    local tag=$1
+    local tag=$1 br
+    shift
+    (($#)) || set -- br0
     {
         echo "### $tag: vswitch show"
         vsw show 2>&1 || true
-        echo "### $tag: vswitch fdb show br0"
-        vsw fdb show br0 2>&1 || true
-        echo "### $tag: vswitch port stats br0"
-        vsw port stats br0 2>&1 || true
+        for br in "$@"; do
+            echo "### $tag: vswitch fdb show $br"
+            vsw fdb show "$br" 2>&1 || true
+            echo "### $tag: vswitch port stats $br"
+            vsw port stats "$br" 2>&1 || true
+        done
     } >>"$E2E_LOG_DIR/snapshots.log"
 }
 
@@ -287,7 +292,7 @@ e2e_pair_ping() {
     vsw_ok add-br "$br" >/dev/null
     vsw_ok add-port "$br" vm1 --type "$type" --path "$E2E_TMP/vm1.sock" >/dev/null
     vsw_ok add-port "$br" vm2 --type "$type" --path "$E2E_TMP/vm2.sock" >/dev/null
-    e2e_snapshot "ports added"
+    e2e_snapshot "ports added" "$br"
     GUEST_MEM=${E2E_VM2_MEM:-memfd} GUEST_WAIT_PEER=10.0.0.1 \
         e2e_boot vm2 52:54:00:00:00:02 "$E2E_TMP/vm2.sock" "$mode" 10.0.0.2/24 "ping -c $count -s $size 10.0.0.1"
     GUEST_MEM=${E2E_VM1_MEM:-memfd} GUEST_WAIT_PEER=10.0.0.2 \
@@ -296,7 +301,7 @@ e2e_pair_ping() {
     e2e_wait_up vm2
     e2e_ping_check vm1 1
     e2e_ping_check vm2 1
-    e2e_snapshot "after ping"
+    e2e_snapshot "after ping" "$br"
     e2e_check_daemon
     expect_fdb_has "$br" 52:54:00:00:00:01 52:54:00:00:00:02
     expect_traffic "$br" vm1 vm2

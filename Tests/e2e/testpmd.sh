@@ -46,28 +46,29 @@ testpmd_rx() {
         END { print (v == "" ? -1 : v) }'
 }
 
-# switch_rx BR: "rx0 rx1" of ports tp0/tp1.
+# switch_rx BR PORT0 PORT1: "rx0 rx1" packet counters of the two switch ports.
 switch_rx() {
     local t
     t=$(port_stats "$1")
-    echo "$(awk '$1 == "tp0" {print $2}' <<<"$t") $(awk '$1 == "tp1" {print $2}' <<<"$t")"
+    echo "$(awk -v p="$2" '$1 == p {print $2}' <<<"$t") $(awk -v p="$3" '$1 == p {print $2}' <<<"$t")"
 }
 
 round() {
     local n=$1 type=$2 br=$3 server
     local s0="$E2E_TMP/tp$n-0.sock" s1="$E2E_TMP/tp$n-1.sock" log="$E2E_LOG_DIR/testpmd-$n.log"
+    local p0="tp${n}a" p1="tp${n}b" # port names unique in the switch
     e2e_msg "=== round $n: switch ports $type"
     vsw_ok add-br "$br" >/dev/null
     if [[ $type == vhostuserclient ]]; then
         server=1
         # testpmd listens; the switch ports connect (and retry until testpmd is there)
         testpmd_start "$log" 1 "$s0" "$s1" "vswtp$n"
-        vsw_ok add-port "$br" tp0 --type vhostuserclient --path "$s0" >/dev/null
-        vsw_ok add-port "$br" tp1 --type vhostuserclient --path "$s1" >/dev/null
+        vsw_ok add-port "$br" "$p0" --type vhostuserclient --path "$s0" >/dev/null
+        vsw_ok add-port "$br" "$p1" --type vhostuserclient --path "$s1" >/dev/null
     else
         server=0
-        vsw_ok add-port "$br" tp0 --type vhostuser --path "$s0" >/dev/null
-        vsw_ok add-port "$br" tp1 --type vhostuser --path "$s1" >/dev/null
+        vsw_ok add-port "$br" "$p0" --type vhostuser --path "$s0" >/dev/null
+        vsw_ok add-port "$br" "$p1" --type vhostuser --path "$s1" >/dev/null
         vsw_wait_for 10 test -S "$s0" -a -S "$s1" || e2e_fail "the switch did not create $s0 and $s1"
         testpmd_start "$log" 0 "$s0" "$s1" "vswtp$n"
     fi
@@ -75,12 +76,12 @@ round() {
     vsw_wait_log "$log" 'Start automatic packet forwarding|Port statistics|statistics for port' 30 "$TESTPMD_PID" ||
         e2e_fail "round $n: testpmd did not start forwarding (see testpmd-$n.log)"
     sleep 4
-    e2e_snapshot "round $n: testpmd running"
+    e2e_snapshot "round $n: testpmd running" "$br"
     local a b
-    a=$(switch_rx "$br")
+    a=$(switch_rx "$br" "$p0" "$p1")
     sleep 3
-    b=$(switch_rx "$br")
-    e2e_msg "round $n: switch rx packets tp0/tp1: $a -> $b"
+    b=$(switch_rx "$br" "$p0" "$p1")
+    e2e_msg "round $n: switch rx packets $p0/$p1: $a -> $b"
     wait "$TESTPMD_PID" 2>/dev/null && rc=0 || rc=$?
     # 124: stopped by timeout's SIGINT, as planned
     ((rc == 0 || rc == 124)) || e2e_msg "round $n: testpmd exited with status $rc"
@@ -92,10 +93,10 @@ round() {
     local a0 a1 b0 b1
     read -r a0 a1 <<<"$a"
     read -r b0 b1 <<<"$b"
-    [[ -n $a0 && -n $a1 && -n $b0 && -n $b1 ]] || e2e_fail "round $n: no counters for tp0/tp1 in port stats"
+    [[ -n $a0 && -n $a1 && -n $b0 && -n $b1 ]] || e2e_fail "round $n: no counters for $p0/$p1 in port stats"
     ((b0 > a0 && b1 > a1)) || e2e_fail "round $n: switch rx counters did not grow on both ports ($a -> $b)"
     ((rx0 > 0 && rx1 > 0)) || e2e_fail "round $n: testpmd received nothing on a port (port0=$rx0 port1=$rx1)"
-    e2e_snapshot "round $n: done"
+    e2e_snapshot "round $n: done" "$br"
 }
 
 round 1 vhostuserclient br1

@@ -128,7 +128,7 @@ vsw_ping_summary() {
         /packets transmitted/ {
             for (i = 1; i <= NF; i++) {
                 if ($(i) ~ /^transmitted,?$/) tx = $(i-2)
-                if ($(i) ~ /^received,?$/) rx = $(i-1)
+                if ($(i) ~ /^received,?$/) rx = ($(i-1) == "packets") ? $(i-2) : $(i-1)
                 if ($(i) ~ /%$/) { loss = $(i); sub(/%/, "", loss) }
             }
         }
