@@ -27,10 +27,14 @@ struct VSwitchd: ParsableCommand {
     @Option(name: .long, help: "Pin the forwarding thread to this CPU.")
     var forwardingCpu: Int?
 
+    @Option(name: .long, help: "Microseconds the forwarding thread keeps polling after the last frame before it sleeps (0-10000).")
+    var spinUs: Int = 50
+
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("unknown log level '\(logLevel)'")
         }
+        guard (0...10_000).contains(spinUs) else { throw ValidationError("--spin-us must be in 0...10000") }
     }
 
     func run() throws {
@@ -45,6 +49,7 @@ struct VSwitchd: ParsableCommand {
         try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
 
         let engine = ForwardingEngine(logger: logger)
+        engine.spinNanoseconds = UInt64(spinUs) * 1000
         engine.start(cpu: forwardingCpu)
         let loop = EventLoop()
         let controller = SwitchController(engine: engine, loop: loop, runDirectory: runDir, logger: logger)
