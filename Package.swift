@@ -10,6 +10,8 @@ let package = Package(
     products: [
         .executable(name: "vswitchd", targets: ["vswitchd"]),
         .executable(name: "vswitch", targets: ["vswitch"]),
+        // For the fuzzing package in Tests/Fuzz (it depends on this one by path).
+        .library(name: "SwitchForFuzzing", targets: ["Switch", "GuestSimulator", "VhostUser"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
