@@ -55,6 +55,7 @@ cleanup() {
     for f in "$D/vswitchd.pid" "$D/ovsdb.pid"; do
         [[ -f $f ]] && vsw_kill_pid "$(cat "$f")" 10
     done
+    rm -rf /var/run/dpdk/vswovsref
     if ((rc != 0)) || ((KEEP)); then
         echo "--- logs kept in $D" >&2
         if ((rc != 0)); then

@@ -135,3 +135,9 @@ int vs_pin_to_cpu(int cpu) {
     return sched_setaffinity(0, sizeof(set), &set);
 }
 int vs_gettid(void) { return (int)gettid(); }
+
+int vs_seal_shrink(int fd) {
+    (void)fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK);
+    int seals = fcntl(fd, F_GET_SEALS);
+    return seals >= 0 && (seals & F_SEAL_SHRINK) ? 1 : 0;
+}

@@ -151,6 +151,9 @@ public final class GuestMemory: @unchecked Sendable {
     /// page-aligned for any page size (hugetlbfs needs 2 MiB alignment).
     private static func map(_ r: MemoryRegionDescription, fd: Int32, index i: Int)
         throws(GuestMemoryError) -> (UnsafeMutableRawPointer, Int, UnsafeMutableRawPointer) {
+        // A frontend that shrinks the file after we mapped it would make our next access
+        // raise SIGBUS. QEMU's memfd backend seals it already; seal what we can.
+        _ = vs_seal_shrink(fd)
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw .fstatFailed(index: i, errno: errno) }
         let needed = r.mmapOffset + r.size   // no overflow: checked in validate

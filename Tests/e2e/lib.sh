@@ -33,19 +33,18 @@ export VSWITCH_SOCK
 VSWITCHD_PID=""
 VSWITCHD_LOG="$E2E_LOG_DIR/vswitchd.log"
 E2E_PIDS=()          # other background processes (testpmd ...) to stop on exit
-E2E_CLEANUP_HOOKS=() # extra commands run on exit, before the processes are stopped
+E2E_CLEANUP_HOOKS=() # extra commands run on exit, after the processes are stopped
 
 e2e_msg() { printf '[%s %s] %s\n' "$E2E_NAME" "$(date +%H:%M:%S)" "$*"; }
 
 _e2e_cleanup() {
     local rc=$?
     set +e
-    local h
-    for h in "${E2E_CLEANUP_HOOKS[@]}"; do eval "$h"; done
     guest_kill_all
-    local p
+    local p h
     for p in "${E2E_PIDS[@]}"; do vsw_kill_pid "$p" 5; done
     if [[ -n $VSWITCHD_PID ]]; then vsw_kill_pid "$VSWITCHD_PID" 10; fi
+    for h in "${E2E_CLEANUP_HOOKS[@]}"; do eval "$h"; done
     if [[ ${E2E_KEEP_TMP:-0} == 1 ]]; then
         echo "kept $E2E_TMP" >&2
     else

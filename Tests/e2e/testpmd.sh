@@ -20,6 +20,14 @@ vswitchd_start
 
 RUN_SECS=${E2E_TESTPMD_SECS:-24}
 
+# DPDK leaves its hugepage files (<prefix>map_N) and run dir behind when it exits: remove ours.
+testpmd_files_cleanup() {
+    rm -f /dev/hugepages/vswtp[0-9]map_* 2>/dev/null
+    rm -rf /var/run/dpdk/vswtp[0-9] 2>/dev/null
+    return 0
+}
+E2E_CLEANUP_HOOKS+=(testpmd_files_cleanup)
+
 # testpmd_start LOG SERVER(0|1) SOCK0 SOCK1 PREFIX: start testpmd in the background (TESTPMD_PID).
 testpmd_start() {
     local log=$1 server=$2 s0=$3 s1=$4 prefix=$5 srv=""
@@ -83,6 +91,7 @@ round() {
     b=$(switch_rx "$br" "$p0" "$p1")
     e2e_msg "round $n: switch rx packets $p0/$p1: $a -> $b"
     wait "$TESTPMD_PID" 2>/dev/null && rc=0 || rc=$?
+    testpmd_files_cleanup
     # 124: stopped by timeout's SIGINT, as planned
     ((rc == 0 || rc == 124)) || e2e_msg "round $n: testpmd exited with status $rc"
     local rx0 rx1

@@ -195,6 +195,9 @@ guest_qemu_args() {
     case "${GUEST_MEM:-memfd}" in
         memfd) args+=(-object "memory-backend-memfd,id=mem,size=${mem_mb}M,share=on") ;;
         hugepages | hugepage | huge)
+            if [[ -z ${GUEST_HUGEPAGE_DIR:-} ]] && ! mountpoint -q /dev/hugepages 2>/dev/null; then
+                vsw_hugepages_setup 1024 >&2 || vsw_warn "hugepages not set up"
+            fi
             args+=(-object "memory-backend-file,id=mem,size=${mem_mb}M,mem-path=${GUEST_HUGEPAGE_DIR:-/dev/hugepages},share=on") ;;
         *) vsw_die "GUEST_MEM must be memfd or hugepages, not ${GUEST_MEM}" ;;
     esac

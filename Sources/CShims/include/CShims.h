@@ -54,6 +54,10 @@ int vs_accept(int listen_fd);
 int vs_pin_to_cpu(int cpu);
 /// The calling thread's kernel id (gettid).
 int vs_gettid(void);
+/// Best effort: forbid shrinking a memfd we are about to map (F_SEAL_SHRINK), so the
+/// frontend cannot cut the file under our mapping (SIGBUS). Returns 1 if the file is now
+/// sealed against shrinking, 0 if it cannot be (not a memfd, or sealing not allowed).
+int vs_seal_shrink(int fd);
 
 // ---- Memory ordering on shared ring memory (virtio 1.2, 2.7.13: the driver and device
 // ---- may run concurrently; avail.idx is read with acquire, used.idx published with release).
