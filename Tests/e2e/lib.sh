@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # GUEST_RUN_DIR etc. are read by Tools/lib/guest.sh
 # Shared helpers for the end-to-end tests in Tests/e2e/*.sh. Sourced at the top of each test:
 #
 #   source "$(dirname "$0")/lib.sh"
@@ -25,7 +26,7 @@ E2E_LOG_DIR="${E2E_LOG_DIR:-$VSWITCH_CACHE/e2e/manual/$E2E_NAME}"
 mkdir -p "$E2E_LOG_DIR"
 E2E_LOG_DIR="$(cd "$E2E_LOG_DIR" && pwd)"
 E2E_TMP="$(mktemp -d /tmp/vsw-e2e.XXXXXX)"
-GUEST_RUN_DIR="$E2E_TMP/guests"
+GUEST_RUN_DIR="$E2E_TMP/guests" # used by Tools/lib/guest.sh
 VSWITCHD_BIN="${VSWITCHD_BIN:-$VSWITCH_REPO/.build/release/vswitchd}"
 VSWITCH_BIN="${VSWITCH_BIN:-$VSWITCH_REPO/.build/release/vswitch}"
 VSWITCH_SOCK="$E2E_TMP/ctl.sock"

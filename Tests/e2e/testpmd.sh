@@ -32,7 +32,8 @@ E2E_CLEANUP_HOOKS+=(testpmd_files_cleanup)
 testpmd_start() {
     local log=$1 server=$2 s0=$3 s1=$4 prefix=$5 srv=""
     ((server)) && srv=",server=1"
-    local cmd=(timeout -k 5 -s INT "$RUN_SECS" "$TESTPMD" -l 0,1 --main-lcore 1 --no-pci -m 512
+    # shellcheck disable=SC2054  # commas belong to the DPDK arguments
+    local cmd=(timeout -k 5 -s INT "$RUN_SECS" "$TESTPMD" -l "0,1" --main-lcore 1 --no-pci -m 512
         --single-file-segments --file-prefix "$prefix"
         --vdev "net_virtio_user0,path=$s0,queues=1$srv,mac=02:00:00:00:00:00"
         --vdev "net_virtio_user1,path=$s1,queues=1$srv,mac=02:00:00:00:00:01"

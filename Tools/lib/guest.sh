@@ -201,7 +201,7 @@ guest_qemu_args() {
             args+=(-object "memory-backend-file,id=mem,size=${mem_mb}M,mem-path=${GUEST_HUGEPAGE_DIR:-/dev/hugepages},share=on") ;;
         *) vsw_die "GUEST_MEM must be memfd or hugepages, not ${GUEST_MEM}" ;;
     esac
-    args+=(-numa node,memdev=mem)
+    args+=(-numa "node,memdev=mem")
     local dev="virtio-net-pci,netdev=n0,mac=$mac,romfile=,vectors=0${GUEST_DEVICE_OPTS:-}"
     case "$mode" in
         server)
