@@ -23,6 +23,8 @@ restart_round() {
     local p1="${br}vm1" p2="${br}vm2"
     vsw_ok add-port "$br" "$p1" --type "$type" --path "$s1" >/dev/null
     vsw_ok add-port "$br" "$p2" --type "$type" --path "$s2" >/dev/null
+    local fds_before maps_before
+    fds_before=$(daemon_fds); maps_before=$(daemon_guest_maps)
 
     e2e_boot vm2 52:54:00:00:00:02 "$s2" "$mode" 10.0.0.2/24 ""
     GUEST_WAIT_PEER=10.0.0.2 e2e_boot vm1 52:54:00:00:00:01 "$s1" "$mode" 10.0.0.1/24 "ping -c $COUNT -s 1400 10.0.0.2"
@@ -59,7 +61,17 @@ restart_round() {
 
     guest_kill vm1
     guest_kill vm2
+    # A disconnect must unmap guest memory and close every fd the guest gave us.
+    sleep 2
+    local fds_after maps_after
+    fds_after=$(daemon_fds); maps_after=$(daemon_guest_maps)
+    e2e_msg "$type: vswitchd fds $fds_before -> $fds_after, guest memory mappings $maps_before -> $maps_after"
+    ((maps_after == maps_before)) || e2e_fail "$type: guest memory still mapped after both guests left ($maps_after mappings)"
+    ((fds_after <= fds_before)) || e2e_fail "$type: vswitchd leaks fds ($fds_before before the guests, $fds_after after)"
 }
+
+daemon_fds() { ls "/proc/$VSWITCHD_PID/fd" | wc -l; }
+daemon_guest_maps() { grep -cE 'memfd:|hugepages' "/proc/$VSWITCHD_PID/maps" || true; }
 
 n=0
 for type in ${E2E_RESTART_TYPES:-vhostuserclient vhostuser}; do
