@@ -114,7 +114,7 @@ extension ForwardingEngine {
             return
         }
         let q = slot.pointee.queues.unsafelyUnwrapped + qi
-        guard let available = q.pointee.availableCount(), available > 0 else {
+        guard var available = q.pointee.cachedAvailableCount(), available > 0 else {
             counters.add(.txDropNoBuffers)
             return
         }
@@ -125,6 +125,7 @@ extension ForwardingEngine {
         if slot.pointee.mergeable {
             // virtio 1.2, 5.1.6.4: a frame may use several chains; num_buffers says how many.
             while rxScratch.pointee.totalLength < needed {
+                if chains == available { available = q.pointee.availableCount() ?? 0 }   // look for more
                 guard chains < available, chains < 256, let head = q.pointee.head(at: chains) else {
                     counters.add(.txDropNoBuffers)
                     return

@@ -90,6 +90,8 @@ public struct SplitQueue {
     public var signalledUsed: UInt16
     /// Set when the ring itself is broken (avail.idx jumped more than size): stop using it.
     public var broken = false
+    /// avail.idx as last read (see `cachedAvailableCount`).
+    public var availSeen: UInt16 = 0
 
     public init(layout: SplitRingLayout, memory: GuestMemoryView, lastAvail: UInt16,
                 eventIndex: Bool, indirect: Bool) {
@@ -99,6 +101,7 @@ public struct SplitQueue {
         self.eventIndex = eventIndex
         self.indirect = indirect
         self.lastAvail = lastAvail
+        self.availSeen = lastAvail
         // The used index continues from what the guest already has; a restarted ring
         // resumes where avail stopped (every consumed chain has been returned).
         let used = vs_load_acquire_u16(layout.used + 2)
@@ -116,7 +119,19 @@ public struct SplitQueue {
         let idx = vs_load_acquire_u16(layout.avail + 2)
         let n = idx &- lastAvail
         guard n <= layout.size else { broken = true; return nil }
+        availSeen = idx
         return Int(n)
+    }
+
+    /// Like `availableCount()`, but reads the driver's avail.idx only when the chains seen
+    /// last time are used up. The RX side asks once per frame; re-reading a cache line
+    /// the other core keeps writing would cost a transfer each time (DPDK and the kernel
+    /// also read avail.idx once per burst).
+    @inlinable
+    public mutating func cachedAvailableCount() -> Int? {
+        let n = availSeen &- lastAvail
+        if n != 0 && n <= layout.size { return Int(n) }
+        return availableCount()
     }
 
     /// The head descriptor index at `lastAvail + offset`, checked against the size.

@@ -30,11 +30,15 @@ struct VSwitchd: ParsableCommand {
     @Option(name: .long, help: "Microseconds the forwarding thread keeps polling after the last frame before it sleeps (0-10000).")
     var spinUs: Int = 50
 
+    @Option(name: .long, help: "Frames taken from one guest TX queue per visit (1-256).")
+    var batch: Int = 32
+
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("unknown log level '\(logLevel)'")
         }
         guard (0...10_000).contains(spinUs) else { throw ValidationError("--spin-us must be in 0...10000") }
+        guard (1...256).contains(batch) else { throw ValidationError("--batch must be in 1...256") }
     }
 
     func run() throws {
@@ -50,6 +54,7 @@ struct VSwitchd: ParsableCommand {
 
         let engine = ForwardingEngine(logger: logger)
         engine.spinNanoseconds = UInt64(spinUs) * 1000
+        engine.batchSize = batch
         engine.start(cpu: forwardingCpu)
         let loop = EventLoop()
         let controller = SwitchController(engine: engine, loop: loop, runDirectory: runDir, logger: logger)
