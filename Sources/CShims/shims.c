@@ -141,3 +141,6 @@ int vs_seal_shrink(int fd) {
     int seals = fcntl(fd, F_GET_SEALS);
     return seals >= 0 && (seals & F_SEAL_SHRINK) ? 1 : 0;
 }
+
+#include <pthread.h>
+void vs_set_thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }

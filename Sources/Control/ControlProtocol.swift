@@ -216,11 +216,18 @@ public struct DatapathStats: Codable, Sendable, Equatable {
     public var frames: UInt64
     /// CPU time of the forwarding thread (user + system), seconds.
     public var cpuSeconds: Double
-    public init(polls: UInt64, emptyPolls: UInt64, sleeps: UInt64, frames: UInt64, cpuSeconds: Double) {
+    /// TSC cycles spent in passes that forwarded frames.
+    public var busyCycles: UInt64
+    /// TSC cycles the thread was awake (polling, busy or not). busy / awake = load.
+    public var awakeCycles: UInt64
+    public init(polls: UInt64, emptyPolls: UInt64, sleeps: UInt64, frames: UInt64, cpuSeconds: Double,
+                busyCycles: UInt64 = 0, awakeCycles: UInt64 = 0) {
         self.polls = polls
         self.emptyPolls = emptyPolls
         self.sleeps = sleeps
         self.frames = frames
         self.cpuSeconds = cpuSeconds
+        self.busyCycles = busyCycles
+        self.awakeCycles = awakeCycles
     }
 }

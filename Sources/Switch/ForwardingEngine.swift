@@ -60,7 +60,8 @@ public final class ForwardingEngine: @unchecked Sendable {
     /// Ports whose RX used rings have unpublished entries.
     var dirtyPorts: UnsafeMutablePointer<Int32>
     /// Statistics of the thread itself, for benchmarks (busy vs idle).
-    public let loopCounters = UnsafeMutablePointer<UInt64>.allocate(capacity: 4)  // polls, emptyPolls, sleeps, frames
+    /// polls, emptyPolls, sleeps, frames, busyCycles, loopCycles (TSC).
+    public let loopCounters = UnsafeMutablePointer<UInt64>.allocate(capacity: 6)
 
     public init(logger: Logger) {
         self.logger = logger
@@ -69,7 +70,7 @@ public final class ForwardingEngine: @unchecked Sendable {
         precondition(commandFd >= 0 && epollFd >= 0, "eventfd/epoll: \(errno)")
         _ = vs_epoll_ctl(epollFd, vs_epoll_op_add(), commandFd, vs_epollin(), Self.commandToken)
         pendingTasks.initialize(to: 0)
-        loopCounters.initialize(repeating: 0, count: 4)
+        loopCounters.initialize(repeating: 0, count: 6)
         ports = .allocate(capacity: Self.maxPorts)
         for i in 0..<Self.maxPorts { (ports + i).initialize(to: PortSlot()) }
         bridges = .allocate(capacity: Self.maxBridges)
@@ -116,6 +117,7 @@ public final class ForwardingEngine: @unchecked Sendable {
         guard thread == nil else { return }
         running = true
         let t = Thread { [unowned self] in
+            vs_set_thread_name("vswitch-fwd")
             if let cpu { Self.pin(to: cpu) }
             self.threadId = pthread_self()
             self.run()
@@ -173,10 +175,18 @@ public final class ForwardingEngine: @unchecked Sendable {
         var events = [UInt32](repeating: 0, count: 64)
         var idlePolls = 0
         var idleSince: UInt64 = 0
+        var loopStart = vs_rdtsc()
         while running {
             if vs_counter_load(pendingTasks) != 0 { runTasks() }
+            let t0 = vs_rdtsc()
             let frames = pollOnce()
             if frames > 0 {
+                // Busy time as the TSC counts it: how saturated the thread really is (a
+                // share of polls would mislead: an empty pass is 100x cheaper than a full one).
+                let t1 = vs_rdtsc()
+                vs_counter_add(loopCounters + 4, t1 &- t0)
+                vs_counter_add(loopCounters + 5, t1 &- loopStart)
+                loopStart = t1
                 idlePolls = 0
                 continue
             }
@@ -191,6 +201,8 @@ public final class ForwardingEngine: @unchecked Sendable {
                 continue
             }
             loopCounters[2] &+= 1
+            let beforeSleep = vs_rdtsc()
+            vs_counter_add(loopCounters + 5, beforeSleep &- loopStart)
             let timeout: Int32 = hot.pointee.kicklessQueues > 0 ? 1 : -1
             let n = vs_epoll_wait(epollFd, &tokens, &events, 64, timeout)
             for k in 0..<Int(max(n, 0)) {
@@ -202,6 +214,7 @@ public final class ForwardingEngine: @unchecked Sendable {
             }
             setKicks(enabled: false)
             hot.pointee.now = UInt32(truncatingIfNeeded: vs_coarse_seconds())
+            loopStart = vs_rdtsc()
         }
         runTasks()
     }
@@ -242,9 +255,12 @@ struct HotState {
 
 extension ForwardingEngine {
     /// Loop counters (read racily from another thread: relaxed, monotonic, good enough).
-    public func loopStatistics() -> (polls: UInt64, emptyPolls: UInt64, sleeps: UInt64, frames: UInt64) {
+    /// `busyCycles`: TSC cycles spent in passes that forwarded something; `awakeCycles`:
+    /// TSC cycles the thread was awake (not sleeping in epoll). busy/awake is the load.
+    public func loopStatistics() -> (polls: UInt64, emptyPolls: UInt64, sleeps: UInt64, frames: UInt64,
+                                     busyCycles: UInt64, awakeCycles: UInt64) {
         (vs_counter_load(loopCounters), vs_counter_load(loopCounters + 1), vs_counter_load(loopCounters + 2),
-         vs_counter_load(loopCounters + 3))
+         vs_counter_load(loopCounters + 3), vs_counter_load(loopCounters + 4), vs_counter_load(loopCounters + 5))
     }
 
     /// CPU time (user + system) of the forwarding thread, from /proc.

@@ -100,14 +100,18 @@ public enum TextRendering {
 
     /// Rows padded so columns line up; columns in `rightAligned` are right-justified (numbers).
     public static func datapath(_ d: DatapathStats) -> String {
-        let busy = d.polls == 0 ? 0 : 100 * Double(d.polls - d.emptyPolls) / Double(d.polls)
+        let load = d.awakeCycles == 0 ? 0 : 100 * Double(d.busyCycles) / Double(d.awakeCycles)
+        let perFrame = d.frames == 0 ? 0 : Double(d.busyCycles) / Double(d.frames)
         return """
-            polls:        \(d.polls)
-            empty polls:  \(d.emptyPolls)
-            busy polls:   \(String(format: "%.1f", busy))%
-            sleeps:       \(d.sleeps)
-            frames:       \(d.frames)
-            cpu seconds:  \(String(format: "%.3f", d.cpuSeconds))
+            polls:               \(d.polls)
+            empty polls:         \(d.emptyPolls)
+            sleeps:              \(d.sleeps)
+            frames:              \(d.frames)
+            busy cycles:         \(d.busyCycles)
+            awake cycles:        \(d.awakeCycles)
+            load while awake:    \(String(format: "%.1f", load))% (busy / awake cycles)
+            busy cycles / frame: \(String(format: "%.0f", perFrame))
+            cpu seconds:         \(String(format: "%.3f", d.cpuSeconds))
             """
     }
 

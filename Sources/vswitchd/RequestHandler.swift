@@ -44,7 +44,8 @@ struct RequestHandler {
                 let c = controller.engine.loopStatistics()
                 return .success(ControlResult(datapath: DatapathStats(
                     polls: c.polls, emptyPolls: c.emptyPolls, sleeps: c.sleeps, frames: c.frames,
-                    cpuSeconds: controller.engine.threadCPUSeconds())))
+                    cpuSeconds: controller.engine.threadCPUSeconds(), busyCycles: c.busyCycles,
+                    awakeCycles: c.awakeCycles)))
             case .portStats:
                 let rows = try controller.stats(bridge: try need(r.bridge, "bridge"), port: r.port)
                 return .success(ControlResult(stats: rows.map { name, c in

@@ -54,6 +54,17 @@ int vs_accept(int listen_fd);
 int vs_pin_to_cpu(int cpu);
 /// The calling thread's kernel id (gettid).
 int vs_gettid(void);
+/// Names the calling thread (pthread_setname_np; shows in /proc/PID/task/*/comm, top -H).
+void vs_set_thread_name(const char *name);
+/// Time-stamp counter: cheap cycle counting for the forwarding loop's busy/idle split.
+static inline uint64_t vs_rdtsc(void) {
+#if defined(__x86_64__)
+    return __builtin_ia32_rdtsc();
+#else
+    return 0;
+#endif
+}
+static inline void vs_prefetch(const void *p) { __builtin_prefetch(p); }
 /// Best effort: forbid shrinking a memfd we are about to map (F_SEAL_SHRINK), so the
 /// frontend cannot cut the file under our mapping (SIGBUS). Returns 1 if the file is now
 /// sealed against shrinking, 0 if it cannot be (not a memfd, or sealing not allowed).
