@@ -228,6 +228,24 @@ public struct SplitQueue {
         return nil
     }
 
+    /// Prefetch hints for the chain `offset` slots ahead: its descriptor, and the buffer of
+    /// a direct descriptor. Hints only: nothing is validated or used, a bad address is
+    /// simply not prefetched.
+    @inlinable @inline(__always)
+    public func prefetchDescriptor(at offset: Int) {
+        guard let h = head(at: offset) else { return }
+        vs_prefetch(layout.descriptors + 16 * Int(h))
+    }
+
+    @inlinable @inline(__always)
+    public func prefetchBuffer(at offset: Int) {
+        guard let h = head(at: offset) else { return }
+        let d = layout.descriptors + 16 * Int(h)
+        guard d.loadUnaligned(fromByteOffset: 12, as: UInt16.self) & Self.descFlagIndirect == 0,
+              let (p, _) = memory.translate(d.loadUnaligned(as: UInt64.self), 64) else { return }
+        vs_prefetch(p)
+    }
+
     /// Marks `count` chains as consumed.
     @inlinable public mutating func consume(_ count: Int) {
         lastAvail &+= UInt16(truncatingIfNeeded: count)
