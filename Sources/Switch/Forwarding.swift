@@ -40,14 +40,17 @@ extension ForwardingEngine {
             return 0
         }
         let n = min(available, hot.pointee.batchSize)
-        // Two-stage prefetch: descriptors two frames ahead, buffers one frame ahead, so the
-        // cache misses on memory the guest just wrote overlap with work on this frame.
-        q.pointee.prefetchDescriptor(at: 0)
-        q.pointee.prefetchDescriptor(at: 1)
+        // Prefetch the batch's descriptors at once and each buffer one frame ahead, so the
+        // cache misses on memory the guest just wrote overlap with work on other frames.
         var k = 0
         while k < n {
+            q.pointee.prefetchDescriptor(at: k)
+            k &+= 1
+        }
+        if n > 0 { q.pointee.prefetchBuffer(at: 0) }
+        k = 0
+        while k < n {
             if k &+ 1 < n { q.pointee.prefetchBuffer(at: k &+ 1) }
-            if k &+ 2 < n { q.pointee.prefetchDescriptor(at: k &+ 2) }
             guard let head = q.pointee.head(at: k) else {
                 slot.pointee.counters.unsafelyUnwrapped.add(.rxDropBadDescriptor)
                 detachQueue(port: p, queue: qi)
@@ -175,7 +178,7 @@ extension ForwardingEngine {
         }
         q.pointee.consume(chains)
         // The next frame for this guest will likely land in the next chain.
-        if chains < available { q.pointee.prefetchBuffer(at: 0) }
+        if chains < available { q.pointee.prefetchBuffer(at: 0, forWriting: true) }
         if slot.pointee.dirtyMask == 0 {
             dirtyPorts[hot.pointee.dirtyCount] = Int32(d)
             hot.pointee.dirtyCount &+= 1

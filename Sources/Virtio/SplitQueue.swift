@@ -237,13 +237,20 @@ public struct SplitQueue {
         vs_prefetch(layout.descriptors + 16 * Int(h))
     }
 
+    /// `forWriting`: the device will write the buffer (RX): fetch the line exclusive.
     @inlinable @inline(__always)
-    public func prefetchBuffer(at offset: Int) {
+    public func prefetchBuffer(at offset: Int, forWriting: Bool = false) {
         guard let h = head(at: offset) else { return }
         let d = layout.descriptors + 16 * Int(h)
         guard d.loadUnaligned(fromByteOffset: 12, as: UInt16.self) & Self.descFlagIndirect == 0,
-              let (p, _) = memory.translate(d.loadUnaligned(as: UInt64.self), 64) else { return }
-        vs_prefetch(p)
+              let (p, n) = memory.translate(d.loadUnaligned(as: UInt64.self), 128) else { return }
+        if forWriting {
+            vs_prefetch_write(p)
+            if n > 64 { vs_prefetch_write(p + 64) }
+        } else {
+            vs_prefetch(p)
+            if n > 64 { vs_prefetch(p + 64) }
+        }
     }
 
     /// Marks `count` chains as consumed.
