@@ -40,17 +40,8 @@ extension ForwardingEngine {
             return 0
         }
         let n = min(available, hot.pointee.batchSize)
-        // Prefetch the batch's descriptors at once and each buffer one frame ahead, so the
-        // cache misses on memory the guest just wrote overlap with work on other frames.
         var k = 0
         while k < n {
-            q.pointee.prefetchDescriptor(at: k)
-            k &+= 1
-        }
-        if n > 0 { q.pointee.prefetchBuffer(at: 0) }
-        k = 0
-        while k < n {
-            if k &+ 1 < n { q.pointee.prefetchBuffer(at: k &+ 1) }
             guard let head = q.pointee.head(at: k) else {
                 slot.pointee.counters.unsafelyUnwrapped.add(.rxDropBadDescriptor)
                 detachQueue(port: p, queue: qi)
@@ -177,8 +168,6 @@ extension ForwardingEngine {
             c &+= 1
         }
         q.pointee.consume(chains)
-        // The next frame for this guest will likely land in the next chain.
-        if chains < available { q.pointee.prefetchBuffer(at: 0, forWriting: true) }
         if slot.pointee.dirtyMask == 0 {
             dirtyPorts[hot.pointee.dirtyCount] = Int32(d)
             hot.pointee.dirtyCount &+= 1

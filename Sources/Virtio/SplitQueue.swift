@@ -228,31 +228,6 @@ public struct SplitQueue {
         return nil
     }
 
-    /// Prefetch hints for the chain `offset` slots ahead: its descriptor, and the buffer of
-    /// a direct descriptor. Hints only: nothing is validated or used, a bad address is
-    /// simply not prefetched.
-    @inlinable @inline(__always)
-    public func prefetchDescriptor(at offset: Int) {
-        guard let h = head(at: offset) else { return }
-        vs_prefetch(layout.descriptors + 16 * Int(h))
-    }
-
-    /// `forWriting`: the device will write the buffer (RX): fetch the line exclusive.
-    @inlinable @inline(__always)
-    public func prefetchBuffer(at offset: Int, forWriting: Bool = false) {
-        guard let h = head(at: offset) else { return }
-        let d = layout.descriptors + 16 * Int(h)
-        guard d.loadUnaligned(fromByteOffset: 12, as: UInt16.self) & Self.descFlagIndirect == 0,
-              let (p, n) = memory.translate(d.loadUnaligned(as: UInt64.self), 128) else { return }
-        if forWriting {
-            vs_prefetch_write(p)
-            if n > 64 { vs_prefetch_write(p + 64) }
-        } else {
-            vs_prefetch(p)
-            if n > 64 { vs_prefetch(p + 64) }
-        }
-    }
-
     /// Marks `count` chains as consumed.
     @inlinable public mutating func consume(_ count: Int) {
         lastAvail &+= UInt16(truncatingIfNeeded: count)

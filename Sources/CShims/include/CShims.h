@@ -64,8 +64,6 @@ static inline uint64_t vs_rdtsc(void) {
     return 0;
 #endif
 }
-static inline void vs_prefetch(const void *p) { __builtin_prefetch(p); }
-static inline void vs_prefetch_write(const void *p) { __builtin_prefetch(p, 1); }
 /// Best effort: forbid shrinking a memfd we are about to map (F_SEAL_SHRINK), so the
 /// frontend cannot cut the file under our mapping (SIGBUS). Returns 1 if the file is now
 /// sealed against shrinking, 0 if it cannot be (not a memfd, or sealing not allowed).
