@@ -134,32 +134,23 @@ public final class VhostUserDevice {
             queues[i].kickSet = false
             return VringState(index: s.index, num: UInt32(queues[i].base)).encoded
         case .setVringKick:
-            let v = try VringFileDescriptor(validating: p, fds: fds, name)
-            fds = []
-            let i: Int
-            do { i = try queueIndex(v.index) } catch { if let fd = v.fd { close(fd) }; throw error }
+            let (i, fd) = try takeVringFd(p, &fds, name)
             stop(i)
             if let old = queues[i].kickFd { close(old) }
-            queues[i].kickFd = v.fd
+            queues[i].kickFd = fd
             queues[i].kickSet = true
             try reconcile(i)
             return nil
         case .setVringCall:
-            let v = try VringFileDescriptor(validating: p, fds: fds, name)
-            fds = []
-            let i: Int
-            do { i = try queueIndex(v.index) } catch { if let fd = v.fd { close(fd) }; throw error }
-            if queues[i].running { backend.updateCallFd(i, v.fd) }
+            let (i, fd) = try takeVringFd(p, &fds, name)
+            if queues[i].running { backend.updateCallFd(i, fd) }
             if let old = queues[i].callFd { close(old) }
-            queues[i].callFd = v.fd
+            queues[i].callFd = fd
             return nil
         case .setVringErr:
-            let v = try VringFileDescriptor(validating: p, fds: fds, name)
-            fds = []
-            let i: Int
-            do { i = try queueIndex(v.index) } catch { if let fd = v.fd { close(fd) }; throw error }
+            let (i, fd) = try takeVringFd(p, &fds, name)
             if let old = queues[i].errFd { close(old) }
-            queues[i].errFd = v.fd
+            queues[i].errFd = fd
             return nil
         case .setVringEnable:
             let s = try VringState(validating: p, name)
@@ -197,6 +188,19 @@ public final class VhostUserDevice {
     private func queueIndex(_ raw: UInt32) throws(VhostUserError) -> Int {
         guard raw < UInt32(Self.maxQueues) else { throw .badQueueIndex(raw) }
         return Int(raw)
+    }
+
+    /// Decodes SET_VRING_KICK/CALL/ERR and takes ownership of its fd (removed from `fds`;
+    /// closed here if the queue index is bad).
+    private func takeVringFd(_ p: [UInt8], _ fds: inout [Int32], _ name: String) throws(VhostUserError) -> (Int, Int32?) {
+        let v = try VringFileDescriptor(validating: p, fds: fds, name)
+        fds = []
+        do {
+            return (try queueIndex(v.index), v.fd)
+        } catch {
+            if let fd = v.fd { close(fd) }
+            throw error
+        }
     }
 
     private func stop(_ i: Int) {
