@@ -84,7 +84,15 @@ extension ForwardingEngine {
         let b = Int(slot.pointee.bridge)
         let bridge = bridges + b
         if src & 1 == 0 {
-            bridge.pointee.table?.learn(MacTable.key(mac: src, vlan: vlan), port: Int32(p), now: hot.pointee.now)
+            let key = MacTable.key(mac: src, vlan: vlan)
+            let now = hot.pointee.now
+            if key != slot.pointee.learnedKey || now != slot.pointee.learnedSecond
+                || bridge.pointee.table.unsafelyUnwrapped.generation != slot.pointee.learnedGeneration {
+                bridge.pointee.table?.learn(key, port: Int32(p), now: now)
+                slot.pointee.learnedKey = key
+                slot.pointee.learnedSecond = now
+                slot.pointee.learnedGeneration = bridge.pointee.table.unsafelyUnwrapped.generation
+            }
         }
         if dst & 1 == 0 {
             let out = bridge.pointee.table.unsafelyUnwrapped.lookup(MacTable.key(mac: dst, vlan: vlan), now: hot.pointee.now)

@@ -16,6 +16,9 @@ public struct MacTable {
     private let slots: UnsafeMutablePointer<Entry>
     public private(set) var count = 0
     public var agingSeconds: UInt32
+    /// Bumped whenever an entry is added, moves to another port or is removed, so a port
+    /// can skip re-learning an address it learned this second (see `PortSlot`).
+    public private(set) var generation: UInt32 = 0
 
     public init(capacity: Int = 8192, agingSeconds: UInt32 = 300) {
         precondition(capacity > 0 && capacity & (capacity - 1) == 0, "capacity is a power of two")
@@ -58,6 +61,7 @@ public struct MacTable {
             let e = slots[i]
             if e.port < 0 { break }
             if e.key == key {
+                if e.port != port { generation &+= 1 }
                 if e.port != port || e.lastSeen != now {
                     slots[i].port = port
                     slots[i].lastSeen = now
@@ -74,6 +78,7 @@ public struct MacTable {
         }
         slots[i] = Entry(key: key, port: port, lastSeen: now)
         count += 1
+        generation &+= 1
         return true
     }
 
@@ -91,6 +96,7 @@ public struct MacTable {
     public mutating func removeAll() {
         slots.update(repeating: Entry(key: 0, port: -1, lastSeen: 0), count: capacity)
         count = 0
+        generation &+= 1
     }
 
     /// Re-inserts the live entries that `keep` accepts; drops expired ones. O(capacity),

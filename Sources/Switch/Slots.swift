@@ -18,6 +18,12 @@ struct PortSlot {
     /// RX queues with used entries not yet published.
     var dirtyMask: UInt32 = 0
     var counters: UnsafeMutablePointer<PortCounters>? = nil
+    /// The source address this port's last frame was learned from, the second and the MAC
+    /// table generation at that time: frames of the same sender in the same second skip
+    /// the table (a hash and a probe per frame). UInt64.max is never a valid key.
+    var learnedKey = UInt64.max
+    var learnedSecond: UInt32 = 0
+    var learnedGeneration: UInt32 = 0
 
     static let txMask: UInt32 = 0xAAAA_AAAA   // odd virtqueues: guest transmit
 

@@ -169,6 +169,24 @@ final class ForwardingTests: XCTestCase {
         XCTAssertEqual(b.receivedFrames().count, 1)
     }
 
+    func testAddressMovingBetweenPortsWithinOneSecondIsRelearned() throws {
+        let a = SimulatedGuest(), b = SimulatedGuest(), c = SimulatedGuest()
+        let pa = try attachGuest(a), pb = try attachGuest(b)
+        _ = try attachGuest(c)
+        for g in [a, b, c] { g.postReceiveBuffers(16) }
+        let fromX = TestFrame.make(dst: TestFrame.broadcast, src: TestFrame.mac(9))
+        a.transmit(fromX)
+        engine.pollOnce()
+        b.transmit(fromX)          // X moved to b
+        engine.pollOnce()
+        a.transmit(fromX)          // and back to a, same second: a's learning shortcut must not skip
+        engine.pollOnce()
+        XCTAssertEqual(engine.fdbEntries(bridge: bridge).map(\.port), [pa])
+        b.transmit(fromX)
+        engine.pollOnce()
+        XCTAssertEqual(engine.fdbEntries(bridge: bridge).map(\.port), [pb])
+    }
+
     func testRemovedPortIsForgottenByTheMacTable() throws {
         let a = SimulatedGuest(), b = SimulatedGuest()
         let pa = try attachGuest(a)
