@@ -58,6 +58,9 @@ extension ForwardingEngine {
         }
         q.pointee.consume(n)
         if q.pointee.publishUsed() { signal(slot.pointee.callFds.unsafelyUnwrapped[qi]) }
+        // Hand the delivered frames to their guests now, not after the other ports' batches:
+        // in a closed loop (or a request/response exchange) that wait is pure latency.
+        publishDirtyRx()
         return n
     }
 
