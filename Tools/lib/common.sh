@@ -4,7 +4,7 @@
 #   VSWITCH_REPO    repository root (set here)
 #   VSWITCH_CACHE   cache directory (default $VSWITCH_REPO/.cache; never committed)
 #
-# Nothing here reads /work/shared or ../shared.
+# Nothing here reads anything outside the repository.
 
 if [[ -n "${_VSWITCH_COMMON_SH:-}" ]]; then return 0; fi
 _VSWITCH_COMMON_SH=1
