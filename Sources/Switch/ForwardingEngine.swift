@@ -60,7 +60,7 @@ public final class ForwardingEngine: @unchecked Sendable {
     /// Ports whose RX used rings have unpublished entries.
     var dirtyPorts: UnsafeMutablePointer<Int32>
     /// Statistics of the thread itself, for benchmarks (busy vs idle).
-    /// polls, emptyPolls, sleeps, frames, busyCycles, loopCycles (TSC).
+    /// polls, emptyPolls, sleeps, frames, busyCycles, awakeCycles (TSC).
     public let loopCounters = UnsafeMutablePointer<UInt64>.allocate(capacity: 6)
 
     public init(logger: Logger) {
@@ -174,6 +174,7 @@ public final class ForwardingEngine: @unchecked Sendable {
         var tokens = [UInt64](repeating: 0, count: 64)
         var events = [UInt32](repeating: 0, count: 64)
         var idlePolls = 0
+        var busyPolls = 0
         var idleSince: UInt64 = 0
         var loopStart = vs_rdtsc()
         while running {
@@ -188,6 +189,10 @@ public final class ForwardingEngine: @unchecked Sendable {
                 vs_counter_add(loopCounters + 5, t1 &- loopStart)
                 loopStart = t1
                 idlePolls = 0
+                // MAC aging needs the clock even when the thread never sleeps: refresh it
+                // every 256 busy passes (a few ms under load).
+                busyPolls &+= 1
+                if busyPolls & 255 == 0 { hot.pointee.now = UInt32(truncatingIfNeeded: vs_coarse_seconds()) }
                 continue
             }
             // Read the clock only every 16 empty passes: it is the most expensive part of one.
