@@ -44,6 +44,12 @@ public enum PortType: String, Codable, Sendable, CaseIterable {
     case vhostUser = "vhostuser"
     /// QEMU listens on `path` (`server=on`); the switch connects and reconnects.
     case vhostUserClient = "vhostuserclient"
+    /// A TAP interface (`ifname`) to the host kernel.
+    case tap
+    /// A capture: copies of the bridge's (or one port's) frames written to a pcap `file`.
+    case pcap
+    /// A VXLAN tunnel to `remote` hosts.
+    case vxlan
 }
 
 /// One request line. Fields not used by a command are omitted.
@@ -54,15 +60,47 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var type: PortType?
     public var path: String?
     public var agingSeconds: Int?
+    /// tap: interface name.
+    public var ifname: String?
+    /// pcap: output file, BPF filter (libpcap syntax), bytes kept per frame, rotation.
+    public var file: String?
+    public var filter: String?
+    public var snaplen: Int?
+    public var rotateBytes: Int?
+    public var rotateCount: Int?
+    /// pcap: only frames of this port of the bridge; `direction` "rx", "tx" or "both".
+    public var watchPort: String?
+    public var direction: String?
+    /// vxlan: remote endpoints (addresses), VNI, local address, UDP destination port.
+    public var remotes: [String]?
+    public var vni: Int?
+    public var local: String?
+    public var dstPort: Int?
 
     public init(command: ControlCommand, bridge: String? = nil, port: String? = nil,
-                type: PortType? = nil, path: String? = nil, agingSeconds: Int? = nil) {
+                type: PortType? = nil, path: String? = nil, agingSeconds: Int? = nil,
+                ifname: String? = nil, file: String? = nil, filter: String? = nil, snaplen: Int? = nil,
+                rotateBytes: Int? = nil, rotateCount: Int? = nil, watchPort: String? = nil,
+                direction: String? = nil, remotes: [String]? = nil, vni: Int? = nil, local: String? = nil,
+                dstPort: Int? = nil) {
         self.command = command
         self.bridge = bridge
         self.port = port
         self.type = type
         self.path = path
         self.agingSeconds = agingSeconds
+        self.ifname = ifname
+        self.file = file
+        self.filter = filter
+        self.snaplen = snaplen
+        self.rotateBytes = rotateBytes
+        self.rotateCount = rotateCount
+        self.watchPort = watchPort
+        self.direction = direction
+        self.remotes = remotes
+        self.vni = vni
+        self.local = local
+        self.dstPort = dstPort
     }
 }
 
@@ -136,8 +174,12 @@ public struct PortInfo: Codable, Sendable, Equatable {
     public var protocolFeatures: [String]
     public var mtu: Int?
     public var queues: [QueueInfo]
+    /// Type-specific facts: TAP interface and namespace, pcap file and drops, VXLAN VNI...
+    public var options: [String: String]?
     public init(name: String, type: PortType, path: String, state: String, link: String,
-                features: [String], protocolFeatures: [String], mtu: Int?, queues: [QueueInfo]) {
+                features: [String], protocolFeatures: [String], mtu: Int?, queues: [QueueInfo],
+                options: [String: String]? = nil) {
+        self.options = options
         self.name = name
         self.type = type
         self.path = path

@@ -31,6 +31,7 @@ extension ForwardingEngine {
     public func removePort(_ p: Int) {
         guard ports[p].inUse else { return }
         for q in 0..<Self.maxQueues where ports[p].runningMask & (1 << UInt32(q)) != 0 { detachQueue(port: p, queue: q) }
+        detachLocal(port: p)
         let b = Int(ports[p].bridge)
         bridges[b].table?.remove(port: Int32(p), now: hot.pointee.now)
         ports[p].release()

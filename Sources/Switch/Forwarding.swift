@@ -23,6 +23,9 @@ extension ForwardingEngine {
             }
             i &+= 1
         }
+        if hot.pointee.localCount > 0 && (frames == 0 || loopCounters[0] & 7 == 0) {
+            frames &+= pollLocalPorts()
+        }
         publishDirtyRx()
         loopCounters[0] &+= 1
         if frames == 0 { loopCounters[1] &+= 1 } else { loopCounters[3] &+= UInt64(frames) }
@@ -66,7 +69,7 @@ extension ForwardingEngine {
 
     /// Learns the source, picks destinations and delivers the frame in `txScratch`.
     @inline(__always)
-    private func forwardFrame(from p: Int) {
+    func forwardFrame(from p: Int) {
         let slot = ports + p
         let counters = slot.pointee.counters.unsafelyUnwrapped
         let header = slot.pointee.headerLength
@@ -121,7 +124,12 @@ extension ForwardingEngine {
         let counters = slot.pointee.counters.unsafelyUnwrapped
         let qi = slot.pointee.rxQueue
         guard qi >= 0 else {
-            counters.add(.txDropNoBuffers)
+            // Not a running vhost port (checked off the vhost fast path).
+            if slot.pointee.kind != .vhost {
+                deliverLocal(to: d, frameLength: frameLength, sourceHeader: sourceHeader)
+            } else {
+                counters.add(.txDropNoBuffers)
+            }
             return
         }
         let q = slot.pointee.queues.unsafelyUnwrapped + qi

@@ -1,10 +1,26 @@
 import Virtio
 
+/// What sits behind a port slot. vhost-user ports move frames through guest rings; the
+/// others through a file descriptor the forwarding thread reads when epoll says so.
+enum SlotKind: UInt8 {
+    case vhost = 0
+    /// A TAP device: one frame per read(2)/writev(2), no virtio-net header.
+    case tap = 1
+    /// A VXLAN tunnel endpoint (UDP socket); state behind `PortSlot.local`.
+    case vxlan = 2
+}
+
 /// Data-plane state of one port. Plain values and raw pointers only, so the forwarding
 /// loop reads it without reference counting.
 struct PortSlot {
     var inUse = false
     var bridge: Int32 = -1
+    var kind = SlotKind.vhost
+    /// Non-vhost ports: the descriptor frames are read from and written to.
+    var fd: Int32 = -1
+    /// Non-vhost ports: kind-specific state owned by the control plane's port object,
+    /// which outlives the slot (the slot is released first, inside `sync`).
+    var local: UnsafeMutableRawPointer? = nil
     /// Ring state per virtqueue; an entry is valid only where `runningMask` has its bit.
     var queues: UnsafeMutablePointer<SplitQueue>? = nil
     var runningMask: UInt32 = 0

@@ -46,25 +46,64 @@ public struct DeleteBridge: ControlSubcommand {
 
 public struct AddPort: ControlSubcommand {
     public static let configuration = CommandConfiguration(
-        commandName: "add-port", abstract: "Add a vhost-user port to a bridge.",
+        commandName: "add-port", abstract: "Add a port to a bridge.",
         discussion: """
-            vhostuser: vswitchd listens on --path and QEMU connects to it.
+            vhostuser:       vswitchd listens on --path and QEMU connects to it.
             vhostuserclient: QEMU listens on --path (server=on) and vswitchd connects.
+            tap:             a TAP interface --ifname to the host kernel (created if missing).
+            pcap:            writes copies of the bridge's frames (or --port's) to --file.
+            vxlan:           a VXLAN tunnel to --remote (RFC 7348, UDP --dst-port, default 4789).
             """)
     @OptionGroup public var global: GlobalOptions
     @Argument(help: "Bridge name.") public var bridge: String
     @Argument(help: "Port name.") public var port: String
     @Option(help: "Port type.") public var type: PortType = .vhostUser
-    @Option(help: "vhost-user socket path.") public var path: String
+    @Option(help: "vhostuser/vhostuserclient: socket path.") public var path: String?
+    @Option(help: "tap: interface name.") public var ifname: String?
+    @Option(help: "pcap: output file.") public var file: String?
+    @Option(help: "pcap: keep only frames matching this filter (tcpdump syntax).") public var filter: String?
+    @Option(help: "pcap: bytes kept per frame (default 262144).") public var snaplen: Int?
+    @Option(help: "pcap: start a new file after this size (e.g. 100M).") public var rotateSize: String?
+    @Option(help: "pcap: number of files kept when rotating.") public var rotateCount: Int?
+    @Option(name: .customLong("port"), help: "pcap: capture only this port's frames.") public var watchPort: String?
+    @Option(help: "pcap: rx (sent by --port into the bridge), tx (delivered to it) or both.")
+    public var direction: String?
+    @Option(help: "vxlan: remote address(es), comma-separated.") public var remote: String?
+    @Option(help: "vxlan: VXLAN network identifier (0-16777215).") public var vni: Int?
+    @Option(help: "vxlan: local address to send from.") public var local: String?
+    @Option(help: "vxlan: UDP destination port (default 4789).") public var dstPort: Int?
     public init() {}
 
     public func validate() throws {
         try Validate.name(bridge, "bridge")
         try Validate.name(port, "port")
-        guard !path.isEmpty else { throw ValidationError("--path must not be empty") }
+        switch type {
+        case .vhostUser, .vhostUserClient:
+            guard let path, !path.isEmpty else { throw ValidationError("--type \(type.rawValue) needs --path") }
+        case .tap:
+            guard let ifname else { throw ValidationError("--type tap needs --ifname") }
+            try Validate.name(ifname, "interface")
+        case .pcap:
+            guard let file, !file.isEmpty else { throw ValidationError("--type pcap needs --file") }
+            if let rotateSize { _ = try Validate.size(rotateSize, "--rotate-size") }
+            if let watchPort { try Validate.name(watchPort, "port") }
+            if let direction, !["rx", "tx", "both"].contains(direction) {
+                throw ValidationError("--direction must be rx, tx or both")
+            }
+        case .vxlan:
+            guard let remote, !remote.isEmpty else { throw ValidationError("--type vxlan needs --remote") }
+            guard let vni else { throw ValidationError("--type vxlan needs --vni") }
+            guard (0...0xFF_FFFF).contains(vni) else { throw ValidationError("--vni must be 0-16777215") }
+            if let dstPort, !(1...65535).contains(dstPort) { throw ValidationError("--dst-port must be 1-65535") }
+        }
     }
     public func makeRequest() -> ControlRequest {
-        ControlRequest(command: .addPort, bridge: bridge, port: port, type: type, path: path)
+        ControlRequest(command: .addPort, bridge: bridge, port: port, type: type, path: path, ifname: ifname,
+                       file: file, filter: filter, snaplen: snaplen,
+                       rotateBytes: rotateSize.flatMap { try? Validate.size($0, "--rotate-size") },
+                       rotateCount: rotateCount, watchPort: watchPort, direction: direction,
+                       remotes: remote.map { $0.split(separator: ",").map(String.init) }, vni: vni, local: local,
+                       dstPort: dstPort)
     }
 }
 

@@ -64,8 +64,15 @@ final class CLITests: XCTestCase {
     }
 
     func testArgumentErrors() {
-        assertRejected(["add-port", "br0", "vm1", "--type", "tap", "--path", "/x"], mentioning: "vhostuserclient")
-        assertRejected(["add-port", "br0", "vm1", "--type", "tap", "--path", "/x"], mentioning: "'vhostuser'")
+        assertRejected(["add-port", "br0", "vm1", "--type", "tun", "--path", "/x"], mentioning: "vhostuserclient")
+        assertRejected(["add-port", "br0", "vm1", "--type", "tun", "--path", "/x"], mentioning: "'vhostuser'")
+        assertRejected(["add-port", "br0", "vm1", "--type", "tap", "--path", "/x"], mentioning: "--ifname")
+        assertRejected(["add-port", "br0", "t0", "--type", "tap", "--ifname", "much-too-long-name0"], mentioning: "interface")
+        assertRejected(["add-port", "br0", "c", "--type", "pcap"], mentioning: "--file")
+        assertRejected(["add-port", "br0", "c", "--type", "pcap", "--file", "/x", "--rotate-size", "10Q"], mentioning: "--rotate-size")
+        assertRejected(["add-port", "br0", "c", "--type", "pcap", "--file", "/x", "--direction", "up"], mentioning: "--direction")
+        assertRejected(["add-port", "br0", "v", "--type", "vxlan", "--vni", "1"], mentioning: "--remote")
+        assertRejected(["add-port", "br0", "v", "--type", "vxlan", "--remote", "192.0.2.1", "--vni", "16777216"], mentioning: "--vni")
         assertRejected(["add-port", "br0", "vm1"], mentioning: "--path")
         assertRejected(["add-port", "br0", "vm1", "--path", ""], mentioning: "--path")
         assertRejected(["add-br", "bad name"], mentioning: "invalid bridge name")

@@ -44,6 +44,12 @@ uint64_t vs_coarse_seconds(void);
 
 /// Create a TAP interface (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR optional). `name` in/out, IFNAMSIZ.
 int vs_tap_open(char *name, int vnet_hdr);
+/// Sets or clears IFF_UP on an interface of the caller's network namespace (net.c).
+int vs_if_set_up(const char *name, int up);
+/// The interface's MTU, or -1.
+int vs_if_mtu(const char *name);
+/// 1 if an interface of this name exists in the caller's network namespace.
+int vs_if_exists(const char *name);
 
 /// Socket helpers with sockaddr_un handled in C (path length checked: -2 means too long).
 int vs_unix_listen(const char *path, int backlog);

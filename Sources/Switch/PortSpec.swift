@@ -1,0 +1,44 @@
+/// Everything `add-port` can say about a port. Which fields matter depends on `kind`; the
+/// controller checks them and names the missing or wrong one.
+public struct PortSpec: Sendable, Equatable {
+    public var kind: PortKind
+    /// vhostuser / vhostuserclient: the socket path (relative paths go to the run directory).
+    public var path: String?
+    /// tap: the interface to create or attach to.
+    public var ifname: String?
+    /// pcap: output file, BPF filter, bytes kept per frame, rotation, what to watch.
+    public var file: String?
+    public var filter: String?
+    public var snaplen: Int?
+    public var rotateBytes: Int?
+    public var rotateCount: Int?
+    /// pcap: watch one port of the bridge instead of the whole bridge.
+    public var watchPort: String?
+    /// pcap: "rx" (frames the watched port sent into the bridge), "tx" or "both".
+    public var direction: String?
+    /// vxlan: remote tunnel endpoints, VNI, local address, UDP destination port.
+    public var remotes: [String]
+    public var vni: Int?
+    public var local: String?
+    public var dstPort: Int?
+
+    public init(kind: PortKind, path: String? = nil, ifname: String? = nil, file: String? = nil,
+                filter: String? = nil, snaplen: Int? = nil, rotateBytes: Int? = nil, rotateCount: Int? = nil,
+                watchPort: String? = nil, direction: String? = nil, remotes: [String] = [], vni: Int? = nil,
+                local: String? = nil, dstPort: Int? = nil) {
+        self.kind = kind
+        self.path = path
+        self.ifname = ifname
+        self.file = file
+        self.filter = filter
+        self.snaplen = snaplen
+        self.rotateBytes = rotateBytes
+        self.rotateCount = rotateCount
+        self.watchPort = watchPort
+        self.direction = direction
+        self.remotes = remotes
+        self.vni = vni
+        self.local = local
+        self.dstPort = dstPort
+    }
+}
