@@ -76,13 +76,27 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var vni: Int?
     public var local: String?
     public var dstPort: Int?
+    /// Any port: "access" (with `tag`) or "trunk" (with `trunks`, optional native `tag`).
+    public var vlanMode: String?
+    public var tag: Int?
+    public var trunks: [Int]?
+    /// Any port: frames with a longer payload are not delivered to it (dropped, counted).
+    public var mtu: Int?
+    /// vhost-user: queue pairs offered (1-8).
+    public var queues: Int?
 
     public init(command: ControlCommand, bridge: String? = nil, port: String? = nil,
                 type: PortType? = nil, path: String? = nil, agingSeconds: Int? = nil,
                 ifname: String? = nil, file: String? = nil, filter: String? = nil, snaplen: Int? = nil,
                 rotateBytes: Int? = nil, rotateCount: Int? = nil, watchPort: String? = nil,
                 direction: String? = nil, remotes: [String]? = nil, vni: Int? = nil, local: String? = nil,
-                dstPort: Int? = nil) {
+                dstPort: Int? = nil, vlanMode: String? = nil, tag: Int? = nil, trunks: [Int]? = nil,
+                mtu: Int? = nil, queues: Int? = nil) {
+        self.vlanMode = vlanMode
+        self.tag = tag
+        self.trunks = trunks
+        self.mtu = mtu
+        self.queues = queues
         self.command = command
         self.bridge = bridge
         self.port = port
@@ -230,9 +244,16 @@ public struct PortStats: Codable, Sendable, Equatable {
     public var txDropNoBuffers: UInt64
     /// Destination RX buffers malformed (bad address, read-only descriptor, ...).
     public var txDropBadDescriptor: UInt64
+    /// Frames the port's VLAN policy refused (tagged on an access port, VLAN not trunked).
+    public var rxDropVlan: UInt64?
+    /// Frames longer than the destination port's MTU.
+    public var txDropTooBig: UInt64?
     public init(port: String, rxPackets: UInt64 = 0, rxBytes: UInt64 = 0, txPackets: UInt64 = 0,
                 txBytes: UInt64 = 0, rxDropBadDescriptor: UInt64 = 0, rxDropRunt: UInt64 = 0,
-                txDropNoBuffers: UInt64 = 0, txDropBadDescriptor: UInt64 = 0) {
+                txDropNoBuffers: UInt64 = 0, txDropBadDescriptor: UInt64 = 0, rxDropVlan: UInt64? = nil,
+                txDropTooBig: UInt64? = nil) {
+        self.rxDropVlan = rxDropVlan
+        self.txDropTooBig = txDropTooBig
         self.port = port
         self.rxPackets = rxPackets
         self.rxBytes = rxBytes

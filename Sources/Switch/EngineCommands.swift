@@ -36,6 +36,7 @@ extension ForwardingEngine {
         bridges[b].table?.remove(port: Int32(p), now: hot.pointee.now)
         ports[p].release()
         rebuildMembers(bridge: b)
+        refreshVlanAware(bridge: b)
     }
 
     /// Takes over a checked ring from the control plane.

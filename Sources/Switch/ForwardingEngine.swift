@@ -64,6 +64,8 @@ public final class ForwardingEngine: @unchecked Sendable {
     let localBuffer = UnsafeMutableRawPointer.allocate(byteCount: ForwardingEngine.localBufferSize, alignment: 64)
     /// Scatter list for writev/sendmsg straight from guest buffers: header + segments.
     let iovecs = UnsafeMutablePointer<iovec>.allocate(capacity: 520)
+    /// An 802.1Q tag being inserted by a writev.
+    let tagBuffer = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
     /// Ports whose RX used rings have unpublished entries.
     var dirtyPorts: UnsafeMutablePointer<Int32>
     /// Statistics of the thread itself, for benchmarks (busy vs idle).
@@ -103,6 +105,7 @@ public final class ForwardingEngine: @unchecked Sendable {
         close(localEpollFd)
         localBuffer.deallocate()
         iovecs.deallocate()
+        tagBuffer.deallocate()
         for i in 0..<Self.maxPorts where ports[i].inUse { ports[i].release() }
         for i in 0..<Self.maxBridges where bridges[i].inUse { bridges[i].release() }
         ports.deallocate()

@@ -65,9 +65,9 @@ extension ForwardingEngine {
 
     /// Sends the frame in `txScratch` (after `sourceHeader` bytes) out of local port `d`.
     @inline(never)
-    func deliverLocal(to d: Int, frameLength: Int, sourceHeader: Int) {
+    func deliverLocal(to d: Int, frameLength: Int, sourceHeader: Int, edit: UInt32) {
         switch ports[d].kind {
-        case .tap: sendToTap(port: d, frameLength: frameLength, sourceHeader: sourceHeader)
+        case .tap: sendToTap(port: d, frameLength: frameLength, sourceHeader: sourceHeader, edit: edit)
         case .vxlan: sendToTunnel(port: d, frameLength: frameLength, sourceHeader: sourceHeader)
         case .vhost: break
         }
@@ -83,10 +83,23 @@ extension ForwardingEngine {
     }
 
     /// Fills `iovecs` (from index `start`) with the frame in `txScratch` after `offset`
-    /// bytes; returns the number of entries used in all.
+    /// bytes, its 802.1Q tag changed as `edit` says; returns the number of entries used in all.
     @inline(__always)
-    func scratchIovecs(from offset: Int, start: Int) -> Int {
+    func scratchIovecs(from offset: Int, start: Int, edit: UInt32 = VlanEdit.none) -> Int {
+        if edit == VlanEdit.none { return scratchIovecs(from: offset, to: Int.max, start: start) }
+        var n = scratchIovecs(from: offset, to: offset + 12, start: start)
+        if edit == VlanEdit.pop { return scratchIovecs(from: offset + 16, to: Int.max, start: n) }
+        tagBuffer.storeBytes(of: edit.bigEndian, as: UInt32.self)
+        iovecs[n] = iovec(iov_base: tagBuffer, iov_len: 4)
+        n &+= 1
+        return scratchIovecs(from: offset + 12, to: Int.max, start: n)
+    }
+
+    /// The bytes [offset, end) of the frame in `txScratch` as iovecs from index `start`.
+    @inline(__always)
+    func scratchIovecs(from offset: Int, to end: Int, start: Int) -> Int {
         var n = start
+        var left = end - offset
         var skip = offset
         var i = 0
         let list = txScratch.pointee
@@ -95,9 +108,12 @@ extension ForwardingEngine {
             if skip >= s.length {
                 skip -= s.length
             } else {
-                iovecs[n] = iovec(iov_base: s.base + skip, iov_len: s.length - skip)
+                let len = min(s.length - skip, left)
+                iovecs[n] = iovec(iov_base: s.base + skip, iov_len: len)
+                left -= len
                 skip = 0
                 n &+= 1
+                if left == 0 { break }
             }
             i &+= 1
         }
@@ -121,14 +137,15 @@ extension ForwardingEngine {
         return k
     }
 
-    private func sendToTap(port d: Int, frameLength: Int, sourceHeader: Int) {
+    private func sendToTap(port d: Int, frameLength: Int, sourceHeader: Int, edit: UInt32) {
         let slot = ports + d
         let counters = slot.pointee.counters.unsafelyUnwrapped
-        let n = scratchIovecs(from: sourceHeader, start: 0)
+        let n = scratchIovecs(from: sourceHeader, start: 0, edit: edit)
         let w = writev(slot.pointee.fd, iovecs, Int32(n))
-        if w == frameLength {
+        let sent = VlanEdit.length(frameLength, edit)
+        if w == sent {
             counters.add(.txPackets)
-            counters.add(.txBytes, UInt64(frameLength))
+            counters.add(.txBytes, UInt64(sent))
         } else {
             counters.add(.txDropNoBuffers)     // interface down or queue full
         }

@@ -31,6 +31,10 @@ struct PortSlot {
     var mergeable = false
     /// Guest RX queue frames are delivered to (the first running even queue), or -1.
     var rxQueue = -1
+    /// Running RX queues (multiqueue): a frame goes to the one its addresses hash to, so
+    /// a flow stays on one queue. Packed 4 bits per queue index.
+    var rxQueueList: UInt32 = 0
+    var rxQueueCount = 0
     /// RX queues with used entries not yet published.
     var dirtyMask: UInt32 = 0
     var counters: UnsafeMutablePointer<PortCounters>? = nil
@@ -40,6 +44,11 @@ struct PortSlot {
     var learnedKey = UInt64.max
     var learnedSecond: UInt32 = 0
     var learnedGeneration: UInt32 = 0
+    /// 802.1Q membership (see `VlanPolicy`); the default carries every VLAN as it is.
+    var vlan = VlanPolicy()
+    /// Largest frame (Ethernet header and payload, without an 802.1Q tag) delivered to this
+    /// port; longer ones are dropped and counted. Int.max: no limit.
+    var maxFrame = Int.max >> 1
 
     static let txMask: UInt32 = 0xAAAA_AAAA   // odd virtqueues: guest transmit
 
@@ -58,6 +67,7 @@ struct PortSlot {
     }
 
     mutating func release() {
+        vlan.release()
         queues?.deallocate()
         kickFds?.deallocate()
         callFds?.deallocate()
@@ -76,8 +86,22 @@ struct PortSlot {
     }
 
     mutating func recomputeRxQueue() {
-        let rx = runningMask & ~Self.txMask
+        var rx = runningMask & ~Self.txMask
         rxQueue = rx == 0 ? -1 : rx.trailingZeroBitCount
+        rxQueueList = 0
+        rxQueueCount = 0
+        while rx != 0 {
+            rxQueueList |= UInt32(rx.trailingZeroBitCount) << UInt32(4 * rxQueueCount)
+            rxQueueCount += 1
+            rx &= rx &- 1
+        }
+    }
+
+    /// The RX queue for a frame between MAC addresses `a` and `b` (either order).
+    @inline(__always)
+    func rxQueue(forAddresses a: UInt64, _ b: UInt64) -> Int {
+        let h = Int(truncatingIfNeeded: ((a ^ b) &* 0x9E37_79B9_7F4A_7C15) >> 40)   // high bits mix every input bit
+        return Int((rxQueueList >> UInt32(4 * (h % rxQueueCount))) & 0xf)
     }
 }
 
@@ -87,6 +111,8 @@ struct BridgeSlot {
     var table: MacTable? = nil
     var members: UnsafeMutablePointer<Int32>? = nil
     var memberCount = 0
+    /// Some member has an access or trunk VLAN policy: frames take the VLAN-aware path.
+    var vlanAware = false
 
     mutating func allocate(agingSeconds: UInt32) {
         self = BridgeSlot()

@@ -174,11 +174,17 @@ public final class SwitchController {
         let b = try bridgeIndex(bridge)
         guard Self.isValidName(name) else { throw .invalidName(name) }
         guard findPort(name) == nil else { throw .portExists(name) }
+        let policy = try PortPolicy(spec)
         let port: Port
         switch spec.kind {
         case .vhostUser, .vhostUserClient: port = try makeVhostPort(bridge: b, name: name, spec: spec)
         case .tap: port = try makeTapPort(bridge: b, name: name, spec: spec)
         case .pcap, .vxlan: throw .unsupported("port type \(spec.kind.rawValue) is not available yet")
+        }
+        if !policy.isDefault && port.slot >= 0 {
+            let slot = port.slot
+            engine.sync { $0.setPortPolicy(port: slot, access: policy.access, trunks: policy.trunks,
+                                           native: policy.native, mtu: policy.mtu) }
         }
         bridges[b].ports.append(port)
         logger.info("port added", metadata: ["bridge": "\(bridge)", "port": "\(name)", "type": "\(spec.kind.rawValue)",
@@ -200,6 +206,13 @@ public final class SwitchController {
         portLogger[metadataKey: "port"] = "\(name)"
         let endpoint = VhostUserEndpoint(path: path, role: spec.kind == .vhostUser ? .server : .client,
                                          backend: backend, loop: loop, logger: portLogger)
+        if let q = spec.queues {
+            guard (1...VhostUserDevice.maxQueuePairs).contains(q) else {
+                engine.sync { $0.removePort(slot) }
+                throw .invalidOption("invalid --queues \(q): use 1-\(VhostUserDevice.maxQueuePairs)")
+            }
+            endpoint.device.queuePairLimit = q
+        }
         endpoint.onStateChange = { [engine] state in
             // A departed guest may come back on another port: forget where it was.
             if state != .connected { engine.sync { $0.forgetAddresses(port: slot) } }
@@ -257,6 +270,12 @@ public final class SwitchController {
     }
 
     private func portSnapshot(_ p: Port) -> PortSnapshot {
+        var snapshot = attachmentSnapshot(p)
+        if let policy = try? PortPolicy(p.spec) { snapshot.options.merge(policy.description) { a, _ in a } }
+        return snapshot
+    }
+
+    private func attachmentSnapshot(_ p: Port) -> PortSnapshot {
         switch p.attachment {
         case .vhost(_, let endpoint):
             let d = endpoint.device

@@ -72,7 +72,17 @@ public struct AddPort: ControlSubcommand {
     @Option(help: "vxlan: VXLAN network identifier (0-16777215).") public var vni: Int?
     @Option(help: "vxlan: local address to send from.") public var local: String?
     @Option(help: "vxlan: UDP destination port (default 4789).") public var dstPort: Int?
+    @Option(help: "Any type: access (untagged, one VLAN: --tag) or trunk (tagged: --trunks, native --tag).")
+    public var vlanMode: String?
+    @Option(help: "access: the port's VLAN; trunk: the native (untagged) VLAN.") public var tag: Int?
+    @Option(help: "trunk: VLANs carried tagged, comma-separated (e.g. 10,20).") public var trunks: String?
+    @Option(help: "Any type: frames with a longer payload are not delivered to the port.") public var mtu: Int?
+    @Option(help: "vhostuser/vhostuserclient: queue pairs offered to the guest (1-8).") public var queues: Int?
     public init() {}
+
+    var trunkList: [Int]? {
+        trunks.map { $0.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
+    }
 
     public func validate() throws {
         try Validate.name(bridge, "bridge")
@@ -96,6 +106,23 @@ public struct AddPort: ControlSubcommand {
             guard (0...0xFF_FFFF).contains(vni) else { throw ValidationError("--vni must be 0-16777215") }
             if let dstPort, !(1...65535).contains(dstPort) { throw ValidationError("--dst-port must be 1-65535") }
         }
+        switch vlanMode {
+        case nil:
+            if tag != nil || trunks != nil { throw ValidationError("--tag and --trunks need --vlan-mode access or trunk") }
+        case "access":
+            guard let tag else { throw ValidationError("--vlan-mode access needs --tag") }
+            guard (1...4094).contains(tag) else { throw ValidationError("--tag must be 1-4094") }
+        case "trunk":
+            guard let trunks, let list = trunkList, list.count == trunks.split(separator: ",").count, !list.isEmpty,
+                  list.allSatisfy({ (1...4094).contains($0) }) else {
+                throw ValidationError("--vlan-mode trunk needs --trunks with VLAN ids 1-4094 (e.g. 10,20)")
+            }
+            if let tag, !(1...4094).contains(tag) { throw ValidationError("--tag must be 1-4094") }
+        default:
+            throw ValidationError("--vlan-mode must be access or trunk")
+        }
+        if let mtu, !(68...65535).contains(mtu) { throw ValidationError("--mtu must be 68-65535") }
+        if let queues, !(1...8).contains(queues) { throw ValidationError("--queues must be 1-8") }
     }
     public func makeRequest() -> ControlRequest {
         ControlRequest(command: .addPort, bridge: bridge, port: port, type: type, path: path, ifname: ifname,
@@ -103,7 +130,7 @@ public struct AddPort: ControlSubcommand {
                        rotateBytes: rotateSize.flatMap { try? Validate.size($0, "--rotate-size") },
                        rotateCount: rotateCount, watchPort: watchPort, direction: direction,
                        remotes: remote.map { $0.split(separator: ",").map(String.init) }, vni: vni, local: local,
-                       dstPort: dstPort)
+                       dstPort: dstPort, vlanMode: vlanMode, tag: tag, trunks: trunkList, mtu: mtu, queues: queues)
     }
 }
 

@@ -89,6 +89,8 @@ public enum TextRendering {
                 ("rx dropped, runt frame", s.rxDropRunt),
                 ("tx dropped, no guest buffers", s.txDropNoBuffers),
                 ("tx dropped, bad descriptor", s.txDropBadDescriptor),
+                ("rx dropped, VLAN not allowed", s.rxDropVlan ?? 0),
+                ("tx dropped, larger than MTU", s.txDropTooBig ?? 0),
             ]
             let labelWidth = counters.map(\.0.count).max() ?? 0
             let valueWidth = counters.map { String($0.1).count }.max() ?? 0

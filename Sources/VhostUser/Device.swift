@@ -39,6 +39,10 @@ public final class VhostUserDevice {
     public private(set) var mtu: Int?
     public private(set) var memory: GuestMemory?
     var queues = [Queue](repeating: Queue(), count: maxQueues)
+    /// Queue pairs offered in GET_QUEUE_NUM (`add-port --queues`); rings above are refused.
+    public var queuePairLimit = maxQueuePairs {
+        didSet { queuePairLimit = min(max(queuePairLimit, 1), Self.maxQueuePairs) }
+    }
     unowned let backend: VhostUserBackend
     let logger: Logger
 
@@ -93,7 +97,7 @@ public final class VhostUserDevice {
             for i in queues.indices { stop(i) }
             return nil
         case .getQueueNum:
-            return encodeU64(UInt64(Self.maxQueuePairs))
+            return encodeU64(UInt64(queuePairLimit))
         case .getMaxMemSlots:
             return encodeU64(UInt64(MemoryTable.maxRegions))
         case .setMemTable:
@@ -186,7 +190,7 @@ public final class VhostUserDevice {
     // MARK: internals
 
     private func queueIndex(_ raw: UInt32) throws(VhostUserError) -> Int {
-        guard raw < UInt32(Self.maxQueues) else { throw .badQueueIndex(raw) }
+        guard raw < UInt32(2 * queuePairLimit) else { throw .badQueueIndex(raw) }
         return Int(raw)
     }
 

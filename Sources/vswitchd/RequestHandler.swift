@@ -49,7 +49,8 @@ struct RequestHandler {
                 return .success(ControlResult(stats: rows.map { name, c in
                     PortStats(port: name, rxPackets: c.rxPackets, rxBytes: c.rxBytes, txPackets: c.txPackets,
                               txBytes: c.txBytes, rxDropBadDescriptor: c.rxDropBadDescriptor, rxDropRunt: c.rxDropRunt,
-                              txDropNoBuffers: c.txDropNoBuffers, txDropBadDescriptor: c.txDropBadDescriptor)
+                              txDropNoBuffers: c.txDropNoBuffers, txDropBadDescriptor: c.txDropBadDescriptor,
+                              rxDropVlan: c.rxDropVlan, txDropTooBig: c.txDropTooBig)
                 }))
             }
         } catch let e as SwitchError {
@@ -75,7 +76,8 @@ struct RequestHandler {
         return PortSpec(kind: kind, path: r.path, ifname: r.ifname, file: r.file, filter: r.filter,
                         snaplen: r.snaplen, rotateBytes: r.rotateBytes, rotateCount: r.rotateCount,
                         watchPort: r.watchPort, direction: r.direction, remotes: r.remotes ?? [], vni: r.vni,
-                        local: r.local, dstPort: r.dstPort)
+                        local: r.local, dstPort: r.dstPort, vlanMode: r.vlanMode, tag: r.tag, trunks: r.trunks,
+                        mtu: r.mtu, queues: r.queues)
     }
 
     static func portType(_ k: PortKind) -> PortType {
