@@ -9,6 +9,12 @@ public struct PeerCredentials: Equatable, Sendable {
     public var uid: UInt32
     public var gid: UInt32
 
+    public init(pid: Int32, uid: UInt32, gid: UInt32) {
+        self.pid = pid
+        self.uid = uid
+        self.gid = gid
+    }
+
     /// SO_PEERCRED of a connected Unix socket, or nil if the kernel will not tell.
     public static func of(_ fd: Int32) -> PeerCredentials? {
         var pid: Int32 = 0, uid: UInt32 = 0, gid: UInt32 = 0
