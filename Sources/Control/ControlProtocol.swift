@@ -248,10 +248,13 @@ public struct PortStats: Codable, Sendable, Equatable {
     public var rxDropVlan: UInt64?
     /// Frames longer than the destination port's MTU.
     public var txDropTooBig: UInt64?
+    /// Offload metadata (partial checksum, TSO) the switch could not finish for this port.
+    public var txDropBadOffload: UInt64?
     public init(port: String, rxPackets: UInt64 = 0, rxBytes: UInt64 = 0, txPackets: UInt64 = 0,
                 txBytes: UInt64 = 0, rxDropBadDescriptor: UInt64 = 0, rxDropRunt: UInt64 = 0,
                 txDropNoBuffers: UInt64 = 0, txDropBadDescriptor: UInt64 = 0, rxDropVlan: UInt64? = nil,
-                txDropTooBig: UInt64? = nil) {
+                txDropTooBig: UInt64? = nil, txDropBadOffload: UInt64? = nil) {
+        self.txDropBadOffload = txDropBadOffload
         self.rxDropVlan = rxDropVlan
         self.txDropTooBig = txDropTooBig
         self.port = port

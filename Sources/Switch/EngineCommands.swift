@@ -52,6 +52,10 @@ extension ForwardingEngine {
         memoryOwners[p * Self.maxQueues + c.index] = c.memory
         slot.pointee.headerLength = VirtioNetHeader.size(forFeatures: features)
         slot.pointee.mergeable = features & VirtioFeature.netMergeableRxBuffers != 0
+        slot.pointee.sendsOffloads = features & VirtioFeature.netCsum != 0
+        slot.pointee.acceptsCsum = features & VirtioFeature.netGuestCsum != 0
+        slot.pointee.acceptsTso4 = features & VirtioFeature.netGuestTso4 != 0
+        slot.pointee.acceptsTso6 = features & VirtioFeature.netGuestTso6 != 0
         slot.pointee.kickFds![c.index] = c.kickFd ?? -1
         slot.pointee.callFds![c.index] = c.callFd ?? -1
         slot.pointee.runningMask |= 1 << UInt32(c.index)

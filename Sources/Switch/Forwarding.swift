@@ -80,6 +80,7 @@ extension ForwardingEngine {
         }
         counters.add(.rxPackets)
         counters.add(.rxBytes, UInt64(frameLength))
+        if slot.pointee.sendsOffloads { readOffloadHeader() } else { hot.pointee.offloadHeader = 0 }
         let (w0, w1) = FrameCopy.peek16(txScratch.pointee, at: header)
         let dst = w0 & 0xFFFF_FFFF_FFFF
         let src = (w0 >> 48) | (w1 & 0xFFFF_FFFF) << 16
@@ -134,6 +135,10 @@ extension ForwardingEngine {
     /// `frameLength` is the source frame's; `edit` says how its VLAN tag changes (`VlanEdit`).
     @inline(__always)
     func deliver(to d: Int, frameLength sourceLength: Int, sourceHeader: Int, edit: UInt32 = VlanEdit.none) {
+        if hot.pointee.offloadHeader != 0 {
+            deliverOffloaded(to: d, frameLength: sourceLength, sourceHeader: sourceHeader, edit: edit)
+            return
+        }
         let slot = ports + d
         let counters = slot.pointee.counters.unsafelyUnwrapped
         let frameLength = VlanEdit.length(sourceLength, edit)
@@ -197,8 +202,9 @@ extension ForwardingEngine {
             chainEnds[0] = rxScratch.pointee.totalLength
             chains = 1
         }
-        // The virtio-net header: no offloads, num_buffers = chains used.
-        var netHeader: (UInt64, UInt32) = (0, UInt32(chains) << 16)
+        // The virtio-net header: no offloads (or the source's, when this port takes them),
+        // num_buffers = chains used.
+        var netHeader: (UInt64, UInt32) = (hot.pointee.passHeader, UInt32(hot.pointee.passCsumOffset) | UInt32(chains) << 16)
         withUnsafeBytes(of: &netHeader) { FrameCopy.write($0.baseAddress!, count: header, to: rxScratch.pointee) }
         if edit == VlanEdit.none {
             FrameCopy.copy(from: txScratch.pointee, srcOffset: sourceHeader, to: rxScratch.pointee, dstOffset: header, count: frameLength)

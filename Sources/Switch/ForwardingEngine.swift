@@ -64,6 +64,15 @@ public final class ForwardingEngine: @unchecked Sendable {
     let localBuffer = UnsafeMutableRawPointer.allocate(byteCount: ForwardingEngine.localBufferSize, alignment: 64)
     /// Scatter list for writev/sendmsg straight from guest buffers: header + segments.
     let iovecs = UnsafeMutablePointer<iovec>.allocate(capacity: 520)
+    /// A frame with offload metadata, copied so its checksum can be finished, and the
+    /// frames cut from a TSO segment, one at a time.
+    let offloadBuffer = UnsafeMutableRawPointer.allocate(byteCount: ForwardingEngine.localBufferSize, alignment: 64)
+    let segmentBuffer = UnsafeMutableRawPointer.allocate(byteCount: ForwardingEngine.localBufferSize, alignment: 64)
+    let offloadList: UnsafeMutablePointer<SegmentList> = {
+        let p = UnsafeMutablePointer<SegmentList>.allocate(capacity: 1)
+        p.initialize(to: SegmentList(capacity: 1))
+        return p
+    }()
     /// An 802.1Q tag being inserted by a writev.
     let tagBuffer = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
     /// Ports whose RX used rings have unpublished entries.
@@ -106,6 +115,10 @@ public final class ForwardingEngine: @unchecked Sendable {
         localBuffer.deallocate()
         iovecs.deallocate()
         tagBuffer.deallocate()
+        offloadBuffer.deallocate()
+        segmentBuffer.deallocate()
+        offloadList.pointee.deallocate()
+        offloadList.deallocate()
         for i in 0..<Self.maxPorts where ports[i].inUse { ports[i].release() }
         for i in 0..<Self.maxBridges where bridges[i].inUse { bridges[i].release() }
         ports.deallocate()
@@ -275,6 +288,15 @@ struct HotState {
     /// Non-vhost ports (TAP, VXLAN) registered in `localEpollFd`.
     var localCount = 0
     var batchSize = 32
+    /// The current frame's offload fields (virtio-net header bytes 0-7, 0 = none) and
+    /// csum_offset; whether it was copied to `offloadBuffer`.
+    var offloadHeader: UInt64 = 0
+    var offloadCsumOffset: UInt16 = 0
+    var linearized = false
+    /// Header fields written into the destination's buffers (0 except when a destination
+    /// takes the source's offload metadata as it is).
+    var passHeader: UInt64 = 0
+    var passCsumOffset: UInt16 = 0
     var spinNanoseconds: UInt64 = 50_000
 }
 

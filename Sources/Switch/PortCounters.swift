@@ -16,9 +16,12 @@ public struct PortCounters: Equatable, Sendable {
     public var rxDropVlan: UInt64 = 0
     /// Frames longer than the port's MTU.
     public var txDropTooBig: UInt64 = 0
+    /// Frames with offload metadata (partial checksum, TSO) that could not be finished
+    /// for this port: offsets outside the frame, not TCP, MSS below 64.
+    public var txDropBadOffload: UInt64 = 0
     public init() {}
 
-    static let fieldCount = 10
+    static let fieldCount = 11
 
     /// Snapshot of counters that another thread is updating.
     static func load(_ p: UnsafeMutablePointer<PortCounters>) -> PortCounters {
@@ -34,6 +37,7 @@ public struct PortCounters: Equatable, Sendable {
             c.txDropBadDescriptor = vs_counter_load(f + 7)
             c.rxDropVlan = vs_counter_load(f + 8)
             c.txDropTooBig = vs_counter_load(f + 9)
+            c.txDropBadOffload = vs_counter_load(f + 10)
             return c
         }
     }
@@ -42,7 +46,7 @@ public struct PortCounters: Equatable, Sendable {
 /// Field offsets for `vs_counter_add` on the hot path.
 enum Counter: Int {
     case rxPackets = 0, rxBytes, txPackets, txBytes, rxDropBadDescriptor, rxDropRunt, txDropNoBuffers, txDropBadDescriptor,
-         rxDropVlan, txDropTooBig
+         rxDropVlan, txDropTooBig, txDropBadOffload
 }
 
 extension UnsafeMutablePointer where Pointee == PortCounters {

@@ -29,6 +29,12 @@ struct PortSlot {
     /// Bytes of virtio-net header in this guest's buffers (12 or 10).
     var headerLength = VirtioNetHeader.size
     var mergeable = false
+    /// Offloads: the guest may send partial checksums / TSO frames (CSUM), and takes them
+    /// (GUEST_CSUM, GUEST_TSO4, GUEST_TSO6).
+    var sendsOffloads = false
+    var acceptsCsum = false
+    var acceptsTso4 = false
+    var acceptsTso6 = false
     /// Guest RX queue frames are delivered to (the first running even queue), or -1.
     var rxQueue = -1
     /// Running RX queues (multiqueue): a frame goes to the one its addresses hash to, so

@@ -91,6 +91,7 @@ public enum TextRendering {
                 ("tx dropped, bad descriptor", s.txDropBadDescriptor),
                 ("rx dropped, VLAN not allowed", s.rxDropVlan ?? 0),
                 ("tx dropped, larger than MTU", s.txDropTooBig ?? 0),
+                ("tx dropped, bad offload metadata", s.txDropBadOffload ?? 0),
             ]
             let labelWidth = counters.map(\.0.count).max() ?? 0
             let valueWidth = counters.map { String($0.1).count }.max() ?? 0

@@ -13,10 +13,11 @@ public final class VhostUserDevice {
     public static let maxQueuePairs = 8
     public static let maxQueues = 2 * maxQueuePairs
 
-    /// Features offered to the frontend. No checksum/GSO offloads (the switch does not
-    /// touch payloads), no dirty logging, no IOMMU, no packed ring: never offer what we do not do.
+    /// Features offered to the frontend: checksum and TCP segmentation offloads (finished
+    /// in software for destinations without them), no dirty logging, no IOMMU, no packed
+    /// ring: never offer what we do not do.
     public static let offeredFeatures: UInt64 =
-        VirtioFeature.version1 | VirtioFeature.ringIndirectDescriptors | VirtioFeature.ringEventIndex
+        VirtioFeature.netOffloads | VirtioFeature.version1 | VirtioFeature.ringIndirectDescriptors | VirtioFeature.ringEventIndex
         | VirtioFeature.netMergeableRxBuffers | VirtioFeature.netMTU | VirtioFeature.netMultiqueue
         | VirtioFeature.anyLayout | VirtioFeature.vhostUserProtocolFeatures
     public static let offeredProtocolFeatures: UInt64 =

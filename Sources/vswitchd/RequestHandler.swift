@@ -50,7 +50,8 @@ struct RequestHandler {
                     PortStats(port: name, rxPackets: c.rxPackets, rxBytes: c.rxBytes, txPackets: c.txPackets,
                               txBytes: c.txBytes, rxDropBadDescriptor: c.rxDropBadDescriptor, rxDropRunt: c.rxDropRunt,
                               txDropNoBuffers: c.txDropNoBuffers, txDropBadDescriptor: c.txDropBadDescriptor,
-                              rxDropVlan: c.rxDropVlan, txDropTooBig: c.txDropTooBig)
+                              rxDropVlan: c.rxDropVlan, txDropTooBig: c.txDropTooBig,
+                              txDropBadOffload: c.txDropBadOffload)
                 }))
             }
         } catch let e as SwitchError {
