@@ -52,7 +52,8 @@ e2e_msg "namespace -> guest: $(grep -E 'packets transmitted' <<<"$out")"
 e2e_snapshot "after ping"
 ns_mac=$(ip -n "$NS" -o link show "$TAP" | grep -o 'link/ether [0-9a-f:]*' | awk '{print $2}')
 expect_fdb_has br0 52:54:00:00:00:01 "$ns_mac"
-fdb_macs br0 | grep -qi "^$ns_mac tap0 " || e2e_fail "$ns_mac not learned on tap0: $(fdb_macs br0 | tr '\n' ';')"
+fdb=$(fdb_macs br0)
+grep -qi "^$ns_mac tap0 " <<<"$fdb" || e2e_fail "$ns_mac not learned on tap0: $(tr '\n' ';' <<<"$fdb")"
 expect_traffic br0 vm1 tap0
 vsw show | grep -A3 "Port tap0" | grep -q "type: *tap" || e2e_fail "show does not list tap0 as a tap port: $(vsw show)"
 

@@ -53,6 +53,7 @@ grep -q 'vlan 10' <<<"$tags" && grep -q 'vlan 20' <<<"$tags" || e2e_fail "the tr
 untagged=$(tcpdump -nn -e -r "$E2E_TMP/trunk.pcap" 'not vlan' 2>/dev/null | grep -c 52:54:00 || true)
 ((untagged == 0)) || e2e_fail "$untagged untagged guest frames on the trunk"
 e2e_snapshot "end"
-fdb_macs br0 | grep -qi '^52:54:00:00:00:01 vm1 10$' || e2e_fail "vm1 not learned in VLAN 10: $(fdb_macs br0 | tr '\n' ';')"
-fdb_macs br0 | grep -qi '^52:54:00:00:00:02 vm2 20$' || e2e_fail "vm2 not learned in VLAN 20: $(fdb_macs br0 | tr '\n' ';')"
+fdb=$(fdb_macs br0)   # not piped into grep -q: an early exit would break the pipe
+grep -qi '^52:54:00:00:00:01 vm1 10$' <<<"$fdb" || e2e_fail "vm1 not learned in VLAN 10: $(tr '\n' ';' <<<"$fdb")"
+grep -qi '^52:54:00:00:00:02 vm2 20$' <<<"$fdb" || e2e_fail "vm2 not learned in VLAN 20: $(tr '\n' ';' <<<"$fdb")"
 e2e_pass
