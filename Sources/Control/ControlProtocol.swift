@@ -36,6 +36,8 @@ public enum ControlCommand: String, Codable, Sendable, CaseIterable {
     case portStats = "port-stats"
     case setAging = "set-aging"
     case datapathStats = "dp-stats"
+    /// Live capture: after the ok line the connection carries a pcap stream (ControlStream.swift).
+    case capture = "capture"
 }
 
 /// Port types a user can add. Raw values are what the CLI's `--type` accepts.
@@ -76,13 +78,15 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var vni: Int?
     public var local: String?
     public var dstPort: Int?
+    /// capture: stop after this many frames (that passed `filter`).
+    public var count: Int?
 
     public init(command: ControlCommand, bridge: String? = nil, port: String? = nil,
                 type: PortType? = nil, path: String? = nil, agingSeconds: Int? = nil,
                 ifname: String? = nil, file: String? = nil, filter: String? = nil, snaplen: Int? = nil,
                 rotateBytes: Int? = nil, rotateCount: Int? = nil, watchPort: String? = nil,
                 direction: String? = nil, remotes: [String]? = nil, vni: Int? = nil, local: String? = nil,
-                dstPort: Int? = nil) {
+                dstPort: Int? = nil, count: Int? = nil) {
         self.command = command
         self.bridge = bridge
         self.port = port
@@ -101,6 +105,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         self.vni = vni
         self.local = local
         self.dstPort = dstPort
+        self.count = count
     }
 }
 

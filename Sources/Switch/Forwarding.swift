@@ -89,6 +89,8 @@ extension ForwardingEngine {
             ? UInt16(truncatingIfNeeded: w1 >> 48).byteSwapped & 0xfff : 0
         let b = Int(slot.pointee.bridge)
         let bridge = bridges + b
+        let watched = bridge.pointee.captureMask | slot.pointee.captureRx
+        if watched != 0 { captureFrame(watched, offset: header, length: frameLength) }
         if src & 1 == 0 {
             let key = MacTable.key(mac: src, vlan: vlan)
             let now = hot.pointee.now
@@ -126,7 +128,11 @@ extension ForwardingEngine {
         guard qi >= 0 else {
             // Not a running vhost port (checked off the vhost fast path).
             if slot.pointee.kind != .vhost {
-                deliverLocal(to: d, frameLength: frameLength, sourceHeader: sourceHeader)
+                if slot.pointee.captureTx == 0 {
+                    deliverLocal(to: d, frameLength: frameLength, sourceHeader: sourceHeader)
+                } else {
+                    deliverLocalCaptured(to: d, frameLength: frameLength, sourceHeader: sourceHeader)
+                }
             } else {
                 counters.add(.txDropNoBuffers)
             }
@@ -194,6 +200,8 @@ extension ForwardingEngine {
         slot.pointee.dirtyMask |= 1 << UInt32(qi)
         counters.add(.txPackets)
         counters.add(.txBytes, UInt64(frameLength))
+        let watched = slot.pointee.captureTx
+        if watched != 0 { captureFrame(watched, offset: sourceHeader, length: frameLength) }
     }
 
     /// Publishes every RX used ring written in this pass and interrupts the guests that

@@ -66,6 +66,8 @@ public final class ForwardingEngine: @unchecked Sendable {
     let iovecs = UnsafeMutablePointer<iovec>.allocate(capacity: 520)
     /// Ports whose RX used rings have unpublished entries.
     var dirtyPorts: UnsafeMutablePointer<Int32>
+    /// Capture taps (pcap ports, live capture), indexed by their bit in the capture masks.
+    let captureTaps = ForwardingEngine.makeCaptureTapTable()
     /// Statistics of the thread itself, for benchmarks (busy vs idle).
     /// polls, emptyPolls, sleeps, frames, busyCycles, awakeCycles (TSC).
     public let loopCounters = UnsafeMutablePointer<UInt64>.allocate(capacity: 6)
@@ -109,6 +111,7 @@ public final class ForwardingEngine: @unchecked Sendable {
         bridges.deallocate()
         pollList.deallocate()
         dirtyPorts.deallocate()
+        captureTaps.deallocate()
         txScratch.pointee.deallocate()
         rxScratch.pointee.deallocate()
         txScratch.deallocate()

@@ -40,6 +40,10 @@ struct PortSlot {
     var learnedKey = UInt64.max
     var learnedSecond: UInt32 = 0
     var learnedGeneration: UInt32 = 0
+    /// Capture taps (CaptureTaps.swift) fed with the frames this port sends into the
+    /// bridge (rx) and the frames delivered to it (tx).
+    var captureRx: UInt32 = 0
+    var captureTx: UInt32 = 0
 
     static let txMask: UInt32 = 0xAAAA_AAAA   // odd virtqueues: guest transmit
 
@@ -87,6 +91,8 @@ struct BridgeSlot {
     var table: MacTable? = nil
     var members: UnsafeMutablePointer<Int32>? = nil
     var memberCount = 0
+    /// Bridge-wide capture taps: every frame entering the bridge is recorded once.
+    var captureMask: UInt32 = 0
 
     mutating func allocate(agingSeconds: UInt32) {
         self = BridgeSlot()

@@ -51,6 +51,8 @@ struct RequestHandler {
                               txBytes: c.txBytes, rxDropBadDescriptor: c.rxDropBadDescriptor, rxDropRunt: c.rxDropRunt,
                               txDropNoBuffers: c.txDropNoBuffers, txDropBadDescriptor: c.txDropBadDescriptor)
                 }))
+            case .capture:
+                return .failure("capture streams pcap: it is served by LiveCapture, not here")
             }
         } catch let e as SwitchError {
             return .failure(e.description)

@@ -67,6 +67,7 @@ struct VSwitchd: ParsableCommand {
             logger.critical("cannot open control socket: \(error)")
             throw ExitCode(1)
         }
+        server.streamer = LiveCapture.streamer(controller: controller, loop: loop)
         server.start()
 
         // SIGINT/SIGTERM: stop the loop; ports are closed on the loop thread below.
