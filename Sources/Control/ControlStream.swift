@@ -23,9 +23,10 @@ public struct ControlStreamClient: Sendable {
         case outputClosed(errno: Int32)
     }
 
-    /// Sends `request`; on a failed response returns it with no stream. On success copies
-    /// the stream to `output` and returns how it ended.
-    public func run(_ request: ControlRequest, output: Int32) throws -> (ControlResponse, End?) {
+    /// Sends `request`; on a failed response returns it with no stream. On success calls
+    /// `output` (so a refused request creates no file), copies the stream to the descriptor
+    /// it returns, and returns how the stream ended.
+    public func run(_ request: ControlRequest, output: () throws -> Int32) throws -> (ControlResponse, End?) {
         guard let addr = UnixSocket.address(for: path) else { throw ControlClientError.pathTooLong(path: path) }
         let fd = UnixSocket.makeStreamSocket()
         guard fd >= 0 else { throw ControlClientError.connectFailed(path: path, errno: errno) }
@@ -63,12 +64,13 @@ public struct ControlStreamClient: Sendable {
             throw ControlClientError.badResponse(path: path, detail: "\(error)")
         }
         guard response.ok else { return (response, nil) }
+        let out = try output()
 
         UnixSocket.setTimeout(fd, option: SO_RCVTIMEO, seconds: 0)   // 0: wait as long as it takes
         var rest = Array(pending[(cut + 1)...])
         while true {
             if !rest.isEmpty {
-                let e = Self.writeAll(output, rest)
+                let e = Self.writeAll(out, rest)
                 if e != 0 { return (response, .outputClosed(errno: e)) }
             }
             let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }

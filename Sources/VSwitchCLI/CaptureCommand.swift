@@ -51,13 +51,19 @@ public struct Capture: ParsableCommand {
         if target == "-" && isatty(STDOUT_FILENO) == 1 {
             throw fail("not writing a pcap stream to a terminal: use -w FILE, or -w - with a pipe (| tcpdump -nr -)")
         }
-        let out = target == "-" ? STDOUT_FILENO : open(target, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard out >= 0 else { throw fail("cannot write \(target): \(String(cString: strerror(errno)))") }
-        defer { if out != STDOUT_FILENO { close(out) } }
         signal(SIGPIPE, SIG_IGN)   // a closed pipe is EPIPE: the reader has what it wanted
+        var out: Int32 = -1
+        defer { if out > STDOUT_FILENO { close(out) } }
         let response: ControlResponse
         do {
-            (response, _) = try ControlStreamClient(path: global.socketPath).run(makeRequest(), output: out)
+            // The file is created only once the daemon has accepted the capture.
+            (response, _) = try ControlStreamClient(path: global.socketPath).run(makeRequest()) {
+                out = target == "-" ? STDOUT_FILENO : open(target, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+                guard out >= 0 else { throw fail("cannot write \(target): \(String(cString: strerror(errno)))") }
+                return out
+            }
+        } catch let e as ExitCode {
+            throw e
         } catch {
             throw fail("\(error)")
         }

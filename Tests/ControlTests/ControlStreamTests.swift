@@ -25,12 +25,12 @@ final class ControlStreamTests: XCTestCase {
         let fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         defer { close(fd) }
         let client = ControlStreamClient(path: dir + "/s.sock")
-        let (ok, end) = try client.run(ControlRequest(command: .capture, bridge: "br0", count: 3), output: fd)
+        let (ok, end) = try client.run(ControlRequest(command: .capture, bridge: "br0", count: 3), output: { fd })
         XCTAssertTrue(ok.ok)
         XCTAssertEqual(end, .finished)
         XCTAssertEqual(Array(try XCTUnwrap(FileManager.default.contents(atPath: out))), [0, 0xAA, 1, 0xAA, 2, 0xAA])
 
-        let (failed, none) = try client.run(ControlRequest(command: .capture, bridge: "br9"), output: fd)
+        let (failed, none) = try client.run(ControlRequest(command: .capture, bridge: "br9"), output: { fd })
         XCTAssertEqual(failed.error, "no bridge named br9")
         XCTAssertNil(none)
         // Other commands still go to the plain handler.
