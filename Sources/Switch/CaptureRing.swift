@@ -26,7 +26,9 @@ public struct CaptureRing {
     static let headerSize = 16
     static let wrapMarker = UInt32.max
     /// Control block words (each index on its own cache line).
-    static let headWord = 0, tailWord = 8, recordedWord = 16, droppedWord = 17, sleepingWord = 24, closedWord = 25
+    /// `cachedTailWord`: the producer's last look at `tail`, next to `head` on the producer's
+    /// cache line, so a frame re-reads the consumer's line only when the ring looks full.
+    static let headWord = 0, cachedTailWord = 1, tailWord = 8, recordedWord = 16, droppedWord = 17, sleepingWord = 24, closedWord = 25
     static let controlWords = 32
 
     let control: UnsafeMutablePointer<UInt64>
@@ -45,14 +47,17 @@ public struct CaptureRing {
         let captured = min(length, snaplen)
         let need = Self.headerSize &+ ((captured &+ 15) & ~15)
         let head = control[Self.headWord]
-        let tail = vs_load_acquire_u64(control + Self.tailWord)
         var off = Int(truncatingIfNeeded: head) & (capacity &- 1)
         let room = capacity &- off
         let wrap = room < need ? room : 0
         // head - tail <= capacity always holds (we never publish past it), so no overflow.
-        guard Int(truncatingIfNeeded: head &- tail) &+ wrap &+ need <= capacity else {
-            vs_counter_add(control + Self.droppedWord, 1)
-            return false
+        if Int(truncatingIfNeeded: head &- control[Self.cachedTailWord]) &+ wrap &+ need > capacity {
+            let tail = vs_load_acquire_u64(control + Self.tailWord)
+            control[Self.cachedTailWord] = tail
+            guard Int(truncatingIfNeeded: head &- tail) &+ wrap &+ need <= capacity else {
+                vs_counter_add(control + Self.droppedWord, 1)
+                return false
+            }
         }
         var h = head
         if wrap > 0 {
