@@ -21,7 +21,9 @@ let package = Package(
         .target(name: "CShims"),
         .target(name: "Virtio", dependencies: ["CShims"]),
         .target(name: "VhostUser", dependencies: ["CShims", "Virtio", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "Switch", dependencies: ["CShims", "Virtio", "VhostUser", .product(name: "Logging", package: "swift-log")]),
+        // libpcap (libpcap-dev) for capture ports and live capture.
+        .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
+        .target(name: "Switch", dependencies: ["CShims", "CPcap", "Virtio", "VhostUser", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Control", dependencies: ["CShims"]),  // CShims: SO_PEERCRED
         // A virtio-net driver simulated in memfd memory: tests and the microbenchmark.
         .target(name: "GuestSimulator", dependencies: ["CShims", "Virtio", "VhostUser"]),
@@ -43,7 +45,7 @@ let package = Package(
         ], path: "Benchmarks/Microbench"),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "CShims", "GuestSimulator"]),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "Virtio", "CShims", "GuestSimulator"]),
-        .testTarget(name: "SwitchTests", dependencies: ["Switch", "Virtio", "VhostUser", "CShims", "GuestSimulator"]),
+        .testTarget(name: "SwitchTests", dependencies: ["Switch", "Virtio", "VhostUser", "CShims", "CPcap", "GuestSimulator"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "VSwitchCLI"]),
     ]
 )

@@ -3,7 +3,9 @@
 // engine forwards them with the real ring and copy code. Reports ns per frame (median of
 // rounds) and heap allocations per frame during forwarding.
 //
-//   vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B]
+//   vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture]
+// --capture adds a bridge-wide capture tap (4 MiB ring) drained by a second thread, as a pcap
+// port's writer would (without the file): the hot-path cost of an active capture.
 // Instructions per frame: Benchmarks/microbench.sh runs this under callgrind.
 import CShims
 import Foundation
@@ -16,6 +18,7 @@ var frames = 2_000_000
 var rounds = 5
 var frameSize = 64
 var batch = 32
+var capture = false
 var args = CommandLine.arguments.dropFirst().makeIterator()
 while let a = args.next() {
     switch a {
@@ -23,6 +26,7 @@ while let a = args.next() {
     case "--rounds": rounds = Int(args.next() ?? "") ?? rounds
     case "--size": frameSize = Int(args.next() ?? "") ?? frameSize
     case "--batch": batch = Int(args.next() ?? "") ?? batch
+    case "--capture": capture = true
     default:
         FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B]\n".data(using: .utf8)!)
         exit(2)
@@ -39,6 +43,19 @@ for g in [a, b] {
     let memory = try! g.makeMemory()
     engine.startQueue(port: port, g.vringConfiguration(queue: 0, memory: memory))
     engine.startQueue(port: port, g.vringConfiguration(queue: 1, memory: memory))
+}
+let captureBuffer = CaptureBuffer()
+let drained = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+drained.initialize(to: 0)
+if capture {
+    _ = engine.addCaptureTap(ring: captureBuffer.ring, snaplen: 262_144, bridge: bridge)
+    let t = Thread {
+        let ring = captureBuffer.ring
+        while true {
+            if let r = ring.peek() { ring.consume(r); vs_counter_add(drained, 1) } else { usleep(50) }
+        }
+    }
+    t.start()
 }
 let toB = TestFrame.make(dst: TestFrame.mac(2), src: TestFrame.mac(1), payload: frameSize - 14)
 let toA = TestFrame.make(dst: TestFrame.mac(1), src: TestFrame.mac(2), payload: frameSize - 14)
@@ -86,3 +103,6 @@ let c = engine.counters(port: 1)
 print(String(format: "median: %.1f ns/frame = %.2f Mpps, frame size %d, batch %d, allocations per frame %.6f",
              median, 1000 / median, frameSize, batch, Double(allocs) / Double(frames * rounds)))
 print("delivered to B: \(c.txPackets), dropped no-buffers: \(c.txDropNoBuffers)")
+if capture {
+    print("capture: \(captureBuffer.ring.recorded) recorded, \(captureBuffer.ring.dropped) dropped (ring full), \(vs_counter_load(drained)) drained")
+}

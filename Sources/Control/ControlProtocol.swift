@@ -36,6 +36,8 @@ public enum ControlCommand: String, Codable, Sendable, CaseIterable {
     case portStats = "port-stats"
     case setAging = "set-aging"
     case datapathStats = "dp-stats"
+    /// Live capture: after the ok line the connection carries a pcap stream (ControlStream.swift).
+    case capture = "capture"
 }
 
 /// Port types a user can add. Raw values are what the CLI's `--type` accepts.
@@ -84,6 +86,8 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var mtu: Int?
     /// vhost-user: queue pairs offered (1-8).
     public var queues: Int?
+    /// capture: stop after this many frames (that passed `filter`).
+    public var count: Int?
 
     public init(command: ControlCommand, bridge: String? = nil, port: String? = nil,
                 type: PortType? = nil, path: String? = nil, agingSeconds: Int? = nil,
@@ -91,7 +95,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
                 rotateBytes: Int? = nil, rotateCount: Int? = nil, watchPort: String? = nil,
                 direction: String? = nil, remotes: [String]? = nil, vni: Int? = nil, local: String? = nil,
                 dstPort: Int? = nil, vlanMode: String? = nil, tag: Int? = nil, trunks: [Int]? = nil,
-                mtu: Int? = nil, queues: Int? = nil) {
+                mtu: Int? = nil, queues: Int? = nil, count: Int? = nil) {
         self.vlanMode = vlanMode
         self.tag = tag
         self.trunks = trunks
@@ -115,6 +119,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         self.vni = vni
         self.local = local
         self.dstPort = dstPort
+        self.count = count
     }
 }
 

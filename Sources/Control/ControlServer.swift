@@ -49,6 +49,12 @@ public final class ControlServer: @unchecked Sendable {
 
     private let handler: Handler
     private let access: ControlAccess
+    /// Optional, set before `start()`: claims requests that stream (live capture). Called
+    /// like `handler` (serialized); nil means "not mine, ask `handler`". When it returns a
+    /// body, the response line is sent and the body then owns the connection (on this
+    /// connection's thread) until it returns; the connection is closed after it.
+    public typealias Streamer = @Sendable (ControlRequest, Int32) -> (ControlResponse, (@Sendable () -> Void)?)?
+    public var streamer: Streamer?
     /// Serializes handler calls; also taken by `stop()` to wait out a call in progress.
     private let handlerLock = NSLock()
     /// Guards everything below.
@@ -260,7 +266,9 @@ public final class ControlServer: @unchecked Sendable {
         while true {
             switch reader.next() {
             case .line(let line):
-                guard reply(respond(to: line), on: fd) else { return }
+                let (response, body) = respond(to: line, fd: fd)
+                guard reply(response, on: fd) else { return }
+                if let body { return body() }
             case .tooLong:
                 // We cannot find the start of the next request reliably, so end the connection.
                 _ = reply(.failure("malformed request: line longer than \(ControlWire.maxLineBytes) bytes"), on: fd)
@@ -271,15 +279,16 @@ public final class ControlServer: @unchecked Sendable {
         }
     }
 
-    private func respond(to line: Data) -> ControlResponse {
+    private func respond(to line: Data, fd: Int32) -> (ControlResponse, (@Sendable () -> Void)?) {
         let request: ControlRequest
         do {
             request = try ControlCoding.decodeRequest(line)
         } catch {
-            return .failure("\(error)")
+            return (.failure("\(error)"), nil)
         }
         return handlerLock.withLock {
-            isStopped ? .failure("vswitchd is shutting down") : handler(request)
+            if isStopped { return (.failure("vswitchd is shutting down"), nil) }
+            return streamer?(request, fd) ?? (handler(request), nil)
         }
     }
 

@@ -15,6 +15,7 @@ extension ForwardingEngine {
     }
 
     public func removeBridge(_ b: Int) {
+        closeCaptures(bridge: b)
         for p in 0..<Self.maxPorts where ports[p].inUse && ports[p].bridge == Int32(b) { removePort(p) }
         bridges[b].release()
     }
@@ -32,6 +33,7 @@ extension ForwardingEngine {
         guard ports[p].inUse else { return }
         for q in 0..<Self.maxQueues where ports[p].runningMask & (1 << UInt32(q)) != 0 { detachQueue(port: p, queue: q) }
         detachLocal(port: p)
+        closeCaptures(port: p)
         let b = Int(ports[p].bridge)
         bridges[b].table?.remove(port: Int32(p), now: hot.pointee.now)
         ports[p].release()

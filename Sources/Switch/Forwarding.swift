@@ -90,6 +90,8 @@ extension ForwardingEngine {
             ? UInt16(truncatingIfNeeded: w1 >> 48).byteSwapped & 0xfff : 0
         let b = Int(slot.pointee.bridge)
         let bridge = bridges + b
+        let watched = bridge.pointee.captureMask | slot.pointee.captureRx
+        if watched != 0 { captureFrame(watched, offset: header, length: frameLength) }
         if bridge.pointee.vlanAware {
             forwardVlanAware(from: p, frameLength: frameLength, header: header, dst: dst, src: src,
                              tagged: tpid == 0x8100 && frameLength >= 18, vid: vlan)
@@ -150,7 +152,11 @@ extension ForwardingEngine {
         guard qi >= 0 else {
             // Not a running vhost port (checked off the vhost fast path).
             if slot.pointee.kind != .vhost {
-                deliverLocal(to: d, frameLength: sourceLength, sourceHeader: sourceHeader, edit: edit)
+                if slot.pointee.captureTx == 0 {
+                    deliverLocal(to: d, frameLength: sourceLength, sourceHeader: sourceHeader, edit: edit)
+                } else {
+                    deliverLocalCaptured(to: d, frameLength: sourceLength, sourceHeader: sourceHeader, edit: edit)
+                }
             } else {
                 counters.add(.txDropNoBuffers)
             }
@@ -228,6 +234,8 @@ extension ForwardingEngine {
         slot.pointee.dirtyMask |= 1 << UInt32(qi)
         counters.add(.txPackets)
         counters.add(.txBytes, UInt64(frameLength))
+        let watched = slot.pointee.captureTx
+        if watched != 0 { captureFrame(watched, offset: sourceHeader, length: frameLength) }
     }
 
     /// A frame over the port's MTU still fits if it leaves with an 802.1Q tag that the MTU

@@ -77,6 +77,8 @@ public final class ForwardingEngine: @unchecked Sendable {
     let tagBuffer = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
     /// Ports whose RX used rings have unpublished entries.
     var dirtyPorts: UnsafeMutablePointer<Int32>
+    /// Capture taps (pcap ports, live capture), indexed by their bit in the capture masks.
+    let captureTaps = ForwardingEngine.makeCaptureTapTable()
     /// Statistics of the thread itself, for benchmarks (busy vs idle).
     /// polls, emptyPolls, sleeps, frames, busyCycles, awakeCycles (TSC).
     public let loopCounters = UnsafeMutablePointer<UInt64>.allocate(capacity: 6)
@@ -125,6 +127,7 @@ public final class ForwardingEngine: @unchecked Sendable {
         bridges.deallocate()
         pollList.deallocate()
         dirtyPorts.deallocate()
+        captureTaps.deallocate()
         txScratch.pointee.deallocate()
         rxScratch.pointee.deallocate()
         txScratch.deallocate()

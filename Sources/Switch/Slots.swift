@@ -55,6 +55,10 @@ struct PortSlot {
     /// Largest frame (Ethernet header and payload, without an 802.1Q tag) delivered to this
     /// port; longer ones are dropped and counted. Int.max: no limit.
     var maxFrame = Int.max >> 1
+    /// Capture taps (CaptureTaps.swift) fed with the frames this port sends into the
+    /// bridge (rx) and the frames delivered to it (tx).
+    var captureRx: UInt32 = 0
+    var captureTx: UInt32 = 0
 
     static let txMask: UInt32 = 0xAAAA_AAAA   // odd virtqueues: guest transmit
 
@@ -119,6 +123,8 @@ struct BridgeSlot {
     var memberCount = 0
     /// Some member has an access or trunk VLAN policy: frames take the VLAN-aware path.
     var vlanAware = false
+    /// Bridge-wide capture taps: every frame entering the bridge is recorded once.
+    var captureMask: UInt32 = 0
 
     mutating func allocate(agingSeconds: UInt32) {
         self = BridgeSlot()

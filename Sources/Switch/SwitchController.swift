@@ -86,6 +86,7 @@ public final class SwitchController {
         enum Attachment {
             case vhost(VhostPortBackend, VhostUserEndpoint)
             case tap(TapDevice)
+            case pcap(PcapPortInfo)
         }
         let name: String
         let spec: PortSpec
@@ -117,7 +118,7 @@ public final class SwitchController {
 
     public let engine: ForwardingEngine
     let loop: EventLoop
-    let logger: Logger
+    public let logger: Logger
     /// Where relative socket paths go.
     public let runDirectory: String
     var bridges: [Bridge] = []
@@ -179,7 +180,8 @@ public final class SwitchController {
         switch spec.kind {
         case .vhostUser, .vhostUserClient: port = try makeVhostPort(bridge: b, name: name, spec: spec)
         case .tap: port = try makeTapPort(bridge: b, name: name, spec: spec)
-        case .pcap, .vxlan: throw .unsupported("port type \(spec.kind.rawValue) is not available yet")
+        case .pcap: port = try makePcapPort(bridge: b, name: name, spec: spec)
+        case .vxlan: throw .unsupported("port type \(spec.kind.rawValue) is not available yet")
         }
         if !policy.isDefault && port.slot >= 0 {
             let slot = port.slot
@@ -252,6 +254,7 @@ public final class SwitchController {
         }
         let slot = port.slot
         if slot >= 0 { engine.sync { $0.removePort(slot) } }
+        if case .pcap(let info) = port.attachment { info.session.finish() }   // the file is complete and closed
         // A TAP device's descriptor closes when `port` goes, after the slot is released.
         logger.info("port deleted", metadata: ["bridge": "\(bridge)", "port": "\(name)"])
     }
@@ -292,13 +295,15 @@ public final class SwitchController {
                                 features: 0, protocolFeatures: 0, mtu: mtu > 0 ? Int(mtu) : nil, queues: [],
                                 options: ["ifname": device.name,
                                           "namespace": vs_if_exists(device.name) == 1 ? "host" : "other"])
+        case .pcap(let info):
+            return pcapSnapshot(p, info)
         }
     }
 
     public func fdb(bridge name: String) throws(SwitchError) -> [FdbRow] {
         let b = try bridgeIndex(name)
         let slot = bridges[b].slot
-        let names = Dictionary(uniqueKeysWithValues: bridges[b].ports.map { ($0.slot, $0.name) })
+        let names = Dictionary(uniqueKeysWithValues: bridges[b].ports.filter { $0.slot >= 0 }.map { ($0.slot, $0.name) })
         return engine.sync { $0.fdbEntries(bridge: slot) }
             .map { FdbRow(mac: MacTable.format(mac: $0.key & 0xFFFF_FFFF_FFFF), port: names[$0.port] ?? "?",
                           vlan: Int($0.key >> 48), ageSeconds: $0.age) }
@@ -317,7 +322,10 @@ public final class SwitchController {
             ports = ports.filter { $0.name == port }
             guard !ports.isEmpty else { throw .noSuchPort(bridge: name, port: port) }
         }
-        return ports.map { p in (p.name, engine.sync { $0.counters(port: p.slot) }) }
+        return ports.map { p in
+            if case .pcap(let info) = p.attachment { return (p.name, pcapCounters(info)) }
+            return (p.name, engine.sync { $0.counters(port: p.slot) })
+        }
     }
 
     // MARK: lookup

@@ -7,7 +7,7 @@ public struct VSwitchCommand: ParsableCommand {
         commandName: "vswitch",
         abstract: "Configure and inspect vswitchd, the userspace vhost-user switch.",
         subcommands: [AddBridge.self, DeleteBridge.self, AddPort.self, DeletePort.self, Show.self,
-                      Fdb.self, Port.self, SetAging.self, DatapathStatsCommand.self])
+                      Fdb.self, Port.self, SetAging.self, DatapathStatsCommand.self, Capture.self])
     /// Also declared here so global options may come before the subcommand name too
     /// (`vswitch --format json show`); ArgumentParser hands the values to the subcommand.
     @OptionGroup var global: GlobalOptions
@@ -126,7 +126,7 @@ public struct AddPort: ControlSubcommand {
     }
     public func makeRequest() -> ControlRequest {
         ControlRequest(command: .addPort, bridge: bridge, port: port, type: type, path: path, ifname: ifname,
-                       file: file, filter: filter, snaplen: snaplen,
+                       file: file.map(Validate.absolutePath), filter: filter, snaplen: snaplen,
                        rotateBytes: rotateSize.flatMap { try? Validate.size($0, "--rotate-size") },
                        rotateCount: rotateCount, watchPort: watchPort, direction: direction,
                        remotes: remote.map { $0.split(separator: ",").map(String.init) }, vni: vni, local: local,

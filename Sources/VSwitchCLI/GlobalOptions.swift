@@ -58,6 +58,11 @@ enum Validate {
         return n * scale
     }
 
+    /// A file name relative to the CLI's working directory, made absolute for the daemon.
+    static func absolutePath(_ path: String) -> String {
+        path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+    }
+
     static func aging(_ seconds: Int) throws {
         guard agingRange.contains(seconds) else {
             throw ValidationError(

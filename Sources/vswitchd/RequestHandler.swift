@@ -53,6 +53,8 @@ struct RequestHandler {
                               rxDropVlan: c.rxDropVlan, txDropTooBig: c.txDropTooBig,
                               txDropBadOffload: c.txDropBadOffload)
                 }))
+            case .capture:
+                return .failure("capture streams pcap: it is served by LiveCapture, not here")
             }
         } catch let e as SwitchError {
             return .failure(e.description)

@@ -113,6 +113,7 @@ struct VSwitchd: ParsableCommand {
         logger.info("configuration", metadata: [
             "file": "\(persistence.writes ? configPath : config.map { $0 + " (read only)" } ?? "none")",
             "bridges": "\(restored.bridges.count)", "ports": "\(restored.bridges.map(\.addPorts.count).reduce(0, +))"])
+        server.streamer = LiveCapture.streamer(controller: controller, loop: loop)
         server.start()
 
         // SIGINT/SIGTERM: stop the loop; ports are closed on the loop thread below.

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <stdio.h>
 
 /// Largest number of fds one vhost-user message may carry (the spec's limit, 8 regions).
 #define VS_MAX_FDS 8
@@ -113,5 +114,21 @@ static inline void vs_counter_add(uint64_t *p, uint64_t n) {
 static inline uint64_t vs_counter_load(const uint64_t *p) {
     return __atomic_load_n(p, __ATOMIC_RELAXED);
 }
+
+// ---- Capture rings (one producer: the forwarding thread; one consumer: a writer thread).
+static inline uint64_t vs_load_acquire_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void vs_store_release_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline void vs_store_relaxed_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+
+/// Wall-clock time in nanoseconds (CLOCK_REALTIME, vDSO): capture timestamps.
+uint64_t vs_realtime_ns(void);
+/// A write-only stdio stream over a socket whose writes use send(MSG_NOSIGNAL), so a reader
+/// that went away is an EPIPE error on the stream instead of a SIGPIPE (capture.c).
+/// Closing the stream does not close the socket. NULL on failure.
+FILE *vs_socket_stream(int fd);
+/// Waits up to `timeout_ms` for `efd` (an eventfd) to be signalled or for `peer` (a socket,
+/// or -1) to hang up. Returns 2 if the peer went away (POLLHUP/POLLERR, or readable at EOF),
+/// 1 if the eventfd fired (it is drained), 0 on timeout or EINTR.
+int vs_capture_wait(int efd, int peer, int timeout_ms);
 
 #endif

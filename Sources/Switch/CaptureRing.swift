@@ -1,0 +1,187 @@
+import CShims
+import Virtio
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A bounded single-producer single-consumer byte ring that carries captured frames from
+/// the forwarding thread (producer) to a capture writer thread (consumer).
+///
+/// Why a byte ring: records are as long as the captured bytes, so a 4 MiB ring holds
+/// thousands of small frames or a few dozen jumbo ones, without a per-frame allocation.
+/// When the ring is full the frame is dropped *from the capture* and counted; the data path
+/// never waits for the writer.
+///
+/// Record layout (16-byte aligned, so a record header never straddles the end):
+/// `u64 timestamp ns | u32 original length | u32 captured length | bytes | padding`.
+/// A captured length of `wrapMarker` means "the rest of the ring is empty, continue at 0".
+///
+/// Indexes are free-running byte counts: `head` written only by the producer (release),
+/// `tail` only by the consumer (release); each side reads the other's with acquire, so the
+/// record bytes are visible before the index that publishes them.
+///
+/// This struct is a view (pointers only, no reference counting) so the forwarding thread
+/// can hold it in an engine slot; `CaptureBuffer` owns the memory.
+public struct CaptureRing {
+    static let headerSize = 16
+    static let wrapMarker = UInt32.max
+    /// Control block words (each index on its own cache line).
+    /// `cachedTailWord`: the producer's last look at `tail`, next to `head` on the producer's
+    /// cache line, so a frame re-reads the consumer's line only when the ring looks full.
+    static let headWord = 0, cachedTailWord = 1, tailWord = 8, recordedWord = 16, droppedWord = 17, sleepingWord = 24, closedWord = 25
+    static let controlWords = 32
+
+    let control: UnsafeMutablePointer<UInt64>
+    let data: UnsafeMutableRawPointer
+    /// Bytes in `data`: a power of two.
+    let capacity: Int
+    /// eventfd the producer signals when the consumer sleeps.
+    let wakeFd: Int32
+
+    // MARK: producer (forwarding thread)
+
+    /// Appends `length` bytes of `list` from byte `offset`, cut to `snaplen`. Returns false
+    /// (and counts a drop) when the ring has no room. Never blocks or allocates.
+    @inline(__always)
+    func record(_ list: SegmentList, offset: Int, length: Int, snaplen: Int) -> Bool {
+        let captured = min(length, snaplen)
+        let need = Self.headerSize &+ ((captured &+ 15) & ~15)
+        let head = control[Self.headWord]
+        var off = Int(truncatingIfNeeded: head) & (capacity &- 1)
+        let room = capacity &- off
+        let wrap = room < need ? room : 0
+        // head - tail <= capacity always holds (we never publish past it), so no overflow.
+        if Int(truncatingIfNeeded: head &- control[Self.cachedTailWord]) &+ wrap &+ need > capacity {
+            let tail = vs_load_acquire_u64(control + Self.tailWord)
+            control[Self.cachedTailWord] = tail
+            guard Int(truncatingIfNeeded: head &- tail) &+ wrap &+ need <= capacity else {
+                vs_counter_add(control + Self.droppedWord, 1)
+                return false
+            }
+        }
+        var h = head
+        if wrap > 0 {
+            // SAFETY: off is 16-aligned and room >= 16, so the header fits before the end.
+            (data + off).storeBytes(of: Self.wrapMarker, toByteOffset: 12, as: UInt32.self)
+            h &+= UInt64(wrap)
+            off = 0
+        }
+        let p = data + off
+        // SAFETY: need <= capacity - off after the wrap, checked above.
+        p.storeBytes(of: vs_realtime_ns(), as: UInt64.self)
+        p.storeBytes(of: UInt32(truncatingIfNeeded: length), toByteOffset: 8, as: UInt32.self)
+        p.storeBytes(of: UInt32(truncatingIfNeeded: captured), toByteOffset: 12, as: UInt32.self)
+        Self.gather(list, offset: offset, count: captured, to: p + Self.headerSize)
+        vs_store_release_u64(control + Self.headWord, h &+ UInt64(need))
+        vs_counter_add(control + Self.recordedWord, 1)
+        // Wake a sleeping writer. Without a full fence a wake-up can be missed in a rare
+        // race; the writer's wait has a timeout, so that costs latency, not frames.
+        if vs_counter_load(control + Self.sleepingWord) != 0 {
+            vs_store_relaxed_u64(control + Self.sleepingWord, 0)
+            _ = vs_eventfd_signal(wakeFd)
+        }
+        return true
+    }
+
+    /// Copies `count` bytes of a segment list from byte `offset` to `dst`. The caller has
+    /// checked the list holds offset + count bytes.
+    @inline(__always)
+    static func gather(_ src: SegmentList, offset: Int, count: Int, to dst: UnsafeMutableRawPointer) {
+        guard count > 0 else { return }
+        if offset &+ count <= src[0].length {
+            dst.copyMemory(from: src[0].base + offset, byteCount: count)
+            return
+        }
+        var si = 0, so = offset, done = 0
+        while so >= src[si].length { so &-= src[si].length; si &+= 1 }
+        while done < count {
+            let s = src[si]
+            let n = min(count &- done, s.length &- so)
+            (dst + done).copyMemory(from: s.base + so, byteCount: n)
+            done &+= n
+            so &+= n
+            if so == s.length { si &+= 1; so = 0 }
+        }
+    }
+
+    // MARK: consumer (writer thread)
+
+    /// One captured frame, valid until `consume` is called for it.
+    public struct Record {
+        public var timestampNs: UInt64
+        public var originalLength: Int
+        public var bytes: UnsafeRawBufferPointer
+        var size: Int
+    }
+
+    /// The oldest record, or nil when the ring is empty. Skips a wrap marker.
+    public func peek() -> Record? {
+        var tail = control[Self.tailWord]
+        let head = vs_load_acquire_u64(control + Self.headWord)
+        while tail != head {
+            let off = Int(truncatingIfNeeded: tail) & (capacity &- 1)
+            let p = data + off
+            let captured = p.load(fromByteOffset: 12, as: UInt32.self)
+            if captured == Self.wrapMarker {
+                tail &+= UInt64(capacity &- off)
+                vs_store_release_u64(control + Self.tailWord, tail)
+                continue
+            }
+            let n = Int(captured)
+            return Record(timestampNs: p.load(as: UInt64.self),
+                          originalLength: Int(p.load(fromByteOffset: 8, as: UInt32.self)),
+                          bytes: UnsafeRawBufferPointer(start: p + Self.headerSize, count: n),
+                          size: Self.headerSize + ((n + 15) & ~15))
+        }
+        return nil
+    }
+
+    /// Frees the record returned by `peek` for the producer.
+    public func consume(_ r: Record) {
+        vs_store_release_u64(control + Self.tailWord, control[Self.tailWord] &+ UInt64(r.size))
+    }
+
+    public var isEmpty: Bool { vs_load_acquire_u64(control + Self.headWord) == control[Self.tailWord] }
+
+    /// Frames put into the ring, and frames dropped because it was full.
+    public var recorded: UInt64 { vs_counter_load(control + Self.recordedWord) }
+    public var dropped: UInt64 { vs_counter_load(control + Self.droppedWord) }
+
+    /// The writer announces it is about to sleep, then must look at the ring once more.
+    func setSleeping(_ on: Bool) {
+        vs_store_relaxed_u64(control + Self.sleepingWord, on ? 1 : 0)
+        vs_fence_seq_cst()
+    }
+
+    /// Set by the engine when what the capture watches (its bridge or port) is removed.
+    var isClosed: Bool { vs_counter_load(control + Self.closedWord) != 0 }
+    func markClosed() {
+        vs_store_relaxed_u64(control + Self.closedWord, 1)
+        _ = vs_eventfd_signal(wakeFd)
+    }
+}
+
+/// Owns a capture ring's memory and eventfd.
+public final class CaptureBuffer: @unchecked Sendable {
+    public static let defaultCapacity = 4 << 20
+    public let ring: CaptureRing
+
+    /// `capacity` is rounded up to a power of two (at least 64 KiB + a header, so one
+    /// largest frame always fits in an empty ring).
+    public init(capacity: Int = CaptureBuffer.defaultCapacity) {
+        var size = 1 << 17
+        while size < capacity && size < 1 << 30 { size <<= 1 }
+        let control = UnsafeMutablePointer<UInt64>.allocate(capacity: CaptureRing.controlWords)
+        control.initialize(repeating: 0, count: CaptureRing.controlWords)
+        let data = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+        let fd = vs_eventfd(0)
+        precondition(fd >= 0, "eventfd: \(errno)")
+        ring = CaptureRing(control: control, data: data, capacity: size, wakeFd: fd)
+    }
+
+    deinit {
+        close(ring.wakeFd)
+        ring.control.deallocate()
+        ring.data.deallocate()
+    }
+}

@@ -1,0 +1,156 @@
+import CPcap
+import CShims
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One capture: a tap in the engine, its ring, and the writer that drains the ring through
+/// the BPF filter into a sink (a pcap file for a pcap port, the control connection for
+/// `vswitch capture`). The writer runs on its own thread (pcap ports) or on the caller's
+/// (live capture: the control connection's thread).
+public final class CaptureSession: @unchecked Sendable {
+    /// Why a writer stopped.
+    public enum End: UInt64, Sendable {
+        case stopped = 1        // del-port, daemon shutdown
+        case limit              // -c N frames written
+        case peerGone           // the live-capture client went away
+        case closed             // the watched bridge or port was removed
+        case writeFailed        // disk full, stream error
+    }
+
+    let engine: ForwardingEngine
+    let buffer: CaptureBuffer
+    public let format: PcapFormat
+    let sink: CaptureSink
+    /// Stop after this many frames passed the filter (live capture `-c`).
+    let limit: Int?
+    /// written, bytesWritten, filteredOut, stopRequested, end (`End` raw value, 0 = running)
+    private let words = UnsafeMutablePointer<UInt64>.allocate(capacity: 5)
+    private let lock = NSLock()
+    private var tap = -1
+    private var done: DispatchSemaphore?
+
+    init(engine: ForwardingEngine, format: PcapFormat, sink: CaptureSink, limit: Int? = nil,
+         capacity: Int = CaptureBuffer.defaultCapacity) {
+        self.engine = engine
+        self.format = format
+        self.sink = sink
+        self.limit = limit
+        buffer = CaptureBuffer(capacity: capacity)
+        words.initialize(repeating: 0, count: 5)
+    }
+
+    deinit {
+        detach()
+        words.deallocate()
+    }
+
+    // MARK: statistics (any thread)
+
+    public var framesWritten: UInt64 { vs_counter_load(words) }
+    public var bytesWritten: UInt64 { vs_counter_load(words + 1) }
+    public var framesFilteredOut: UInt64 { vs_counter_load(words + 2) }
+    /// Frames the writer could not take in time (the ring was full): lost to the capture only.
+    public var framesDropped: UInt64 { buffer.ring.dropped }
+    public var end: End? {
+        End(rawValue: vs_counter_load(words + 4))
+    }
+
+    // MARK: engine
+
+    /// Installs the tap: from now on the forwarding thread copies frames into the ring.
+    func attach(bridge: Int, port: Int?, rx: Bool, tx: Bool) -> Bool {
+        let ring = buffer.ring
+        let snaplen = format.snaplen
+        let t = engine.sync { $0.addCaptureTap(ring: ring, snaplen: snaplen, bridge: bridge, port: port, rx: rx, tx: tx) }
+        lock.withLock { tap = t ?? -1 }
+        return t != nil
+    }
+
+    /// Removes the tap (idempotent). After it returns the forwarding thread no longer
+    /// touches the ring.
+    public func detach() {
+        let t: Int = lock.withLock {
+            defer { tap = -1 }
+            return tap
+        }
+        if t >= 0 { engine.sync { $0.removeCaptureTap(t) } }
+    }
+
+    // MARK: writer
+
+    /// Runs the writer on a new thread (pcap ports).
+    func startThread() {
+        let sem = DispatchSemaphore(value: 0)
+        lock.withLock { done = sem }
+        let t = Thread { [self] in
+            vs_set_thread_name("vswitch-pcap")
+            _ = runWriter()
+            sem.signal()
+        }
+        t.name = "vswitch-pcap"
+        t.start()
+    }
+
+    /// Stops the capture: no new frames, the writer writes what the ring holds, closes its
+    /// sink and ends; returns when it has. The file is then complete.
+    func finish() {
+        detach()
+        vs_store_relaxed_u64(words + 3, 1)
+        _ = vs_eventfd_signal(buffer.ring.wakeFd)
+        let sem: DispatchSemaphore? = lock.withLock {
+            defer { done = nil }
+            return done
+        }
+        sem?.wait()
+    }
+
+    /// Drains the ring into the sink until stopped, the limit is reached, the watched
+    /// bridge/port goes, the sink fails, or (`peer` >= 0) the peer socket hangs up.
+    /// Closes the sink before returning.
+    @discardableResult
+    public func runWriter(peer: Int32 = -1) -> End {
+        let end = drainLoop(peer: peer)
+        _ = sink.flush()
+        sink.close()
+        vs_store_relaxed_u64(words + 4, end.rawValue)
+        return end
+    }
+
+    private func drainLoop(peer: Int32) -> End {
+        let ring = buffer.ring
+        guard sink.flush() else { return .writeFailed }    // the file header, now
+        while true {
+            var n = 0
+            while n < 4096, let r = ring.peek() {
+                var header = PcapFormat.header(r)
+                if format.matches(&header, r.bytes) {
+                    guard sink.write(&header, r.bytes) else { return .writeFailed }
+                    vs_counter_add(words, 1)
+                    vs_counter_add(words + 1, UInt64(r.bytes.count))
+                } else {
+                    vs_counter_add(words + 2, 1)
+                }
+                ring.consume(r)
+                n += 1
+                if let limit, framesWritten >= UInt64(limit) { return .limit }
+            }
+            if n > 0 {
+                guard sink.flush() else { return .writeFailed }
+                continue
+            }
+            if vs_counter_load(words + 3) != 0 { return .stopped }
+            if ring.isClosed { return .closed }
+            // Sleep: announce it, look once more (the producer may have published meanwhile).
+            ring.setSleeping(true)
+            if !ring.isEmpty {
+                ring.setSleeping(false)
+                continue
+            }
+            let woke = vs_capture_wait(ring.wakeFd, peer, 100)
+            ring.setSleeping(false)
+            if woke == 2 { return .peerGone }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+import CShims
+import Virtio
+
+/// Capture taps in the forwarding engine: where copies of frames are handed to capture
+/// rings (pcap ports, live capture).
+///
+/// A tap is not a bridge member: floods do not visit it and it has no port slot. It is a bit
+/// in a mask: `BridgeSlot.captureMask` for a bridge-wide capture (each frame recorded once,
+/// at ingress), `PortSlot.captureRx` / `captureTx` for one port's frames in one direction.
+/// With no capture active the cost is one load and branch at ingress and one per delivery.
+struct CaptureTapSlot {
+    var inUse = false
+    var ring: CaptureRing? = nil
+    var snaplen = 0
+    var bridge: Int32 = -1
+    /// Watched port slot, or -1 for the whole bridge.
+    var port: Int32 = -1
+}
+
+extension ForwardingEngine {
+    /// Bits in a UInt32 mask.
+    public static let maxCaptureTaps = 32
+
+    static func makeCaptureTapTable() -> UnsafeMutablePointer<CaptureTapSlot> {
+        let t = UnsafeMutablePointer<CaptureTapSlot>.allocate(capacity: maxCaptureTaps)
+        t.initialize(repeating: CaptureTapSlot(), count: maxCaptureTaps)
+        return t
+    }
+
+    // MARK: hot path
+
+    /// Records the frame in `txScratch` (`length` bytes after `offset`) into every tap of
+    /// `mask`. Out of line: only reached when a capture is active.
+    @inline(never)
+    func captureFrame(_ mask: UInt32, offset: Int, length: Int) {
+        var m = mask
+        while m != 0 {
+            let t = captureTaps + m.trailingZeroBitCount
+            _ = t.pointee.ring.unsafelyUnwrapped.record(txScratch.pointee, offset: offset, length: length,
+                                                        snaplen: t.pointee.snaplen)
+            m &= m &- 1
+        }
+    }
+
+    /// A local port (TAP, VXLAN) delivery for a port whose transmitted frames are captured:
+    /// the frame is recorded only if the port took it.
+    @inline(never)
+    func deliverLocalCaptured(to d: Int, frameLength: Int, sourceHeader: Int, edit: UInt32) {
+        let counters = ports[d].counters.unsafelyUnwrapped
+        let before = PortCounters.load(counters).txPackets
+        deliverLocal(to: d, frameLength: frameLength, sourceHeader: sourceHeader, edit: edit)
+        if PortCounters.load(counters).txPackets != before {
+            captureFrame(ports[d].captureTx, offset: sourceHeader, length: frameLength)
+        }
+    }
+
+    // MARK: commands (forwarding thread, inside `sync`)
+
+    public var freeCaptureTaps: Int { (0..<Self.maxCaptureTaps).filter { !captureTaps[$0].inUse }.count }
+
+    /// Starts copying frames of bridge `b` (or of its port slot `port`, in the directions
+    /// given) into `ring`. Returns the tap index, or nil if every tap is taken or the
+    /// bridge/port is gone.
+    public func addCaptureTap(ring: CaptureRing, snaplen: Int, bridge b: Int, port: Int? = nil,
+                              rx: Bool = true, tx: Bool = true) -> Int? {
+        guard b >= 0, b < Self.maxBridges, bridges[b].inUse, snaplen > 0,
+              let t = (0..<Self.maxCaptureTaps).first(where: { !captureTaps[$0].inUse }) else { return nil }
+        if let port {
+            guard port >= 0, port < Self.maxPorts, ports[port].inUse, ports[port].bridge == Int32(b) else { return nil }
+        }
+        captureTaps[t] = CaptureTapSlot(inUse: true, ring: ring, snaplen: snaplen, bridge: Int32(b),
+                                        port: Int32(port ?? -1))
+        let bit: UInt32 = 1 << UInt32(t)
+        if let port {
+            if rx { ports[port].captureRx |= bit }
+            if tx { ports[port].captureTx |= bit }
+        } else {
+            bridges[b].captureMask |= bit
+        }
+        return t
+    }
+
+    /// Stops a tap; after this returns (the `sync` is acknowledged) the forwarding thread
+    /// no longer touches its ring.
+    public func removeCaptureTap(_ t: Int) {
+        guard t >= 0, t < Self.maxCaptureTaps, captureTaps[t].inUse else { return }
+        clearCaptureBit(t)
+        captureTaps[t] = CaptureTapSlot()
+    }
+
+    /// Ends the captures that watch bridge `b` or port `p` (they are being removed): their
+    /// bits are cleared and their writers told to finish. The taps stay reserved until
+    /// their owners call `removeCaptureTap`.
+    func closeCaptures(bridge b: Int = -1, port p: Int = -1) {
+        for t in 0..<Self.maxCaptureTaps where captureTaps[t].inUse {
+            let tap = captureTaps[t]
+            guard (b >= 0 && tap.bridge == Int32(b)) || (p >= 0 && tap.port == Int32(p)) else { continue }
+            clearCaptureBit(t)
+            tap.ring?.markClosed()
+        }
+    }
+
+    private func clearCaptureBit(_ t: Int) {
+        let keep = ~(UInt32(1) << UInt32(t))
+        for p in 0..<Self.maxPorts {
+            ports[p].captureRx &= keep
+            ports[p].captureTx &= keep
+        }
+        for b in 0..<Self.maxBridges { bridges[b].captureMask &= keep }
+    }
+}

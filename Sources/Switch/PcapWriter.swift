@@ -1,0 +1,182 @@
+import CPcap
+import CShims
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// libpcap's side of a capture: a "dead" handle (Ethernet, snaplen, nanosecond
+/// timestamps) that the dump files are opened with, and the compiled BPF filter.
+/// No hand-written pcap format: the files are whatever libpcap writes.
+public final class PcapFormat: @unchecked Sendable {
+    public static let maxSnaplen = 262_144
+    let handle: OpaquePointer
+    public let snaplen: Int
+    public let filter: String?
+    private var program = bpf_program()
+    private let filtered: Bool
+
+    /// Compiles `filter` (tcpdump syntax); a bad expression throws libpcap's message.
+    public init(snaplen: Int, filter: String?) throws(SwitchError) {
+        guard (1...Self.maxSnaplen).contains(snaplen) else {
+            throw .invalidOption("invalid snaplen \(snaplen): use 1-\(Self.maxSnaplen) bytes")
+        }
+        guard let h = pcap_open_dead_with_tstamp_precision(DLT_EN10MB, Int32(snaplen),
+                                                            UInt32(PCAP_TSTAMP_PRECISION_NANO)) else {
+            throw .invalidOption("libpcap: cannot create a capture handle")
+        }
+        // Compile before any stored property is set: a throw then never runs `deinit`.
+        let expression = filter.flatMap { $0.trimmingCharacters(in: .whitespaces).isEmpty ? nil : $0 }
+        var compiled = bpf_program()
+        if let expression {
+            guard !expression.contains("\0"), pcap_compile(h, &compiled, expression, 1, PCAP_NETMASK_UNKNOWN) == 0 else {
+                let message = String(cString: pcap_geterr(h))
+                pcap_close(h)
+                throw .invalidOption("invalid filter '\(expression)': \(message)")
+            }
+        }
+        handle = h
+        self.snaplen = snaplen
+        self.filter = expression
+        program = compiled
+        filtered = expression != nil
+    }
+
+    deinit {
+        if filtered { pcap_freecode(&program) }
+        pcap_close(handle)
+    }
+
+    /// True if the frame passes the filter (always, without one).
+    func matches(_ header: inout pcap_pkthdr, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard filtered, let base = bytes.baseAddress else { return true }
+        return pcap_offline_filter(&program, &header, base.assumingMemoryBound(to: UInt8.self)) != 0
+    }
+
+    /// The pcap record header of a captured frame (nanosecond precision: `tv_usec` holds ns).
+    static func header(_ r: CaptureRing.Record) -> pcap_pkthdr {
+        var h = pcap_pkthdr()
+        h.ts.tv_sec = Int(r.timestampNs / 1_000_000_000)
+        h.ts.tv_usec = Int(r.timestampNs % 1_000_000_000)
+        h.caplen = UInt32(r.bytes.count)
+        h.len = UInt32(truncatingIfNeeded: r.originalLength)
+        return h
+    }
+}
+
+/// Where a capture writer puts frames: a pcap file (with rotation) or a stream.
+protocol CaptureSink: AnyObject {
+    /// Writes one frame; false on an I/O error (the capture then ends).
+    func write(_ header: inout pcap_pkthdr, _ bytes: UnsafeRawBufferPointer) -> Bool
+    /// Pushes buffered records out, so a reader sees them; false on an I/O error.
+    func flush() -> Bool
+    func close()
+}
+
+/// A pcap file, flushed after every batch (a reader can follow it while it grows), rotated
+/// by size: when FILE reaches `rotateBytes` it becomes FILE.1 (FILE.1 becomes FILE.2, ...),
+/// at most `rotateCount` files are kept (FILE and FILE.1 ... FILE.<count-1>), and a new FILE
+/// starts. Every file is a complete pcap file that starts with its own header.
+final class PcapFileSink: CaptureSink {
+    let format: PcapFormat
+    let path: String
+    let rotateBytes: Int?
+    let rotateCount: Int
+    private var dumper: OpaquePointer?
+    private let rotationCount = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    var rotations: UInt64 { vs_counter_load(rotationCount) }
+
+    init(format: PcapFormat, path: String, rotateBytes: Int?, rotateCount: Int) throws(SwitchError) {
+        self.format = format
+        self.path = path
+        self.rotateBytes = rotateBytes
+        self.rotateCount = max(1, rotateCount)
+        rotationCount.initialize(to: 0)
+        // Every stored property is set by now: if this throws, `deinit` runs and frees.
+        dumper = try Self.open(format, path)
+    }
+
+    deinit {
+        close()
+        rotationCount.deallocate()
+    }
+
+    private static func open(_ format: PcapFormat, _ path: String) throws(SwitchError) -> OpaquePointer {
+        guard let d = pcap_dump_open(format.handle, path) else {
+            throw .invalidOption("cannot write capture file: \(String(cString: pcap_geterr(format.handle)))")
+        }
+        return d
+    }
+
+    func write(_ header: inout pcap_pkthdr, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard let d = dumper, let base = bytes.baseAddress else { return false }
+        pcap_dump(UnsafeMutableRawPointer(d).assumingMemoryBound(to: UInt8.self), &header,
+                  base.assumingMemoryBound(to: UInt8.self))
+        if let limit = rotateBytes, pcap_dump_ftell64(d) >= Int64(limit) { return rotate() }
+        return true
+    }
+
+    func flush() -> Bool {
+        guard let d = dumper else { return false }
+        return pcap_dump_flush(d) == 0 && ferror(pcap_dump_file(d)) == 0
+    }
+
+    func close() {
+        if let d = dumper { pcap_dump_close(d) }
+        dumper = nil
+    }
+
+    /// Closes FILE (complete), shifts the older files by one, opens a new FILE.
+    private func rotate() -> Bool {
+        close()
+        let keep = rotateCount - 1
+        if keep == 0 {
+            unlink(path)
+        } else {
+            unlink("\(path).\(keep)")
+            var k = keep - 1
+            while k >= 1 {
+                rename("\(path).\(k)", "\(path).\(k + 1)")
+                k -= 1
+            }
+            rename(path, "\(path).1")
+        }
+        vs_counter_add(rotationCount, 1)
+        dumper = try? Self.open(format, path)
+        return dumper != nil
+    }
+}
+
+/// A pcap stream over a socket (live capture): libpcap writes the file header and records
+/// through a stdio stream whose writes never raise SIGPIPE.
+final class PcapStreamSink: CaptureSink {
+    private var dumper: OpaquePointer?
+
+    init(format: PcapFormat, socket fd: Int32) throws(SwitchError) {
+        guard let stream = vs_socket_stream(fd) else { throw .socket("cannot create a stream on the control socket") }
+        guard let d = pcap_dump_fopen(format.handle, stream) else {
+            fclose(stream)
+            throw .socket("libpcap: \(String(cString: pcap_geterr(format.handle)))")
+        }
+        dumper = d
+    }
+
+    deinit { close() }
+
+    func write(_ header: inout pcap_pkthdr, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard let d = dumper, let base = bytes.baseAddress else { return false }
+        pcap_dump(UnsafeMutableRawPointer(d).assumingMemoryBound(to: UInt8.self), &header,
+                  base.assumingMemoryBound(to: UInt8.self))
+        return true
+    }
+
+    func flush() -> Bool {
+        guard let d = dumper else { return false }
+        return pcap_dump_flush(d) == 0 && ferror(pcap_dump_file(d)) == 0
+    }
+
+    func close() {
+        if let d = dumper { pcap_dump_close(d) }   // fclose: the cookie leaves the socket open
+        dumper = nil
+    }
+}
