@@ -32,6 +32,7 @@ extension ForwardingEngine {
     @inline(__always)
     private func processTx(port p: Int, queue qi: Int) -> Int {
         let slot = ports + p
+        if slot.pointee.packedMask & (1 << UInt32(qi)) != 0 { return processPackedTx(port: p, queue: qi) }
         let q = slot.pointee.queues.unsafelyUnwrapped + qi
         guard let available = q.pointee.availableCount() else {
             logger.error("guest TX ring is corrupt (avail index jumped); stopping the queue",
@@ -66,7 +67,7 @@ extension ForwardingEngine {
 
     /// Learns the source, picks destinations and delivers the frame in `txScratch`.
     @inline(__always)
-    private func forwardFrame(from p: Int) {
+    func forwardFrame(from p: Int) {
         let slot = ports + p
         let counters = slot.pointee.counters.unsafelyUnwrapped
         let header = slot.pointee.headerLength
@@ -123,6 +124,9 @@ extension ForwardingEngine {
         guard qi >= 0 else {
             counters.add(.txDropNoBuffers)
             return
+        }
+        if slot.pointee.packedMask & (1 << UInt32(qi)) != 0 {
+            return deliverPacked(to: d, queue: qi, frameLength: frameLength, sourceHeader: sourceHeader)
         }
         let q = slot.pointee.queues.unsafelyUnwrapped + qi
         guard var available = q.pointee.cachedAvailableCount(), available > 0 else {
@@ -198,8 +202,10 @@ extension ForwardingEngine {
             var m = slot.pointee.dirtyMask
             while m != 0 {
                 let qi = m.trailingZeroBitCount
-                if slot.pointee.runningMask & (1 << UInt32(qi)) != 0,
-                   slot.pointee.queues.unsafelyUnwrapped[qi].publishUsed() {
+                let bit: UInt32 = 1 << UInt32(qi)
+                if slot.pointee.runningMask & bit != 0,
+                   slot.pointee.packedMask & bit != 0 ? slot.pointee.packedQueues.unsafelyUnwrapped[qi].publishUsed()
+                                                      : slot.pointee.queues.unsafelyUnwrapped[qi].publishUsed() {
                     signal(slot.pointee.callFds.unsafelyUnwrapped[qi])
                 }
                 m &= m &- 1

@@ -8,6 +8,11 @@ struct PortSlot {
     /// Ring state per virtqueue; an entry is valid only where `runningMask` has its bit.
     var queues: UnsafeMutablePointer<SplitQueue>? = nil
     var runningMask: UInt32 = 0
+    /// Queues running as packed rings (VIRTIO_F_RING_PACKED): their state is in
+    /// `packedQueues`, not `queues`. Per queue, so a frontend that changes its features
+    /// between rings can never make one ring's state be read as the other kind.
+    var packedMask: UInt32 = 0
+    var packedQueues: UnsafeMutablePointer<PackedQueue>? = nil
     var kickFds: UnsafeMutablePointer<Int32>? = nil
     var callFds: UnsafeMutablePointer<Int32>? = nil
     /// Bytes of virtio-net header in this guest's buffers (12 or 10).
@@ -33,6 +38,7 @@ struct PortSlot {
         inUse = true
         self.bridge = bridge
         queues = .allocate(capacity: n)
+        packedQueues = .allocate(capacity: n)
         kickFds = .allocate(capacity: n)
         kickFds!.initialize(repeating: -1, count: n)
         callFds = .allocate(capacity: n)
@@ -43,6 +49,7 @@ struct PortSlot {
 
     mutating func release() {
         queues?.deallocate()
+        packedQueues?.deallocate()
         kickFds?.deallocate()
         callFds?.deallocate()
         counters?.deallocate()
@@ -51,10 +58,20 @@ struct PortSlot {
 
     @inline(__always)
     func forEachRunningTx(_ body: (UnsafeMutablePointer<SplitQueue>) -> Void) {
-        var m = runningMask & Self.txMask
+        var m = runningMask & Self.txMask & ~packedMask
         while m != 0 {
             let q = m.trailingZeroBitCount
             body(queues.unsafelyUnwrapped + q)
+            m &= m &- 1
+        }
+    }
+
+    @inline(__always)
+    func forEachRunningPackedTx(_ body: (UnsafeMutablePointer<PackedQueue>) -> Void) {
+        var m = runningMask & Self.txMask & packedMask
+        while m != 0 {
+            let q = m.trailingZeroBitCount
+            body(packedQueues.unsafelyUnwrapped + q)
             m &= m &- 1
         }
     }
