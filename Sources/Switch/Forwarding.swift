@@ -122,11 +122,12 @@ extension ForwardingEngine {
         let counters = slot.pointee.counters.unsafelyUnwrapped
         let qi = slot.pointee.rxQueue
         guard qi >= 0 else {
-            counters.add(.txDropNoBuffers)
+            if qi <= -2 {   // a packed RX queue (see PortSlot.rxQueue)
+                deliverPacked(to: d, queue: -2 - qi, frameLength: frameLength, sourceHeader: sourceHeader)
+            } else {
+                counters.add(.txDropNoBuffers)
+            }
             return
-        }
-        if slot.pointee.packedMask & (1 << UInt32(qi)) != 0 {
-            return deliverPacked(to: d, queue: qi, frameLength: frameLength, sourceHeader: sourceHeader)
         }
         let q = slot.pointee.queues.unsafelyUnwrapped + qi
         guard var available = q.pointee.cachedAvailableCount(), available > 0 else {

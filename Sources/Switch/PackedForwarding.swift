@@ -4,8 +4,8 @@ import Virtio
 /// path in Forwarding.swift: `processTx`, `deliver` and `publishDirtyRx` branch here on the
 /// queue's bit in `PortSlot.packedMask`, so split queues pay one bit test per batch or frame.
 extension ForwardingEngine {
-    /// One batch from a packed guest TX queue.
-    @inline(__always)
+    /// One batch from a packed guest TX queue. Not inlined: the split path stays compact.
+    @inline(never)
     func processPackedTx(port p: Int, queue qi: Int) -> Int {
         let slot = ports + p
         let q = slot.pointee.packedQueues.unsafelyUnwrapped + qi
@@ -35,8 +35,8 @@ extension ForwardingEngine {
     }
 
     /// Copies the frame in `txScratch` into packed RX queue `qi` of port `d`, or drops and
-    /// counts (the packed twin of `deliver`).
-    @inline(__always)
+    /// counts (the packed twin of `deliver`). Not inlined, like `processPackedTx`.
+    @inline(never)
     func deliverPacked(to d: Int, queue qi: Int, frameLength: Int, sourceHeader: Int) {
         let slot = ports + d
         let counters = slot.pointee.counters.unsafelyUnwrapped

@@ -19,6 +19,8 @@ struct PortSlot {
     var headerLength = VirtioNetHeader.size
     var mergeable = false
     /// Guest RX queue frames are delivered to (the first running even queue), or -1.
+    /// A packed RX queue q is stored as -2 - q, so the split path tests nothing extra:
+    /// `deliver` looks at packed queues only once `rxQueue >= 0` has failed.
     var rxQueue = -1
     /// RX queues with used entries not yet published.
     var dirtyMask: UInt32 = 0
@@ -78,7 +80,9 @@ struct PortSlot {
 
     mutating func recomputeRxQueue() {
         let rx = runningMask & ~Self.txMask
-        rxQueue = rx == 0 ? -1 : rx.trailingZeroBitCount
+        guard rx != 0 else { rxQueue = -1; return }
+        let q = rx.trailingZeroBitCount
+        rxQueue = packedMask & (1 << UInt32(q)) != 0 ? -2 - q : q
     }
 }
 
