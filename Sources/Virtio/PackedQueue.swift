@@ -133,34 +133,43 @@ public struct PackedQueue {
     @inlinable
     public mutating func availableCount() -> Int? {
         if broken { return nil }
-        while scanned < Self.lookahead && scannedSlots < size {
-            let first = scanCursor
-            let pos = Int(first & ~Self.wrapBit)
+        // Locals, written back once: stores into the side tables could alias `self`.
+        var cursor = scanCursor
+        var count = scanned
+        var usedSlots = scannedSlots
+        let desc = layout.descriptors
+        defer {
+            scanCursor = cursor
+            scanned = count
+            scannedSlots = usedSlots
+        }
+        while count < Self.lookahead && usedSlots < size {
+            let pos = Int(cursor & ~Self.wrapBit)
             // SAFETY: pos < size (positions are kept modulo size); 16 * size bytes were translated.
-            let flags = vs_load_acquire_u16(layout.descriptors + 16 * pos + 14)
-            guard Self.isAvailable(flags, wrap: first & Self.wrapBit) else { break }
+            let flags = vs_load_acquire_u16(desc + 16 * pos + 14)
+            guard Self.isAvailable(flags, wrap: cursor & Self.wrapBit) else { break }
             // The driver exposes a chain's first descriptor last (2.8.6), so after the
             // acquire above the rest is written: follow NEXT to its end, within the ring.
             var slots = 1
-            var last = first
+            var last = cursor
             var f = flags
             while f & Self.descFlagNext != 0 {
-                guard scannedSlots &+ slots < size else { broken = true; return nil }
+                guard usedSlots &+ slots < size else { broken = true; return nil }
                 last = advance(last, by: 1)
                 // SAFETY: as above, the position is < size.
-                f = vs_load_relaxed_u16(layout.descriptors + 16 * Int(last & ~Self.wrapBit) + 14)
+                f = vs_load_relaxed_u16(desc + 16 * Int(last & ~Self.wrapBit) + 14)
                 guard Self.isAvailable(f, wrap: last & Self.wrapBit) else { broken = true; return nil }
                 slots &+= 1
             }
             // The buffer id is in the chain's last descriptor (2.8.6).
-            let id = (layout.descriptors + 16 * Int(last & ~Self.wrapBit) + 12).loadUnaligned(as: UInt16.self)
-            chainInfo[pos] = UInt32(id) | UInt32(slots) << 16
-            chains[(scanHead &+ scanned) & (Self.lookahead - 1)] = first
-            scanned &+= 1
-            scannedSlots &+= slots
-            scanCursor = advance(last, by: 1)
+            let id = (desc + 16 * Int(last & ~Self.wrapBit) + 12).loadUnaligned(as: UInt16.self)
+            chainInfo[pos] = UInt32(id) | UInt32(truncatingIfNeeded: slots) << 16
+            chains[(scanHead &+ count) & (Self.lookahead - 1)] = cursor
+            count &+= 1
+            usedSlots &+= slots
+            cursor = advance(last, by: 1)
         }
-        return scanned
+        return count
     }
 
     /// Like `availableCount()`, but scans only when the chains seen already are used up.
@@ -274,7 +283,7 @@ public struct PackedQueue {
     }
 
     /// Moves past the first `count` scanned chains.
-    @inlinable public mutating func consume(_ count: Int) {
+    @inlinable @inline(__always) public mutating func consume(_ count: Int) {
         let n = min(max(count, 0), scanned)
         guard n > 0 else { return }
         let new = n == scanned ? scanCursor : chains[(scanHead &+ n) & (Self.lookahead - 1)]
@@ -285,7 +294,7 @@ public struct PackedQueue {
     }
 
     /// Slots from `a` to `b` going forward (a full ring if same position, other lap).
-    @inlinable
+    @inlinable @inline(__always)
     func distance(from a: UInt16, to b: UInt16) -> Int {
         let d = Int(b & ~Self.wrapBit) &- Int(a & ~Self.wrapBit)
         if d > 0 { return d }
@@ -297,7 +306,7 @@ public struct PackedQueue {
 
     /// Writes the used element of the chain at `id` (a position from `head(at:)`), not
     /// visible to the driver until `publishUsed()`. Chains are used in ring order.
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func pushUsed(id: UInt16, length: UInt32) {
         let pos = Int(id & ~Self.wrapBit)
         let info = pos < size ? chainInfo[pos] : 1 << 16
