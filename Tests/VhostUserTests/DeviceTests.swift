@@ -113,6 +113,13 @@ final class DeviceTests: XCTestCase {
         XCTAssertEqual(reply, VringState(index: 1, num: 0x802a_802a).encoded)
     }
 
+    func testPackedRingBaseBeyondTheRingIsRefused() throws {
+        XCTAssertThrowsError(try startRings(protocolFeatures: false, packed: true, base: 0x8000 | 256)) {
+            XCTAssertEqual($0 as? VhostUserError, .ringAddress(queue: 0))
+        }
+        XCTAssertTrue(backend.started.isEmpty)
+    }
+
     func testPackedRingSizeNeedNotBeAPowerOfTwo() throws {
         try send(.setFeatures, u64(VirtioFeature.version1 | VirtioFeature.ringPacked))
         XCTAssertNoThrow(try send(.setVringNum, VringState(index: 0, num: 100).encoded))
