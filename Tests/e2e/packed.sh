@@ -3,7 +3,8 @@
 #   1. DPDK testpmd, two virtio-user ports with packed_vq=1, io forwarding in a closed loop
 #      through the switch (the switch ports are vhostuserclient, testpmd listens).
 #   2. The same with port 0 packed and port 1 split: frames cross between the two ring kinds.
-#   3. A QEMU guest with packed=on pings a split-ring guest (1400-byte pings, both ways).
+#   3. A QEMU guest with packed=on pings a split-ring guest (1400-byte pings, both ways),
+#      then is killed with SIGKILL, started again and pings again.
 # Pass: both switch ports' rx counters grow and testpmd receives on both ports; the guests
 # ping each other; `vswitch show` lists RING_PACKED for the packed ports only.
 source "$(dirname "$0")/lib.sh"
@@ -129,6 +130,22 @@ guest_round() {
     e2e_check_daemon
     expect_fdb_has "$br" 52:54:00:00:00:01 52:54:00:00:00:02
     expect_traffic "$br" vm1 vm2
+
+    # kill -9 the packed guest and start it again: the switch stops its packed rings
+    # (GET_VRING_BASE), reconnects, and the new QEMU's rings run.
+    e2e_msg "kill -9 vm1 (pid ${GUEST_PID[vm1]}) and start it again"
+    guest_kill vm1 KILL
+    sleep 1
+    e2e_check_daemon
+    local rx_before rx_after
+    rx_before=$(port_counter "$br" vm1 rx)
+    GUEST_DEVICE_OPTS=",packed=on" GUEST_WAIT_PEER=10.0.0.2 \
+        e2e_boot vm1 52:54:00:00:00:01 "$E2E_TMP/vm1.sock" "$mode" 10.0.0.1/24 "ping -c 5 -s 1400 10.0.0.2"
+    e2e_wait_up vm1
+    e2e_ping_check vm1 1
+    rx_after=$(port_counter "$br" vm1 rx)
+    ((rx_after > rx_before)) || e2e_fail "vm1 rx counter did not grow after the restart ($rx_before -> $rx_after)"
+    [[ " $(features vm1) " == *" RING_PACKED "* ]] || e2e_fail "restarted vm1 did not negotiate RING_PACKED"
 }
 
 [[ -x $TESTPMD ]] || e2e_missing "dpdk-testpmd" "install dpdk-dev"
