@@ -22,7 +22,7 @@ let package = Package(
         .target(name: "Virtio", dependencies: ["CShims"]),
         .target(name: "VhostUser", dependencies: ["CShims", "Virtio", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Switch", dependencies: ["CShims", "Virtio", "VhostUser", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "Control"),
+        .target(name: "Control", dependencies: ["CShims"]),  // CShims: SO_PEERCRED
         // A virtio-net driver simulated in memfd memory: tests and the microbenchmark.
         .target(name: "GuestSimulator", dependencies: ["CShims", "Virtio", "VhostUser"]),
         .executableTarget(name: "vswitchd", dependencies: [

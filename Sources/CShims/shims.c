@@ -1,6 +1,8 @@
 #define _GNU_SOURCE
 #include "CShims.h"
 #include <errno.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
 #include <fcntl.h>
@@ -117,6 +119,44 @@ int vs_unix_listen(const char *path, int backlog) {
         int e = errno; close(fd); errno = e; return -1;
     }
     return fd;
+}
+
+int vs_unix_listen_mode(const char *path, int backlog, unsigned int mode) {
+    struct sockaddr_un a; if (fill_addr(&a, path) < 0) return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0) { int e = errno; close(fd); errno = e; return -1; }
+    if (chmod(path, (mode_t)mode) < 0 || listen(fd, backlog) < 0) {
+        int e = errno; unlink(path); close(fd); errno = e; return -1;
+    }
+    return fd;
+}
+
+int vs_peer_credentials(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid) {
+    struct ucred c; socklen_t len = sizeof(c);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c, &len) < 0) return -1;
+    if (len != sizeof(c)) { errno = EINVAL; return -1; }
+    *pid = c.pid; *uid = c.uid; *gid = c.gid;
+    return 0;
+}
+
+int vs_peer_in_group(int fd, uint32_t gid) {
+    gid_t small[64], *groups = small;
+    socklen_t len = sizeof(small);
+    int rc = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len);
+    if (rc < 0 && errno == ERANGE) {   // more than 64 groups: len now holds the size needed
+        groups = malloc(len);
+        if (groups == NULL) return -1;
+        rc = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len);
+    }
+    int found = 0;
+    if (rc == 0) {
+        for (size_t i = 0; i < len / sizeof(gid_t); i++) if (groups[i] == gid) found = 1;
+    }
+    int e = errno;
+    if (groups != small) free(groups);
+    errno = e;
+    return rc < 0 ? -1 : found;
 }
 
 int vs_unix_connect(const char *path) {

@@ -42,7 +42,7 @@ public enum ControlCoding {
         try decode(ControlResponse.self, from: line, kind: "response")
     }
 
-    private static func decode<T: Decodable>(_ type: T.Type, from line: Data, kind: String) throws -> T {
+    static func decode<T: Decodable>(_ type: T.Type, from line: Data, kind: String) throws -> T {
         var bytes = line
         while let last = bytes.last, last == UInt8(ascii: "\n") || last == UInt8(ascii: "\r") {
             bytes.removeLast()

@@ -44,6 +44,12 @@ public enum PortType: String, Codable, Sendable, CaseIterable {
     case vhostUser = "vhostuser"
     /// QEMU listens on `path` (`server=on`); the switch connects and reconnects.
     case vhostUserClient = "vhostuserclient"
+    /// A TAP interface (`ifname`) to the host kernel.
+    case tap
+    /// A capture: copies of the bridge's (or one port's) frames written to a pcap `file`.
+    case pcap
+    /// A VXLAN tunnel to `remote` hosts.
+    case vxlan
 }
 
 /// One request line. Fields not used by a command are omitted.
@@ -54,15 +60,61 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var type: PortType?
     public var path: String?
     public var agingSeconds: Int?
+    /// tap: interface name.
+    public var ifname: String?
+    /// pcap: output file, BPF filter (libpcap syntax), bytes kept per frame, rotation.
+    public var file: String?
+    public var filter: String?
+    public var snaplen: Int?
+    public var rotateBytes: Int?
+    public var rotateCount: Int?
+    /// pcap: only frames of this port of the bridge; `direction` "rx", "tx" or "both".
+    public var watchPort: String?
+    public var direction: String?
+    /// vxlan: remote endpoints (addresses), VNI, local address, UDP destination port.
+    public var remotes: [String]?
+    public var vni: Int?
+    public var local: String?
+    public var dstPort: Int?
+    /// Any port: "access" (with `tag`) or "trunk" (with `trunks`, optional native `tag`).
+    public var vlanMode: String?
+    public var tag: Int?
+    public var trunks: [Int]?
+    /// Any port: frames with a longer payload are not delivered to it (dropped, counted).
+    public var mtu: Int?
+    /// vhost-user: queue pairs offered (1-8).
+    public var queues: Int?
 
     public init(command: ControlCommand, bridge: String? = nil, port: String? = nil,
-                type: PortType? = nil, path: String? = nil, agingSeconds: Int? = nil) {
+                type: PortType? = nil, path: String? = nil, agingSeconds: Int? = nil,
+                ifname: String? = nil, file: String? = nil, filter: String? = nil, snaplen: Int? = nil,
+                rotateBytes: Int? = nil, rotateCount: Int? = nil, watchPort: String? = nil,
+                direction: String? = nil, remotes: [String]? = nil, vni: Int? = nil, local: String? = nil,
+                dstPort: Int? = nil, vlanMode: String? = nil, tag: Int? = nil, trunks: [Int]? = nil,
+                mtu: Int? = nil, queues: Int? = nil) {
+        self.vlanMode = vlanMode
+        self.tag = tag
+        self.trunks = trunks
+        self.mtu = mtu
+        self.queues = queues
         self.command = command
         self.bridge = bridge
         self.port = port
         self.type = type
         self.path = path
         self.agingSeconds = agingSeconds
+        self.ifname = ifname
+        self.file = file
+        self.filter = filter
+        self.snaplen = snaplen
+        self.rotateBytes = rotateBytes
+        self.rotateCount = rotateCount
+        self.watchPort = watchPort
+        self.direction = direction
+        self.remotes = remotes
+        self.vni = vni
+        self.local = local
+        self.dstPort = dstPort
     }
 }
 
@@ -136,8 +188,12 @@ public struct PortInfo: Codable, Sendable, Equatable {
     public var protocolFeatures: [String]
     public var mtu: Int?
     public var queues: [QueueInfo]
+    /// Type-specific facts: TAP interface and namespace, pcap file and drops, VXLAN VNI...
+    public var options: [String: String]?
     public init(name: String, type: PortType, path: String, state: String, link: String,
-                features: [String], protocolFeatures: [String], mtu: Int?, queues: [QueueInfo]) {
+                features: [String], protocolFeatures: [String], mtu: Int?, queues: [QueueInfo],
+                options: [String: String]? = nil) {
+        self.options = options
         self.name = name
         self.type = type
         self.path = path
@@ -188,9 +244,19 @@ public struct PortStats: Codable, Sendable, Equatable {
     public var txDropNoBuffers: UInt64
     /// Destination RX buffers malformed (bad address, read-only descriptor, ...).
     public var txDropBadDescriptor: UInt64
+    /// Frames the port's VLAN policy refused (tagged on an access port, VLAN not trunked).
+    public var rxDropVlan: UInt64?
+    /// Frames longer than the destination port's MTU.
+    public var txDropTooBig: UInt64?
+    /// Offload metadata (partial checksum, TSO) the switch could not finish for this port.
+    public var txDropBadOffload: UInt64?
     public init(port: String, rxPackets: UInt64 = 0, rxBytes: UInt64 = 0, txPackets: UInt64 = 0,
                 txBytes: UInt64 = 0, rxDropBadDescriptor: UInt64 = 0, rxDropRunt: UInt64 = 0,
-                txDropNoBuffers: UInt64 = 0, txDropBadDescriptor: UInt64 = 0) {
+                txDropNoBuffers: UInt64 = 0, txDropBadDescriptor: UInt64 = 0, rxDropVlan: UInt64? = nil,
+                txDropTooBig: UInt64? = nil, txDropBadOffload: UInt64? = nil) {
+        self.txDropBadOffload = txDropBadOffload
+        self.rxDropVlan = rxDropVlan
+        self.txDropTooBig = txDropTooBig
         self.port = port
         self.rxPackets = rxPackets
         self.rxBytes = rxBytes

@@ -48,6 +48,7 @@ public final class ControlServer: @unchecked Sendable {
     public static let maxConnections = 32
 
     private let handler: Handler
+    private let access: ControlAccess
     /// Serializes handler calls; also taken by `stop()` to wait out a call in progress.
     private let handlerLock = NSLock()
     /// Guards everything below.
@@ -63,9 +64,15 @@ public final class ControlServer: @unchecked Sendable {
     /// Binds and listens on `path` (but does not accept until `start()`).
     /// - Parameter permissions: mode of the socket file; 0600 (root only) by default, 0660 to
     ///   let a group run `vswitch` without sudo.
-    public init(path: String, permissions: mode_t = 0o600, handler: @escaping Handler) throws {
+    /// - Parameter group: group id the socket file is given to (with 0660), or nil to keep
+    ///   the daemon's group.
+    /// - Parameter access: whose connections are served (SO_PEERCRED); others get one error
+    ///   line and are disconnected.
+    public init(path: String, permissions: mode_t = 0o600, group: gid_t? = nil,
+                access: ControlAccess = .daemonDefault(), handler: @escaping Handler) throws {
         self.path = path
         self.handler = handler
+        self.access = access
         guard let addr = UnixSocket.address(for: path) else {
             throw ControlServerError.pathTooLong(path: path)
         }
@@ -90,6 +97,11 @@ public final class ControlServer: @unchecked Sendable {
             let code = errno
             unlink(path)
             throw fail("chmod", code)
+        }
+        if let group, chown(path, uid_t.max, group) != 0 {  // uid_t.max: (uid_t)-1, keep the owner
+            let code = errno
+            unlink(path)
+            throw fail("chown", code)
         }
         var st = stat()
         guard stat(path, &st) == 0 else { throw fail("stat", errno) }
@@ -236,6 +248,15 @@ public final class ControlServer: @unchecked Sendable {
         UnixSocket.setTimeout(fd, option: SO_RCVTIMEO, seconds: Self.idleTimeout)
         UnixSocket.setTimeout(fd, option: SO_SNDTIMEO, seconds: Self.sendTimeout)
         var reader = LineReader(fd: fd, maxLineBytes: ControlWire.maxLineBytes)
+        if let refusal = access.refusal(forPeerOf: fd) {
+            // Take the client's request before closing: a close with unread data, or before the
+            // client has written, would show up there as a reset instead of this message.
+            UnixSocket.setTimeout(fd, option: SO_RCVTIMEO, seconds: 1)
+            _ = reply(.failure(refusal), on: fd)
+            var drain = LineReader(fd: fd, maxLineBytes: 4096)  // a stranger gets no big buffer
+            _ = drain.next()
+            return
+        }
         while true {
             switch reader.next() {
             case .line(let line):

@@ -31,10 +31,12 @@ extension ForwardingEngine {
     public func removePort(_ p: Int) {
         guard ports[p].inUse else { return }
         for q in 0..<Self.maxQueues where ports[p].runningMask & (1 << UInt32(q)) != 0 { detachQueue(port: p, queue: q) }
+        detachLocal(port: p)
         let b = Int(ports[p].bridge)
         bridges[b].table?.remove(port: Int32(p), now: hot.pointee.now)
         ports[p].release()
         rebuildMembers(bridge: b)
+        refreshVlanAware(bridge: b)
     }
 
     /// Takes over a checked ring from the control plane.
@@ -60,6 +62,10 @@ extension ForwardingEngine {
         memoryOwners[p * Self.maxQueues + c.index] = c.memory
         slot.pointee.headerLength = VirtioNetHeader.size(forFeatures: features)
         slot.pointee.mergeable = features & VirtioFeature.netMergeableRxBuffers != 0
+        slot.pointee.sendsOffloads = features & VirtioFeature.netCsum != 0
+        slot.pointee.acceptsCsum = features & VirtioFeature.netGuestCsum != 0
+        slot.pointee.acceptsTso4 = features & VirtioFeature.netGuestTso4 != 0
+        slot.pointee.acceptsTso6 = features & VirtioFeature.netGuestTso6 != 0
         slot.pointee.kickFds![c.index] = c.kickFd ?? -1
         slot.pointee.callFds![c.index] = c.callFd ?? -1
         slot.pointee.runningMask |= 1 << UInt32(c.index)

@@ -23,6 +23,9 @@ extension ForwardingEngine {
             }
             i &+= 1
         }
+        if hot.pointee.localCount > 0 && (frames == 0 || loopCounters[0] & 7 == 0) {
+            frames &+= pollLocalPorts()
+        }
         publishDirtyRx()
         loopCounters[0] &+= 1
         if frames == 0 { loopCounters[1] &+= 1 } else { loopCounters[3] &+= UInt64(frames) }
@@ -78,6 +81,7 @@ extension ForwardingEngine {
         }
         counters.add(.rxPackets)
         counters.add(.rxBytes, UInt64(frameLength))
+        if slot.pointee.sendsOffloads { readOffloadHeader() } else { hot.pointee.offloadHeader = 0 }
         let (w0, w1) = FrameCopy.peek16(txScratch.pointee, at: header)
         let dst = w0 & 0xFFFF_FFFF_FFFF
         let src = (w0 >> 48) | (w1 & 0xFFFF_FFFF) << 16
@@ -87,17 +91,12 @@ extension ForwardingEngine {
             ? UInt16(truncatingIfNeeded: w1 >> 48).byteSwapped & 0xfff : 0
         let b = Int(slot.pointee.bridge)
         let bridge = bridges + b
-        if src & 1 == 0 {
-            let key = MacTable.key(mac: src, vlan: vlan)
-            let now = hot.pointee.now
-            if key != slot.pointee.learnedKey || now != slot.pointee.learnedSecond
-                || bridge.pointee.table.unsafelyUnwrapped.generation != slot.pointee.learnedGeneration {
-                bridge.pointee.table?.learn(key, port: Int32(p), now: now)
-                slot.pointee.learnedKey = key
-                slot.pointee.learnedSecond = now
-                slot.pointee.learnedGeneration = bridge.pointee.table.unsafelyUnwrapped.generation
-            }
+        if bridge.pointee.vlanAware {
+            forwardVlanAware(from: p, frameLength: frameLength, header: header, dst: dst, src: src,
+                             tagged: tpid == 0x8100 && frameLength >= 18, vid: vlan)
+            return
         }
+        learn(src, vlan: vlan, port: p)
         if dst & 1 == 0 {
             let out = bridge.pointee.table.unsafelyUnwrapped.lookup(MacTable.key(mac: dst, vlan: vlan), now: hot.pointee.now)
             if out >= 0 {
@@ -115,18 +114,56 @@ extension ForwardingEngine {
         }
     }
 
-    /// Copies the frame in `txScratch` into port `d`'s RX ring, or drops and counts.
+    /// Learns that `src` (a MAC, low 48 bits) is behind port `p` in `vlan`, unless the
+    /// port learned that very address this second and the table has not changed since.
     @inline(__always)
-    private func deliver(to d: Int, frameLength: Int, sourceHeader: Int) {
+    func learn(_ src: UInt64, vlan: UInt16, port p: Int) {
+        guard src & 1 == 0 else { return }     // a multicast source is never learned
+        let slot = ports + p
+        let bridge = bridges + Int(slot.pointee.bridge)
+        let key = MacTable.key(mac: src, vlan: vlan)
+        let now = hot.pointee.now
+        if key != slot.pointee.learnedKey || now != slot.pointee.learnedSecond
+            || bridge.pointee.table.unsafelyUnwrapped.generation != slot.pointee.learnedGeneration {
+            bridge.pointee.table?.learn(key, port: Int32(p), now: now)
+            slot.pointee.learnedKey = key
+            slot.pointee.learnedSecond = now
+            slot.pointee.learnedGeneration = bridge.pointee.table.unsafelyUnwrapped.generation
+        }
+    }
+
+    /// Copies the frame in `txScratch` into port `d`'s RX ring, or drops and counts.
+    /// `frameLength` is the source frame's; `edit` says how its VLAN tag changes (`VlanEdit`).
+    @inline(__always)
+    func deliver(to d: Int, frameLength sourceLength: Int, sourceHeader: Int, edit: UInt32 = VlanEdit.none) {
+        if hot.pointee.offloadHeader != 0 {
+            deliverOffloaded(to: d, frameLength: sourceLength, sourceHeader: sourceHeader, edit: edit)
+            return
+        }
         let slot = ports + d
         let counters = slot.pointee.counters.unsafelyUnwrapped
-        let qi = slot.pointee.rxQueue
+        let frameLength = VlanEdit.length(sourceLength, edit)
+        if frameLength > slot.pointee.maxFrame && !fitsWithTag(d, frameLength, sourceHeader, edit) {
+            counters.add(.txDropTooBig)
+            return
+        }
+        var qi = slot.pointee.rxQueue
         guard qi >= 0 else {
-            if qi <= -2 {   // a packed RX queue (see PortSlot.rxQueue)
-                deliverPacked(to: d, queue: -2 - qi, frameLength: frameLength, sourceHeader: sourceHeader)
+            // Not a running vhost port (checked off the vhost fast path).
+            if slot.pointee.kind != .vhost {
+                deliverLocal(to: d, frameLength: sourceLength, sourceHeader: sourceHeader, edit: edit)
             } else {
                 counters.add(.txDropNoBuffers)
             }
+            return
+        }
+        if slot.pointee.rxQueueCount > 1 {
+            let (w0, w1) = FrameCopy.peek16(txScratch.pointee, at: sourceHeader)
+            qi = slot.pointee.rxQueue(forAddresses: w0 & 0xFFFF_FFFF_FFFF, (w0 >> 48) | (w1 & 0xFFFF_FFFF) << 16)
+        }
+        if slot.pointee.packedMask & (1 << UInt32(qi)) != 0 {
+            deliverPacked(to: d, queue: qi, frameLength: frameLength, sourceLength: sourceLength,
+                          sourceHeader: sourceHeader, edit: edit)
             return
         }
         let q = slot.pointee.queues.unsafelyUnwrapped + qi
@@ -171,10 +208,16 @@ extension ForwardingEngine {
             chainEnds[0] = rxScratch.pointee.totalLength
             chains = 1
         }
-        // The virtio-net header: no offloads, num_buffers = chains used.
-        var netHeader: (UInt64, UInt32) = (0, UInt32(chains) << 16)
+        // The virtio-net header: no offloads (or the source's, when this port takes them),
+        // num_buffers = chains used.
+        var netHeader: (UInt64, UInt32) = (hot.pointee.passHeader, UInt32(hot.pointee.passCsumOffset) | UInt32(chains) << 16)
         withUnsafeBytes(of: &netHeader) { FrameCopy.write($0.baseAddress!, count: header, to: rxScratch.pointee) }
-        FrameCopy.copy(from: txScratch.pointee, srcOffset: sourceHeader, to: rxScratch.pointee, dstOffset: header, count: frameLength)
+        if edit == VlanEdit.none {
+            FrameCopy.copy(from: txScratch.pointee, srcOffset: sourceHeader, to: rxScratch.pointee, dstOffset: header, count: frameLength)
+        } else {
+            FrameCopy.copyEditingTag(from: txScratch.pointee, srcOffset: sourceHeader, to: rxScratch.pointee,
+                                     dstOffset: header, count: sourceLength, edit: edit)
+        }
         var start = 0
         var c = 0
         while c < chains {
@@ -191,6 +234,17 @@ extension ForwardingEngine {
         slot.pointee.dirtyMask |= 1 << UInt32(qi)
         counters.add(.txPackets)
         counters.add(.txBytes, UInt64(frameLength))
+    }
+
+    /// A frame over the port's MTU still fits if it leaves with an 802.1Q tag that the MTU
+    /// does not count (off the fast path: only for ports with an MTU limit).
+    @inline(never)
+    func fitsWithTag(_ d: Int, _ frameLength: Int, _ sourceHeader: Int, _ edit: UInt32) -> Bool {
+        guard frameLength <= ports[d].maxFrame + 4 else { return false }
+        if edit == VlanEdit.pop { return false }
+        if edit != VlanEdit.none { return true }
+        let (_, w1) = FrameCopy.peek16(txScratch.pointee, at: sourceHeader)
+        return UInt16(truncatingIfNeeded: w1 >> 32).byteSwapped == 0x8100
     }
 
     /// Publishes every RX used ring written in this pass and interrupts the guests that

@@ -37,6 +37,9 @@ public final class ForwardingEngine: @unchecked Sendable {
     private let pendingTasks = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
     private let commandFd: Int32
     let epollFd: Int32
+    /// Readiness of non-vhost ports' descriptors; nested in `epollFd` so a frame from the
+    /// kernel wakes a sleeping thread, and polled with a zero timeout while busy.
+    let localEpollFd: Int32
     private var thread: Thread?
     private var running = false
     private var threadId: pthread_t?
@@ -57,6 +60,21 @@ public final class ForwardingEngine: @unchecked Sendable {
     let rxScratch: UnsafeMutablePointer<SegmentList>
     let chainHeads = UnsafeMutablePointer<UInt16>.allocate(capacity: 256)
     let chainEnds = UnsafeMutablePointer<Int>.allocate(capacity: 256)
+    /// One frame read from a non-vhost port (TAP, VXLAN), forwarded before the next read.
+    let localBuffer = UnsafeMutableRawPointer.allocate(byteCount: ForwardingEngine.localBufferSize, alignment: 64)
+    /// Scatter list for writev/sendmsg straight from guest buffers: header + segments.
+    let iovecs = UnsafeMutablePointer<iovec>.allocate(capacity: 520)
+    /// A frame with offload metadata, copied so its checksum can be finished, and the
+    /// frames cut from a TSO segment, one at a time.
+    let offloadBuffer = UnsafeMutableRawPointer.allocate(byteCount: ForwardingEngine.localBufferSize, alignment: 64)
+    let segmentBuffer = UnsafeMutableRawPointer.allocate(byteCount: ForwardingEngine.localBufferSize, alignment: 64)
+    let offloadList: UnsafeMutablePointer<SegmentList> = {
+        let p = UnsafeMutablePointer<SegmentList>.allocate(capacity: 1)
+        p.initialize(to: SegmentList(capacity: 1))
+        return p
+    }()
+    /// An 802.1Q tag being inserted by a writev.
+    let tagBuffer = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
     /// Ports whose RX used rings have unpublished entries.
     var dirtyPorts: UnsafeMutablePointer<Int32>
     /// Statistics of the thread itself, for benchmarks (busy vs idle).
@@ -67,8 +85,10 @@ public final class ForwardingEngine: @unchecked Sendable {
         self.logger = logger
         commandFd = vs_eventfd(0)
         epollFd = vs_epoll_create()
-        precondition(commandFd >= 0 && epollFd >= 0, "eventfd/epoll: \(errno)")
+        localEpollFd = vs_epoll_create()
+        precondition(commandFd >= 0 && epollFd >= 0 && localEpollFd >= 0, "eventfd/epoll: \(errno)")
         _ = vs_epoll_ctl(epollFd, vs_epoll_op_add(), commandFd, vs_epollin(), Self.commandToken)
+        _ = vs_epoll_ctl(epollFd, vs_epoll_op_add(), localEpollFd, vs_epollin(), Self.localToken)
         pendingTasks.initialize(to: 0)
         loopCounters.initialize(repeating: 0, count: 6)
         ports = .allocate(capacity: Self.maxPorts)
@@ -91,6 +111,14 @@ public final class ForwardingEngine: @unchecked Sendable {
         stop()
         close(commandFd)
         close(epollFd)
+        close(localEpollFd)
+        localBuffer.deallocate()
+        iovecs.deallocate()
+        tagBuffer.deallocate()
+        offloadBuffer.deallocate()
+        segmentBuffer.deallocate()
+        offloadList.pointee.deallocate()
+        offloadList.deallocate()
         for i in 0..<Self.maxPorts where ports[i].inUse { ports[i].release() }
         for i in 0..<Self.maxBridges where bridges[i].inUse { bridges[i].release() }
         ports.deallocate()
@@ -109,6 +137,7 @@ public final class ForwardingEngine: @unchecked Sendable {
     }
 
     static let commandToken: UInt64 = UInt64.max
+    static let localToken: UInt64 = UInt64.max - 1
 
     // MARK: thread and commands
 
@@ -213,6 +242,8 @@ public final class ForwardingEngine: @unchecked Sendable {
             for k in 0..<Int(max(n, 0)) {
                 if tokens[k] == Self.commandToken {
                     _ = vs_eventfd_drain(commandFd)
+                } else if tokens[k] == Self.localToken {
+                    // Level-triggered: the next pass reads the ready descriptors.
                 } else {
                     _ = vs_eventfd_drain(Int32(truncatingIfNeeded: tokens[k] & 0xffff_ffff))
                 }
@@ -261,7 +292,18 @@ struct HotState {
     var now: UInt32 = 0
     /// Running TX queues without a kick fd (the frontend polls): we must not sleep.
     var kicklessQueues = 0
+    /// Non-vhost ports (TAP, VXLAN) registered in `localEpollFd`.
+    var localCount = 0
     var batchSize = 32
+    /// The current frame's offload fields (virtio-net header bytes 0-7, 0 = none) and
+    /// csum_offset; whether it was copied to `offloadBuffer`.
+    var offloadHeader: UInt64 = 0
+    var offloadCsumOffset: UInt16 = 0
+    var linearized = false
+    /// Header fields written into the destination's buffers (0 except when a destination
+    /// takes the source's offload metadata as it is).
+    var passHeader: UInt64 = 0
+    var passCsumOffset: UInt16 = 0
     var spinNanoseconds: UInt64 = 50_000
 }
 

@@ -2,6 +2,18 @@ import Virtio
 
 /// Scatter-gather copy between two translated chains: the single copy of a frame from the
 /// source guest's TX buffers into the destination guest's RX buffers.
+/// How a frame's 802.1Q tag changes on its way to one destination: 0 nothing, `pop`, or
+/// the 32-bit tag to insert (TPID 0x8100 in the high half, the VLAN id in the low half).
+enum VlanEdit {
+    static let none: UInt32 = 0
+    static let pop: UInt32 = 1
+    @inline(__always) static func push(_ vlan: UInt16) -> UInt32 { 0x8100_0000 | UInt32(vlan & 0xfff) }
+    /// Frame length after the edit.
+    @inline(__always) static func length(_ n: Int, _ edit: UInt32) -> Int {
+        edit == none ? n : (edit == pop ? n - 4 : n + 4)
+    }
+}
+
 enum FrameCopy {
     /// Copies `count` bytes from `src` starting at byte `srcOffset` to `dst` starting at
     /// byte `dstOffset`. The caller has checked both lists hold enough bytes.
@@ -34,14 +46,29 @@ enum FrameCopy {
         }
     }
 
-    /// Writes `count` bytes from `bytes` into `dst` at byte 0 (the virtio-net header).
+    /// Copies a frame of `count` bytes while removing or inserting its 802.1Q tag (bytes
+    /// 12-15): `edit` is `VlanEdit.pop`, or a tag to push (see `VlanEdit.push`).
+    static func copyEditingTag(from src: SegmentList, srcOffset: Int, to dst: SegmentList, dstOffset: Int,
+                               count: Int, edit: UInt32) {
+        copy(from: src, srcOffset: srcOffset, to: dst, dstOffset: dstOffset, count: 12)
+        if edit == VlanEdit.pop {
+            copy(from: src, srcOffset: srcOffset + 16, to: dst, dstOffset: dstOffset + 12, count: count - 16)
+        } else {
+            var tag = edit.bigEndian
+            withUnsafeBytes(of: &tag) { write($0.baseAddress!, count: 4, to: dst, at: dstOffset + 12) }
+            copy(from: src, srcOffset: srcOffset + 12, to: dst, dstOffset: dstOffset + 16, count: count - 12)
+        }
+    }
+
+    /// Writes `count` bytes from `bytes` into `dst` at byte `at` (0: the virtio-net header).
     @inline(__always)
-    static func write(_ bytes: UnsafeRawPointer, count: Int, to dst: SegmentList) {
-        if count <= dst[0].length {
-            dst[0].base.copyMemory(from: bytes, byteCount: count)
+    static func write(_ bytes: UnsafeRawPointer, count: Int, to dst: SegmentList, at: Int = 0) {
+        if at + count <= dst[0].length {
+            (dst[0].base + at).copyMemory(from: bytes, byteCount: count)
             return
         }
-        var di = 0, off = 0, done = 0
+        var di = 0, off = at, done = 0
+        while off >= dst[di].length { off -= dst[di].length; di += 1 }
         while done < count {
             let d = dst[di]
             let n = min(count - done, d.length - off)

@@ -35,9 +35,11 @@ extension ForwardingEngine {
     }
 
     /// Copies the frame in `txScratch` into packed RX queue `qi` of port `d`, or drops and
-    /// counts (the packed twin of `deliver`). Not inlined, like `processPackedTx`.
+    /// counts: the ring part of `deliver`, which has already checked the size and picked the
+    /// queue. `frameLength` is after the VLAN `edit`, `sourceLength` before. Not inlined,
+    /// like `processPackedTx`.
     @inline(never)
-    func deliverPacked(to d: Int, queue qi: Int, frameLength: Int, sourceHeader: Int) {
+    func deliverPacked(to d: Int, queue qi: Int, frameLength: Int, sourceLength: Int, sourceHeader: Int, edit: UInt32) {
         let slot = ports + d
         let counters = slot.pointee.counters.unsafelyUnwrapped
         let q = slot.pointee.packedQueues.unsafelyUnwrapped + qi
@@ -65,9 +67,16 @@ extension ForwardingEngine {
             chainEnds[chains] = rxScratch.pointee.totalLength
             chains &+= 1
         }
-        var netHeader: (UInt64, UInt32) = (0, UInt32(chains) << 16)
+        // The virtio-net header: no offloads (or the source's, when this port takes them),
+        // num_buffers = chains used.
+        var netHeader: (UInt64, UInt32) = (hot.pointee.passHeader, UInt32(hot.pointee.passCsumOffset) | UInt32(chains) << 16)
         withUnsafeBytes(of: &netHeader) { FrameCopy.write($0.baseAddress!, count: header, to: rxScratch.pointee) }
-        FrameCopy.copy(from: txScratch.pointee, srcOffset: sourceHeader, to: rxScratch.pointee, dstOffset: header, count: frameLength)
+        if edit == VlanEdit.none {
+            FrameCopy.copy(from: txScratch.pointee, srcOffset: sourceHeader, to: rxScratch.pointee, dstOffset: header, count: frameLength)
+        } else {
+            FrameCopy.copyEditingTag(from: txScratch.pointee, srcOffset: sourceHeader, to: rxScratch.pointee,
+                                     dstOffset: header, count: sourceLength, edit: edit)
+        }
         var start = 0
         var c = 0
         while c < chains {

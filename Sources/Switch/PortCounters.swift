@@ -12,9 +12,16 @@ public struct PortCounters: Equatable, Sendable {
     public var rxDropRunt: UInt64 = 0
     public var txDropNoBuffers: UInt64 = 0
     public var txDropBadDescriptor: UInt64 = 0
+    /// Frames the port's VLAN policy does not take (tagged on an access port, ...).
+    public var rxDropVlan: UInt64 = 0
+    /// Frames longer than the port's MTU.
+    public var txDropTooBig: UInt64 = 0
+    /// Frames with offload metadata (partial checksum, TSO) that could not be finished
+    /// for this port: offsets outside the frame, not TCP, MSS below 64.
+    public var txDropBadOffload: UInt64 = 0
     public init() {}
 
-    static let fieldCount = 8
+    static let fieldCount = 11
 
     /// Snapshot of counters that another thread is updating.
     static func load(_ p: UnsafeMutablePointer<PortCounters>) -> PortCounters {
@@ -28,6 +35,9 @@ public struct PortCounters: Equatable, Sendable {
             c.rxDropRunt = vs_counter_load(f + 5)
             c.txDropNoBuffers = vs_counter_load(f + 6)
             c.txDropBadDescriptor = vs_counter_load(f + 7)
+            c.rxDropVlan = vs_counter_load(f + 8)
+            c.txDropTooBig = vs_counter_load(f + 9)
+            c.txDropBadOffload = vs_counter_load(f + 10)
             return c
         }
     }
@@ -35,7 +45,8 @@ public struct PortCounters: Equatable, Sendable {
 
 /// Field offsets for `vs_counter_add` on the hot path.
 enum Counter: Int {
-    case rxPackets = 0, rxBytes, txPackets, txBytes, rxDropBadDescriptor, rxDropRunt, txDropNoBuffers, txDropBadDescriptor
+    case rxPackets = 0, rxBytes, txPackets, txBytes, rxDropBadDescriptor, rxDropRunt, txDropNoBuffers, txDropBadDescriptor,
+         rxDropVlan, txDropTooBig, txDropBadOffload
 }
 
 extension UnsafeMutablePointer where Pointee == PortCounters {

@@ -1,10 +1,26 @@
 import Virtio
 
+/// What sits behind a port slot. vhost-user ports move frames through guest rings; the
+/// others through a file descriptor the forwarding thread reads when epoll says so.
+enum SlotKind: UInt8 {
+    case vhost = 0
+    /// A TAP device: one frame per read(2)/writev(2), no virtio-net header.
+    case tap = 1
+    /// A VXLAN tunnel endpoint (UDP socket); state behind `PortSlot.local`.
+    case vxlan = 2
+}
+
 /// Data-plane state of one port. Plain values and raw pointers only, so the forwarding
 /// loop reads it without reference counting.
 struct PortSlot {
     var inUse = false
     var bridge: Int32 = -1
+    var kind = SlotKind.vhost
+    /// Non-vhost ports: the descriptor frames are read from and written to.
+    var fd: Int32 = -1
+    /// Non-vhost ports: kind-specific state owned by the control plane's port object,
+    /// which outlives the slot (the slot is released first, inside `sync`).
+    var local: UnsafeMutableRawPointer? = nil
     /// Ring state per virtqueue; an entry is valid only where `runningMask` has its bit.
     var queues: UnsafeMutablePointer<SplitQueue>? = nil
     var runningMask: UInt32 = 0
@@ -18,10 +34,18 @@ struct PortSlot {
     /// Bytes of virtio-net header in this guest's buffers (12 or 10).
     var headerLength = VirtioNetHeader.size
     var mergeable = false
+    /// Offloads: the guest may send partial checksums / TSO frames (CSUM), and takes them
+    /// (GUEST_CSUM, GUEST_TSO4, GUEST_TSO6).
+    var sendsOffloads = false
+    var acceptsCsum = false
+    var acceptsTso4 = false
+    var acceptsTso6 = false
     /// Guest RX queue frames are delivered to (the first running even queue), or -1.
-    /// A packed RX queue q is stored as -2 - q, so the split path tests nothing extra:
-    /// `deliver` looks at packed queues only once `rxQueue >= 0` has failed.
     var rxQueue = -1
+    /// Running RX queues (multiqueue): a frame goes to the one its addresses hash to, so
+    /// a flow stays on one queue. Packed 4 bits per queue index.
+    var rxQueueList: UInt32 = 0
+    var rxQueueCount = 0
     /// RX queues with used entries not yet published.
     var dirtyMask: UInt32 = 0
     var counters: UnsafeMutablePointer<PortCounters>? = nil
@@ -31,6 +55,11 @@ struct PortSlot {
     var learnedKey = UInt64.max
     var learnedSecond: UInt32 = 0
     var learnedGeneration: UInt32 = 0
+    /// 802.1Q membership (see `VlanPolicy`); the default carries every VLAN as it is.
+    var vlan = VlanPolicy()
+    /// Largest frame (Ethernet header and payload, without an 802.1Q tag) delivered to this
+    /// port; longer ones are dropped and counted. Int.max: no limit.
+    var maxFrame = Int.max >> 1
 
     static let txMask: UInt32 = 0xAAAA_AAAA   // odd virtqueues: guest transmit
 
@@ -50,6 +79,7 @@ struct PortSlot {
     }
 
     mutating func release() {
+        vlan.release()
         queues?.deallocate()
         packedQueues?.deallocate()
         kickFds?.deallocate()
@@ -79,10 +109,22 @@ struct PortSlot {
     }
 
     mutating func recomputeRxQueue() {
-        let rx = runningMask & ~Self.txMask
-        guard rx != 0 else { rxQueue = -1; return }
-        let q = rx.trailingZeroBitCount
-        rxQueue = packedMask & (1 << UInt32(q)) != 0 ? -2 - q : q
+        var rx = runningMask & ~Self.txMask
+        rxQueue = rx == 0 ? -1 : rx.trailingZeroBitCount
+        rxQueueList = 0
+        rxQueueCount = 0
+        while rx != 0 {
+            rxQueueList |= UInt32(rx.trailingZeroBitCount) << UInt32(4 * rxQueueCount)
+            rxQueueCount += 1
+            rx &= rx &- 1
+        }
+    }
+
+    /// The RX queue for a frame between MAC addresses `a` and `b` (either order).
+    @inline(__always)
+    func rxQueue(forAddresses a: UInt64, _ b: UInt64) -> Int {
+        let h = Int(truncatingIfNeeded: ((a ^ b) &* 0x9E37_79B9_7F4A_7C15) >> 40)   // high bits mix every input bit
+        return Int((rxQueueList >> UInt32(4 * (h % rxQueueCount))) & 0xf)
     }
 }
 
@@ -92,6 +134,8 @@ struct BridgeSlot {
     var table: MacTable? = nil
     var members: UnsafeMutablePointer<Int32>? = nil
     var memberCount = 0
+    /// Some member has an access or trunk VLAN policy: frames take the VLAN-aware path.
+    var vlanAware = false
 
     mutating func allocate(agingSeconds: UInt32) {
         self = BridgeSlot()

@@ -1,3 +1,4 @@
+import CShims
 import Logging
 import VhostUser
 import Virtio
@@ -8,6 +9,11 @@ import Glibc
 public enum PortKind: String, Sendable {
     case vhostUser = "vhostuser"
     case vhostUserClient = "vhostuserclient"
+    case tap
+    case pcap
+    case vxlan
+
+    var isVhost: Bool { self == .vhostUser || self == .vhostUserClient }
 }
 
 public enum SwitchError: Error, Equatable, CustomStringConvertible {
@@ -21,6 +27,9 @@ public enum SwitchError: Error, Equatable, CustomStringConvertible {
     case invalidAging(Int)
     case tooMany(String)
     case socket(String)
+    case missingOption(String, kind: String)
+    case invalidOption(String)
+    case unsupported(String)
 
     public var description: String {
         switch self {
@@ -34,6 +43,9 @@ public enum SwitchError: Error, Equatable, CustomStringConvertible {
         case .invalidAging(let s): return "invalid MAC aging time \(s): use 1...86400 seconds"
         case .tooMany(let what): return "too many \(what)"
         case .socket(let m): return m
+        case .missingOption(let o, let k): return "a \(k) port needs \(o)"
+        case .invalidOption(let m): return m
+        case .unsupported(let m): return m
         }
     }
 }
@@ -49,6 +61,8 @@ public struct PortSnapshot: Sendable {
     public var protocolFeatures: UInt64
     public var mtu: Int?
     public var queues: [(index: Int, size: Int, enabled: Bool, running: Bool)]
+    /// Kind-specific facts for `show` (interface name, file, remote, capture drops...).
+    public var options: [String: String] = [:]
 }
 
 public struct BridgeSnapshot: Sendable {
@@ -68,19 +82,29 @@ public struct FdbRow: Sendable {
 /// bridges, ports and their vhost-user endpoints. Ring state lives in the engine.
 public final class SwitchController {
     final class Port {
+        /// What the port is connected to; owned here, so it outlives the engine slot.
+        enum Attachment {
+            case vhost(VhostPortBackend, VhostUserEndpoint)
+            case tap(TapDevice)
+        }
         let name: String
-        let kind: PortKind
+        let spec: PortSpec
+        /// Socket path, interface name or file: what `show` prints after the type.
         let path: String
+        /// Engine port slot, or -1 for ports that are not bridge members.
         let slot: Int
-        let backend: VhostPortBackend
-        let endpoint: VhostUserEndpoint
-        init(name: String, kind: PortKind, path: String, slot: Int, backend: VhostPortBackend, endpoint: VhostUserEndpoint) {
+        let attachment: Attachment
+        var kind: PortKind { spec.kind }
+        init(name: String, spec: PortSpec, path: String, slot: Int, attachment: Attachment) {
             self.name = name
-            self.kind = kind
+            self.spec = spec
             self.path = path
             self.slot = slot
-            self.backend = backend
-            self.endpoint = endpoint
+            self.attachment = attachment
+        }
+        var endpoint: VhostUserEndpoint? {
+            if case .vhost(_, let e) = attachment { return e }
+            return nil
         }
     }
 
@@ -141,14 +165,38 @@ public final class SwitchController {
 
     // MARK: ports
 
-    public func addPort(bridge: String, name: String, kind: PortKind, path rawPath: String) throws(SwitchError) {
+    /// Adds a vhost-user port (tests and callers that only have a socket path).
+    public func addPort(bridge: String, name: String, kind: PortKind, path: String) throws(SwitchError) {
+        try addPort(bridge: bridge, name: name, spec: PortSpec(kind: kind, path: path))
+    }
+
+    public func addPort(bridge: String, name: String, spec: PortSpec) throws(SwitchError) {
         let b = try bridgeIndex(bridge)
         guard Self.isValidName(name) else { throw .invalidName(name) }
         guard findPort(name) == nil else { throw .portExists(name) }
+        let policy = try PortPolicy(spec)
+        let port: Port
+        switch spec.kind {
+        case .vhostUser, .vhostUserClient: port = try makeVhostPort(bridge: b, name: name, spec: spec)
+        case .tap: port = try makeTapPort(bridge: b, name: name, spec: spec)
+        case .pcap, .vxlan: throw .unsupported("port type \(spec.kind.rawValue) is not available yet")
+        }
+        if !policy.isDefault && port.slot >= 0 {
+            let slot = port.slot
+            engine.sync { $0.setPortPolicy(port: slot, access: policy.access, trunks: policy.trunks,
+                                           native: policy.native, mtu: policy.mtu) }
+        }
+        bridges[b].ports.append(port)
+        logger.info("port added", metadata: ["bridge": "\(bridge)", "port": "\(name)", "type": "\(spec.kind.rawValue)",
+                                             "path": "\(port.path)"])
+    }
+
+    private func makeVhostPort(bridge b: Int, name: String, spec: PortSpec) throws(SwitchError) -> Port {
+        let rawPath = spec.path ?? ""
         guard !rawPath.isEmpty, !rawPath.contains("\0") else { throw .invalidPath(rawPath) }
         let path = rawPath.hasPrefix("/") ? rawPath : runDirectory + "/" + rawPath
         guard path.utf8.count < 108 else { throw .invalidPath(path) }
-        if let other = bridges.flatMap(\.ports).first(where: { $0.path == path }) {
+        if let other = bridges.flatMap(\.ports).first(where: { $0.kind.isVhost && $0.path == path }) {
             throw .pathInUse(path: path, port: other.name)
         }
         let bridgeSlot = bridges[b].slot
@@ -156,8 +204,15 @@ public final class SwitchController {
         let backend = VhostPortBackend(engine: engine, slot: slot)
         var portLogger = logger
         portLogger[metadataKey: "port"] = "\(name)"
-        let endpoint = VhostUserEndpoint(path: path, role: kind == .vhostUser ? .server : .client,
+        let endpoint = VhostUserEndpoint(path: path, role: spec.kind == .vhostUser ? .server : .client,
                                          backend: backend, loop: loop, logger: portLogger)
+        if let q = spec.queues {
+            guard (1...VhostUserDevice.maxQueuePairs).contains(q) else {
+                engine.sync { $0.removePort(slot) }
+                throw .invalidOption("invalid --queues \(q): use 1-\(VhostUserDevice.maxQueuePairs)")
+            }
+            endpoint.device.queuePairLimit = q
+        }
         endpoint.onStateChange = { [engine] state in
             // A departed guest may come back on another port: forget where it was.
             if state != .connected { engine.sync { $0.forgetAddresses(port: slot) } }
@@ -168,8 +223,21 @@ public final class SwitchController {
             engine.sync { $0.removePort(slot) }
             throw .socket("\(error)")
         }
-        bridges[b].ports.append(Port(name: name, kind: kind, path: path, slot: slot, backend: backend, endpoint: endpoint))
-        logger.info("port added", metadata: ["bridge": "\(bridge)", "port": "\(name)", "type": "\(kind.rawValue)", "path": "\(path)"])
+        return Port(name: name, spec: spec, path: path, slot: slot, attachment: .vhost(backend, endpoint))
+    }
+
+    private func makeTapPort(bridge b: Int, name: String, spec: PortSpec) throws(SwitchError) -> Port {
+        guard let ifname = spec.ifname, !ifname.isEmpty else { throw .missingOption("--ifname", kind: "tap") }
+        if let other = bridges.flatMap(\.ports).first(where: { $0.kind == .tap && $0.path == ifname }) {
+            throw .socket("TAP \(ifname) is already port \(other.name)")
+        }
+        let device = try TapDevice(name: ifname)
+        let bridgeSlot = bridges[b].slot
+        let fd = device.fd
+        guard let slot = engine.sync({ $0.addLocalPort(bridge: bridgeSlot, kind: SlotKind.tap.rawValue, fd: fd) }) else {
+            throw .tooMany("ports")
+        }
+        return Port(name: name, spec: spec, path: ifname, slot: slot, attachment: .tap(device))
     }
 
     public func deletePort(bridge: String, port name: String) throws(SwitchError) {
@@ -178,10 +246,13 @@ public final class SwitchController {
             throw .noSuchPort(bridge: bridge, port: name)
         }
         let port = bridges[b].ports.remove(at: i)
-        port.endpoint.onStateChange = nil
-        port.endpoint.close()      // stops the rings in the engine, closes fds, unmaps
+        if let endpoint = port.endpoint {
+            endpoint.onStateChange = nil
+            endpoint.close()      // stops the rings in the engine, closes fds, unmaps
+        }
         let slot = port.slot
-        engine.sync { $0.removePort(slot) }
+        if slot >= 0 { engine.sync { $0.removePort(slot) } }
+        // A TAP device's descriptor closes when `port` goes, after the slot is released.
         logger.info("port deleted", metadata: ["bridge": "\(bridge)", "port": "\(name)"])
     }
 
@@ -194,14 +265,33 @@ public final class SwitchController {
 
     public func snapshot() -> [BridgeSnapshot] {
         bridges.map { b in
-            BridgeSnapshot(name: b.name, agingSeconds: b.agingSeconds, ports: b.ports.map { p in
-                let d = p.endpoint.device
-                let q = d.queueSummary
-                let up = q.contains { $0.running && $0.index % 2 == 0 } && q.contains { $0.running && $0.index % 2 == 1 }
-                return PortSnapshot(name: p.name, kind: p.kind, path: p.path, state: p.endpoint.state.rawValue,
-                                    linkUp: up, features: d.ackedFeatures, protocolFeatures: d.ackedProtocolFeatures,
-                                    mtu: d.mtu, queues: q)
-            })
+            BridgeSnapshot(name: b.name, agingSeconds: b.agingSeconds, ports: b.ports.map(portSnapshot))
+        }
+    }
+
+    private func portSnapshot(_ p: Port) -> PortSnapshot {
+        var snapshot = attachmentSnapshot(p)
+        if let policy = try? PortPolicy(p.spec) { snapshot.options.merge(policy.description) { a, _ in a } }
+        return snapshot
+    }
+
+    private func attachmentSnapshot(_ p: Port) -> PortSnapshot {
+        switch p.attachment {
+        case .vhost(_, let endpoint):
+            let d = endpoint.device
+            let q = d.queueSummary
+            let up = q.contains { $0.running && $0.index % 2 == 0 } && q.contains { $0.running && $0.index % 2 == 1 }
+            return PortSnapshot(name: p.name, kind: p.kind, path: p.path, state: endpoint.state.rawValue,
+                                linkUp: up, features: d.ackedFeatures, protocolFeatures: d.ackedProtocolFeatures,
+                                mtu: d.mtu, queues: q)
+        case .tap(let device):
+            let mtu = vs_if_mtu(device.name)
+            // The interface may have moved to another network namespace: then it is not
+            // visible here, but the descriptor still carries its frames.
+            return PortSnapshot(name: p.name, kind: p.kind, path: p.path, state: "attached", linkUp: true,
+                                features: 0, protocolFeatures: 0, mtu: mtu > 0 ? Int(mtu) : nil, queues: [],
+                                options: ["ifname": device.name,
+                                          "namespace": vs_if_exists(device.name) == 1 ? "host" : "other"])
         }
     }
 

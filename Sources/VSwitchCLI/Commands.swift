@@ -46,25 +46,91 @@ public struct DeleteBridge: ControlSubcommand {
 
 public struct AddPort: ControlSubcommand {
     public static let configuration = CommandConfiguration(
-        commandName: "add-port", abstract: "Add a vhost-user port to a bridge.",
+        commandName: "add-port", abstract: "Add a port to a bridge.",
         discussion: """
-            vhostuser: vswitchd listens on --path and QEMU connects to it.
+            vhostuser:       vswitchd listens on --path and QEMU connects to it.
             vhostuserclient: QEMU listens on --path (server=on) and vswitchd connects.
+            tap:             a TAP interface --ifname to the host kernel (created if missing).
+            pcap:            writes copies of the bridge's frames (or --port's) to --file.
+            vxlan:           a VXLAN tunnel to --remote (RFC 7348, UDP --dst-port, default 4789).
             """)
     @OptionGroup public var global: GlobalOptions
     @Argument(help: "Bridge name.") public var bridge: String
     @Argument(help: "Port name.") public var port: String
     @Option(help: "Port type.") public var type: PortType = .vhostUser
-    @Option(help: "vhost-user socket path.") public var path: String
+    @Option(help: "vhostuser/vhostuserclient: socket path.") public var path: String?
+    @Option(help: "tap: interface name.") public var ifname: String?
+    @Option(help: "pcap: output file.") public var file: String?
+    @Option(help: "pcap: keep only frames matching this filter (tcpdump syntax).") public var filter: String?
+    @Option(help: "pcap: bytes kept per frame (default 262144).") public var snaplen: Int?
+    @Option(help: "pcap: start a new file after this size (e.g. 100M).") public var rotateSize: String?
+    @Option(help: "pcap: number of files kept when rotating.") public var rotateCount: Int?
+    @Option(name: .customLong("port"), help: "pcap: capture only this port's frames.") public var watchPort: String?
+    @Option(help: "pcap: rx (sent by --port into the bridge), tx (delivered to it) or both.")
+    public var direction: String?
+    @Option(help: "vxlan: remote address(es), comma-separated.") public var remote: String?
+    @Option(help: "vxlan: VXLAN network identifier (0-16777215).") public var vni: Int?
+    @Option(help: "vxlan: local address to send from.") public var local: String?
+    @Option(help: "vxlan: UDP destination port (default 4789).") public var dstPort: Int?
+    @Option(help: "Any type: access (untagged, one VLAN: --tag) or trunk (tagged: --trunks, native --tag).")
+    public var vlanMode: String?
+    @Option(help: "access: the port's VLAN; trunk: the native (untagged) VLAN.") public var tag: Int?
+    @Option(help: "trunk: VLANs carried tagged, comma-separated (e.g. 10,20).") public var trunks: String?
+    @Option(help: "Any type: frames with a longer payload are not delivered to the port.") public var mtu: Int?
+    @Option(help: "vhostuser/vhostuserclient: queue pairs offered to the guest (1-8).") public var queues: Int?
     public init() {}
+
+    var trunkList: [Int]? {
+        trunks.map { $0.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
+    }
 
     public func validate() throws {
         try Validate.name(bridge, "bridge")
         try Validate.name(port, "port")
-        guard !path.isEmpty else { throw ValidationError("--path must not be empty") }
+        switch type {
+        case .vhostUser, .vhostUserClient:
+            guard let path, !path.isEmpty else { throw ValidationError("--type \(type.rawValue) needs --path") }
+        case .tap:
+            guard let ifname else { throw ValidationError("--type tap needs --ifname") }
+            try Validate.name(ifname, "interface")
+        case .pcap:
+            guard let file, !file.isEmpty else { throw ValidationError("--type pcap needs --file") }
+            if let rotateSize { _ = try Validate.size(rotateSize, "--rotate-size") }
+            if let watchPort { try Validate.name(watchPort, "port") }
+            if let direction, !["rx", "tx", "both"].contains(direction) {
+                throw ValidationError("--direction must be rx, tx or both")
+            }
+        case .vxlan:
+            guard let remote, !remote.isEmpty else { throw ValidationError("--type vxlan needs --remote") }
+            guard let vni else { throw ValidationError("--type vxlan needs --vni") }
+            guard (0...0xFF_FFFF).contains(vni) else { throw ValidationError("--vni must be 0-16777215") }
+            if let dstPort, !(1...65535).contains(dstPort) { throw ValidationError("--dst-port must be 1-65535") }
+        }
+        switch vlanMode {
+        case nil:
+            if tag != nil || trunks != nil { throw ValidationError("--tag and --trunks need --vlan-mode access or trunk") }
+        case "access":
+            guard let tag else { throw ValidationError("--vlan-mode access needs --tag") }
+            guard (1...4094).contains(tag) else { throw ValidationError("--tag must be 1-4094") }
+        case "trunk":
+            guard let trunks, let list = trunkList, list.count == trunks.split(separator: ",").count, !list.isEmpty,
+                  list.allSatisfy({ (1...4094).contains($0) }) else {
+                throw ValidationError("--vlan-mode trunk needs --trunks with VLAN ids 1-4094 (e.g. 10,20)")
+            }
+            if let tag, !(1...4094).contains(tag) { throw ValidationError("--tag must be 1-4094") }
+        default:
+            throw ValidationError("--vlan-mode must be access or trunk")
+        }
+        if let mtu, !(68...65535).contains(mtu) { throw ValidationError("--mtu must be 68-65535") }
+        if let queues, !(1...8).contains(queues) { throw ValidationError("--queues must be 1-8") }
     }
     public func makeRequest() -> ControlRequest {
-        ControlRequest(command: .addPort, bridge: bridge, port: port, type: type, path: path)
+        ControlRequest(command: .addPort, bridge: bridge, port: port, type: type, path: path, ifname: ifname,
+                       file: file, filter: filter, snaplen: snaplen,
+                       rotateBytes: rotateSize.flatMap { try? Validate.size($0, "--rotate-size") },
+                       rotateCount: rotateCount, watchPort: watchPort, direction: direction,
+                       remotes: remote.map { $0.split(separator: ",").map(String.init) }, vni: vni, local: local,
+                       dstPort: dstPort, vlanMode: vlanMode, tag: tag, trunks: trunkList, mtu: mtu, queues: queues)
     }
 }
 

@@ -43,6 +43,21 @@ enum Validate {
         }
     }
 
+    /// "100M", "2G", "512k" or plain bytes.
+    static func size(_ text: String, _ what: String) throws -> Int {
+        let units: [Character: Int] = ["k": 1 << 10, "K": 1 << 10, "m": 1 << 20, "M": 1 << 20, "g": 1 << 30, "G": 1 << 30]
+        var digits = Substring(text)
+        var scale = 1
+        if let last = text.last, let u = units[last] {
+            scale = u
+            digits = text.dropLast()
+        }
+        guard let n = Int(digits), n > 0, n <= Int.max / scale else {
+            throw ValidationError("invalid \(what) '\(text)': use bytes or a number with k, M or G")
+        }
+        return n * scale
+    }
+
     static func aging(_ seconds: Int) throws {
         guard agingRange.contains(seconds) else {
             throw ValidationError(

@@ -24,7 +24,7 @@ public enum TextRendering {
             if bridge.ports.isEmpty { lines.append("    (no ports)") }
             for port in bridge.ports {
                 lines.append("    Port \(port.name)")
-                let fields: [(String, String)] = [
+                var fields: [(String, String)] = [
                     ("type", port.type.rawValue),
                     ("path", port.path),
                     ("state", port.state),
@@ -34,6 +34,7 @@ public enum TextRendering {
                     ("protocol features",
                      port.protocolFeatures.isEmpty ? "-" : port.protocolFeatures.joined(separator: " ")),
                 ]
+                fields += (port.options ?? [:]).sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
                 let width = fields.map(\.0.count).max() ?? 0
                 for (key, value) in fields {
                     lines.append("        " + pad(key + ":", width + 1) + " " + value)
@@ -88,6 +89,9 @@ public enum TextRendering {
                 ("rx dropped, runt frame", s.rxDropRunt),
                 ("tx dropped, no guest buffers", s.txDropNoBuffers),
                 ("tx dropped, bad descriptor", s.txDropBadDescriptor),
+                ("rx dropped, VLAN not allowed", s.rxDropVlan ?? 0),
+                ("tx dropped, larger than MTU", s.txDropTooBig ?? 0),
+                ("tx dropped, bad offload metadata", s.txDropBadOffload ?? 0),
             ]
             let labelWidth = counters.map(\.0.count).max() ?? 0
             let valueWidth = counters.map { String($0.1).count }.max() ?? 0

@@ -13,10 +13,11 @@ public final class VhostUserDevice {
     public static let maxQueuePairs = 8
     public static let maxQueues = 2 * maxQueuePairs
 
-    /// Features offered to the frontend. No checksum/GSO offloads (the switch does not
-    /// touch payloads), no dirty logging, no IOMMU: never offer what we do not do.
+    /// Features offered to the frontend: checksum and TCP segmentation offloads (finished
+    /// in software for destinations without them), packed rings, no dirty logging, no
+    /// IOMMU: never offer what we do not do.
     public static let offeredFeatures: UInt64 =
-        VirtioFeature.version1 | VirtioFeature.ringIndirectDescriptors | VirtioFeature.ringEventIndex
+        VirtioFeature.netOffloads | VirtioFeature.version1 | VirtioFeature.ringIndirectDescriptors | VirtioFeature.ringEventIndex
         | VirtioFeature.netMergeableRxBuffers | VirtioFeature.netMTU | VirtioFeature.netMultiqueue
         | VirtioFeature.anyLayout | VirtioFeature.vhostUserProtocolFeatures | VirtioFeature.ringPacked
     public static let offeredProtocolFeatures: UInt64 =
@@ -39,6 +40,10 @@ public final class VhostUserDevice {
     public private(set) var mtu: Int?
     public private(set) var memory: GuestMemory?
     var queues = [Queue](repeating: Queue(), count: maxQueues)
+    /// Queue pairs offered in GET_QUEUE_NUM (`add-port --queues`); rings above are refused.
+    public var queuePairLimit = maxQueuePairs {
+        didSet { queuePairLimit = min(max(queuePairLimit, 1), Self.maxQueuePairs) }
+    }
     unowned let backend: VhostUserBackend
     let logger: Logger
 
@@ -93,7 +98,7 @@ public final class VhostUserDevice {
             for i in queues.indices { stop(i) }
             return nil
         case .getQueueNum:
-            return encodeU64(UInt64(Self.maxQueuePairs))
+            return encodeU64(UInt64(queuePairLimit))
         case .getMaxMemSlots:
             return encodeU64(UInt64(MemoryTable.maxRegions))
         case .setMemTable:
@@ -194,7 +199,7 @@ public final class VhostUserDevice {
     private var isPacked: Bool { ackedFeatures & VirtioFeature.ringPacked != 0 }
 
     private func queueIndex(_ raw: UInt32) throws(VhostUserError) -> Int {
-        guard raw < UInt32(Self.maxQueues) else { throw .badQueueIndex(raw) }
+        guard raw < UInt32(2 * queuePairLimit) else { throw .badQueueIndex(raw) }
         return Int(raw)
     }
 

@@ -43,6 +43,12 @@ public final class VhostUserEndpoint {
     private var retryTimer: Int?
     private var loggedWaiting = false
     public var retryInterval = 1.0
+    /// Mode of the socket file of a server port: owner and group may connect, others not.
+    /// Group access lets a QEMU running as another user in the daemon's group (or in the
+    /// group of a setgid run directory) connect; nobody else can reach the guest's port.
+    public static let socketMode: mode_t = 0o660
+    /// Device and inode of the socket file we bound, so `close()` removes only our own file.
+    private var socketIdentity: (dev: UInt, ino: UInt)?
     /// Called on the loop thread after a frontend connects or disconnects.
     public var onStateChange: ((State) -> Void)?
 
@@ -77,7 +83,12 @@ public final class VhostUserEndpoint {
             loop.unregister(listenFd)
             Glibc.close(listenFd)
             listenFd = -1
-            unlink(path)
+            var st = stat()
+            if let id = socketIdentity, lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFSOCK,
+               UInt(st.st_dev) == id.dev, UInt(st.st_ino) == id.ino {
+                unlink(path)
+            }
+            socketIdentity = nil
         }
         state = .stopped
     }
@@ -85,13 +96,15 @@ public final class VhostUserEndpoint {
     // MARK: server role
 
     private func listen() throws {
-        var fd = vs_unix_listen(path, 4)
+        var fd = vs_unix_listen_mode(path, 4, UInt32(Self.socketMode))
         if fd < 0 && errno == EADDRINUSE {
             try removeStaleSocket()
-            fd = vs_unix_listen(path, 4)
+            fd = vs_unix_listen_mode(path, 4, UInt32(Self.socketMode))
         }
         guard fd >= 0 else { throw EndpointError.socketFailed(path, errno) }
         listenFd = fd
+        var st = stat()
+        socketIdentity = lstat(path, &st) == 0 ? (UInt(st.st_dev), UInt(st.st_ino)) : nil
         loop.register(fd) { [weak self] _ in self?.accept() }
         logger.info("listening for a vhost-user frontend", metadata: ["path": "\(path)"])
     }

@@ -1,6 +1,15 @@
 /// Virtio feature bits this switch knows about (virtio 1.2, 6 "Reserved Feature Bits" and
 /// 5.1.3 "Network device feature bits"), plus vhost-user's protocol-feature flag.
 public enum VirtioFeature {
+    public static let netCsum: UInt64 = 1 << 0
+    public static let netGuestCsum: UInt64 = 1 << 1
+    public static let netGuestTso4: UInt64 = 1 << 7
+    public static let netGuestTso6: UInt64 = 1 << 8
+    public static let netHostTso4: UInt64 = 1 << 11
+    public static let netHostTso6: UInt64 = 1 << 12
+    /// The checksum and TCP segmentation offloads the switch offers (it finishes or
+    /// segments in software for destinations that did not negotiate them).
+    public static let netOffloads: UInt64 = netCsum | netGuestCsum | netGuestTso4 | netGuestTso6 | netHostTso4 | netHostTso6
     public static let netMTU: UInt64 = 1 << 3
     public static let netMAC: UInt64 = 1 << 5
     public static let netMergeableRxBuffers: UInt64 = 1 << 15
@@ -19,6 +28,8 @@ public enum VirtioFeature {
 
     /// Human-readable names for `vswitch show`.
     public static let names: [(UInt64, String)] = [
+        (netCsum, "CSUM"), (netGuestCsum, "GUEST_CSUM"), (netGuestTso4, "GUEST_TSO4"),
+        (netGuestTso6, "GUEST_TSO6"), (netHostTso4, "HOST_TSO4"), (netHostTso6, "HOST_TSO6"),
         (netMTU, "MTU"), (netMAC, "MAC"), (netMergeableRxBuffers, "MRG_RXBUF"),
         (netStatus, "STATUS"), (netControlQueue, "CTRL_VQ"), (netMultiqueue, "MQ"),
         (notifyOnEmpty, "NOTIFY_ON_EMPTY"), (anyLayout, "ANY_LAYOUT"),

@@ -21,10 +21,8 @@ struct RequestHandler {
                 try controller.setAging(bridge: try need(r.bridge, "bridge"), seconds: try need(r.agingSeconds, "agingSeconds"))
                 return .success()
             case .addPort:
-                let type = try need(r.type, "type")
                 try controller.addPort(bridge: try need(r.bridge, "bridge"), name: try need(r.port, "port"),
-                                       kind: type == .vhostUser ? .vhostUser : .vhostUserClient,
-                                       path: try need(r.path, "path"))
+                                       spec: try Self.portSpec(r))
                 return .success()
             case .deletePort:
                 try controller.deletePort(bridge: try need(r.bridge, "bridge"), port: try need(r.port, "port"))
@@ -51,7 +49,9 @@ struct RequestHandler {
                 return .success(ControlResult(stats: rows.map { name, c in
                     PortStats(port: name, rxPackets: c.rxPackets, rxBytes: c.rxBytes, txPackets: c.txPackets,
                               txBytes: c.txBytes, rxDropBadDescriptor: c.rxDropBadDescriptor, rxDropRunt: c.rxDropRunt,
-                              txDropNoBuffers: c.txDropNoBuffers, txDropBadDescriptor: c.txDropBadDescriptor)
+                              txDropNoBuffers: c.txDropNoBuffers, txDropBadDescriptor: c.txDropBadDescriptor,
+                              rxDropVlan: c.rxDropVlan, txDropTooBig: c.txDropTooBig,
+                              txDropBadOffload: c.txDropBadOffload)
                 }))
             }
         } catch let e as SwitchError {
@@ -65,6 +65,32 @@ struct RequestHandler {
 
     struct MissingField: Error { let name: String }
 
+    static func portSpec(_ r: ControlRequest) throws -> PortSpec {
+        let kind: PortKind
+        switch r.type ?? .vhostUser {
+        case .vhostUser: kind = .vhostUser
+        case .vhostUserClient: kind = .vhostUserClient
+        case .tap: kind = .tap
+        case .pcap: kind = .pcap
+        case .vxlan: kind = .vxlan
+        }
+        return PortSpec(kind: kind, path: r.path, ifname: r.ifname, file: r.file, filter: r.filter,
+                        snaplen: r.snaplen, rotateBytes: r.rotateBytes, rotateCount: r.rotateCount,
+                        watchPort: r.watchPort, direction: r.direction, remotes: r.remotes ?? [], vni: r.vni,
+                        local: r.local, dstPort: r.dstPort, vlanMode: r.vlanMode, tag: r.tag, trunks: r.trunks,
+                        mtu: r.mtu, queues: r.queues)
+    }
+
+    static func portType(_ k: PortKind) -> PortType {
+        switch k {
+        case .vhostUser: return .vhostUser
+        case .vhostUserClient: return .vhostUserClient
+        case .tap: return .tap
+        case .pcap: return .pcap
+        case .vxlan: return .vxlan
+        }
+    }
+
     private func need<T>(_ v: T?, _ name: String) throws -> T {
         guard let v else { throw MissingField(name: name) }
         return v
@@ -72,12 +98,13 @@ struct RequestHandler {
 
     static func bridgeInfo(_ b: BridgeSnapshot) -> BridgeInfo {
         BridgeInfo(name: b.name, agingSeconds: b.agingSeconds, ports: b.ports.map { p in
-            PortInfo(name: p.name, type: p.kind == .vhostUser ? .vhostUser : .vhostUserClient, path: p.path,
+            PortInfo(name: p.name, type: portType(p.kind), path: p.path,
                      state: p.state, link: p.linkUp ? "up" : "down",
                      features: VirtioFeature.describe(p.features),
                      protocolFeatures: VhostUserProtocolFeature.describe(p.protocolFeatures),
                      mtu: p.mtu,
-                     queues: p.queues.map { QueueInfo(index: $0.index, size: $0.size, enabled: $0.enabled, running: $0.running) })
+                     queues: p.queues.map { QueueInfo(index: $0.index, size: $0.size, enabled: $0.enabled, running: $0.running) },
+                     options: p.options.isEmpty ? nil : p.options)
         })
     }
 }

@@ -33,6 +33,15 @@ struct VSwitchd: ParsableCommand {
     @Option(name: .long, help: "Frames taken from one guest TX queue per visit (1-256).")
     var batch: Int = 32
 
+    @Option(name: .long, help: "Configuration file: loaded at start, rewritten after every change (default: <run-dir>/vswitchd.json).")
+    var config: String?
+
+    @Flag(name: .long, help: "Never write the configuration file (and do not read the default one; --config PATH is still read).")
+    var noPersist = false
+
+    @Option(name: .long, help: "Give this group access to the control socket (mode 0660 instead of 0600).")
+    var controlGroup: String?
+
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("unknown log level '\(logLevel)'")
@@ -59,14 +68,51 @@ struct VSwitchd: ParsableCommand {
         let loop = EventLoop()
         let controller = SwitchController(engine: engine, loop: loop, runDirectory: runDir, logger: logger)
         let handler = RequestHandler(controller: controller)
+        let configPath = config ?? runDir + "/vswitchd.json"
+        let persistence: ConfigPersistence
+        do {
+            persistence = try ConfigPersistence.open(path: configPath, reads: !noPersist || config != nil, writes: !noPersist)
+        } catch {
+            logger.critical("\(error)")
+            engine.stop()
+            throw ExitCode(1)
+        }
+        var group: (id: gid_t, name: String)?
+        if let controlGroup {
+            guard let g = getgrnam(controlGroup) else {
+                logger.critical("--control-group: no group named \(controlGroup)")
+                engine.stop()
+                throw ExitCode(1)
+            }
+            group = (g.pointee.gr_gid, controlGroup)
+        }
         let socketPath = ControlDefaults.resolveSocketPath(option: control, environment: ProcessInfo.processInfo.environment)
         let server: ControlServer
         do {
-            server = try ControlServer(path: socketPath) { request in loop.sync { handler.handle(request) } }
+            server = try ControlServer(
+                path: socketPath, permissions: group == nil ? 0o600 : 0o660, group: group?.id,
+                access: .daemonDefault(group: group?.id, groupName: group?.name)
+            ) { request in loop.sync { persistence.handle(request, handler.handle) } }
         } catch {
             logger.critical("cannot open control socket: \(error)")
+            engine.stop()
             throw ExitCode(1)
         }
+        // Before the server accepts anyone and before the loop runs: this thread is the loop
+        // thread-to-be, and nothing else touches the controller yet.
+        do {
+            try persistence.restore(handler.handle)
+        } catch {
+            logger.critical("\(error)")
+            server.stop()
+            controller.shutdown()
+            engine.stop()
+            throw ExitCode(1)
+        }
+        let restored = persistence.config
+        logger.info("configuration", metadata: [
+            "file": "\(persistence.writes ? configPath : config.map { $0 + " (read only)" } ?? "none")",
+            "bridges": "\(restored.bridges.count)", "ports": "\(restored.bridges.map(\.addPorts.count).reduce(0, +))"])
         server.start()
 
         // SIGINT/SIGTERM: stop the loop; ports are closed on the loop thread below.

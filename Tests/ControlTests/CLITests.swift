@@ -19,6 +19,20 @@ final class CLITests: XCTestCase {
         }
     }
 
+    func testPortPolicyOptionsReachTheRequest() throws {
+        let r = try request(["add-port", "br0", "vm1", "--path", "/x", "--vlan-mode", "trunk", "--trunks", "10,20",
+                             "--tag", "5", "--mtu", "9000", "--queues", "2"])
+        XCTAssertEqual(r.vlanMode, "trunk")
+        XCTAssertEqual(r.trunks, [10, 20])
+        XCTAssertEqual(r.tag, 5)
+        XCTAssertEqual(r.mtu, 9000)
+        XCTAssertEqual(r.queues, 2)
+        let t = try request(["add-port", "br0", "t0", "--type", "tap", "--ifname", "vs-tap0", "--vlan-mode", "access", "--tag", "10"])
+        XCTAssertEqual(t.type, .tap)
+        XCTAssertEqual(t.ifname, "vs-tap0")
+        XCTAssertEqual(t.tag, 10)
+    }
+
     func testValidParsesBuildRequests() throws {
         XCTAssertEqual(try request(["add-br", "br0"]), ControlRequest(command: .addBridge, bridge: "br0"))
         XCTAssertEqual(try request(["add-br", "br0", "--aging", "60"]),
@@ -64,8 +78,22 @@ final class CLITests: XCTestCase {
     }
 
     func testArgumentErrors() {
-        assertRejected(["add-port", "br0", "vm1", "--type", "tap", "--path", "/x"], mentioning: "vhostuserclient")
-        assertRejected(["add-port", "br0", "vm1", "--type", "tap", "--path", "/x"], mentioning: "'vhostuser'")
+        assertRejected(["add-port", "br0", "vm1", "--type", "tun", "--path", "/x"], mentioning: "vhostuserclient")
+        assertRejected(["add-port", "br0", "vm1", "--type", "tun", "--path", "/x"], mentioning: "'vhostuser'")
+        assertRejected(["add-port", "br0", "vm1", "--type", "tap", "--path", "/x"], mentioning: "--ifname")
+        assertRejected(["add-port", "br0", "t0", "--type", "tap", "--ifname", "much-too-long-name0"], mentioning: "interface")
+        assertRejected(["add-port", "br0", "c", "--type", "pcap"], mentioning: "--file")
+        assertRejected(["add-port", "br0", "c", "--type", "pcap", "--file", "/x", "--rotate-size", "10Q"], mentioning: "--rotate-size")
+        assertRejected(["add-port", "br0", "c", "--type", "pcap", "--file", "/x", "--direction", "up"], mentioning: "--direction")
+        assertRejected(["add-port", "br0", "v", "--type", "vxlan", "--vni", "1"], mentioning: "--remote")
+        assertRejected(["add-port", "br0", "vm1", "--path", "/x", "--vlan-mode", "access"], mentioning: "--tag")
+        assertRejected(["add-port", "br0", "vm1", "--path", "/x", "--vlan-mode", "access", "--tag", "4095"], mentioning: "1-4094")
+        assertRejected(["add-port", "br0", "vm1", "--path", "/x", "--vlan-mode", "trunk", "--trunks", "10,x"], mentioning: "--trunks")
+        assertRejected(["add-port", "br0", "vm1", "--path", "/x", "--vlan-mode", "hybrid", "--tag", "1"], mentioning: "access or trunk")
+        assertRejected(["add-port", "br0", "vm1", "--path", "/x", "--tag", "10"], mentioning: "--vlan-mode")
+        assertRejected(["add-port", "br0", "vm1", "--path", "/x", "--mtu", "20"], mentioning: "--mtu")
+        assertRejected(["add-port", "br0", "vm1", "--path", "/x", "--queues", "9"], mentioning: "--queues")
+        assertRejected(["add-port", "br0", "v", "--type", "vxlan", "--remote", "192.0.2.1", "--vni", "16777216"], mentioning: "--vni")
         assertRejected(["add-port", "br0", "vm1"], mentioning: "--path")
         assertRejected(["add-port", "br0", "vm1", "--path", ""], mentioning: "--path")
         assertRejected(["add-br", "bad name"], mentioning: "invalid bridge name")

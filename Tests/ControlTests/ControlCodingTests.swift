@@ -52,7 +52,7 @@ final class ControlCodingTests: XCTestCase {
             (#"{"bridge":"br0"}"#, "malformed request: missing field 'command'"),
             (#"{"command":"frobnicate"}"#, "malformed request: invalid value for 'command'"),
             (#"{"command":"add-br","bridge":7}"#, "malformed request: field 'bridge' should be a string"),
-            (#"{"command":"add-port","type":"tap"}"#, "malformed request: invalid value for 'type'"),
+            (#"{"command":"add-port","type":"tun"}"#, "malformed request: invalid value for 'type'"),
         ]
         for (line, expected) in cases {
             XCTAssertThrowsError(try ControlCoding.decodeRequest(Data(line.utf8)), line) { error in

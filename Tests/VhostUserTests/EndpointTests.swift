@@ -106,6 +106,29 @@ final class EndpointTests: XCTestCase {
         close(l)
     }
 
+    func testServerSocketIsNotWorldAccessibleAndCloseRemovesOnlyItsOwnFile() throws {
+        let path = dir + "/m.sock"
+        let old = umask(0)   // the loosest umask: the mode must not come from it
+        defer { umask(old) }
+        let ep = endpoint(.server, path)
+        try loop.sync { Result { try ep.start() } }.get()
+        var st = stat()
+        XCTAssertEqual(lstat(path, &st), 0)
+        XCTAssertEqual(st.st_mode & S_IFMT, S_IFSOCK)
+        XCTAssertEqual(st.st_mode & 0o777, 0o660)
+        // Someone replaces the socket file with a regular file: close() must leave it alone.
+        unlink(path)
+        FileManager.default.createFile(atPath: path, contents: Data("theirs".utf8))
+        loop.sync { ep.close() }
+        XCTAssertEqual(FileManager.default.contents(atPath: path), Data("theirs".utf8))
+        // And a new port on that path is refused, with the reason.
+        let ep2 = endpoint(.server, path)
+        XCTAssertThrowsError(try loop.sync { Result { try ep2.start() } }.get()) { error in
+            XCTAssertEqual("\(error)", "\(path) exists and is not a socket; refusing to replace it")
+        }
+        XCTAssertEqual(FileManager.default.contents(atPath: path), Data("theirs".utf8))
+    }
+
     func testClientRetriesUntilTheFrontendListensAndAfterItLeaves() throws {
         let path = dir + "/c.sock"
         let ep = endpoint(.client, path)

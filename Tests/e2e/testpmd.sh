@@ -4,6 +4,9 @@
 # (frames from port 0 carry src 02:..:00 dst 02:..:01 and come back in on port 1, and so on).
 #   round 1: testpmd listens (server=1), switch ports are vhostuserclient
 #   round 2: the switch listens (vhostuser ports), testpmd connects
+#   round 3: like 1 with mrg_rxbuf=0,in_order=1 (no mergeable RX buffers; IN_ORDER offered by
+#            testpmd, not negotiated by the switch)
+#   round 4: like 1 with queues=2 (--rxq=2 --txq=2): multiqueue from a DPDK frontend
 # Pass: in each round both switch ports' rx counters grow while testpmd runs, and testpmd's
 # final statistics show RX-packets > 0 on both of its ports.
 source "$(dirname "$0")/lib.sh"
@@ -22,8 +25,8 @@ RUN_SECS=${E2E_TESTPMD_SECS:-24}
 
 # DPDK leaves its hugepage files (<prefix>map_N) and run dir behind when it exits: remove ours.
 testpmd_files_cleanup() {
-    rm -f /dev/hugepages/vswtp[0-9]map_* 2>/dev/null
-    rm -rf /var/run/dpdk/vswtp[0-9] 2>/dev/null
+    rm -f /dev/hugepages/vswtp$$-*map_* 2>/dev/null
+    rm -rf /var/run/dpdk/vswtp$$-* 2>/dev/null
     return 0
 }
 E2E_CLEANUP_HOOKS+=(testpmd_files_cleanup)
@@ -31,14 +34,15 @@ E2E_CLEANUP_HOOKS+=(testpmd_files_cleanup)
 # testpmd_start LOG SERVER(0|1) SOCK0 SOCK1 PREFIX: start testpmd in the background (TESTPMD_PID).
 testpmd_start() {
     local log=$1 server=$2 s0=$3 s1=$4 prefix=$5 srv=""
+    local q=${TP_QUEUES:-1} extra=${TP_VDEV_EXTRA:-}
     ((server)) && srv=",server=1"
     # shellcheck disable=SC2054  # commas belong to the DPDK arguments
     local cmd=(timeout -k 5 -s INT "$RUN_SECS" "$TESTPMD" -l "0,1" --main-lcore 1 --no-pci -m 512
         --single-file-segments --file-prefix "$prefix"
-        --vdev "net_virtio_user0,path=$s0,queues=1$srv,mac=02:00:00:00:00:00"
-        --vdev "net_virtio_user1,path=$s1,queues=1$srv,mac=02:00:00:00:00:01"
+        --vdev "net_virtio_user0,path=$s0,queues=$q$srv,mac=02:00:00:00:00:00$extra"
+        --vdev "net_virtio_user1,path=$s1,queues=$q$srv,mac=02:00:00:00:00:01$extra"
         -- --forward-mode=io --txpkts=64 --eth-peer=0,02:00:00:00:00:01 --eth-peer=1,02:00:00:00:00:00
-        --nb-cores=1 --total-num-mbufs=32768 --tx-first --stats-period 1)
+        --rxq="$q" --txq="$q" --nb-cores=1 --total-num-mbufs=32768 --tx-first --stats-period 1)
     printf '%q ' "${cmd[@]}" >"$log.cmdline"
     "${cmd[@]}" </dev/null >"$log" 2>&1 &
     TESTPMD_PID=$!
@@ -71,7 +75,7 @@ round() {
     if [[ $type == vhostuserclient ]]; then
         server=1
         # testpmd listens; the switch ports connect (and retry until testpmd is there)
-        testpmd_start "$log" 1 "$s0" "$s1" "vswtp$n"
+        testpmd_start "$log" 1 "$s0" "$s1" "vswtp$$-$n"
         vsw_ok add-port "$br" "$p0" --type vhostuserclient --path "$s0" >/dev/null
         vsw_ok add-port "$br" "$p1" --type vhostuserclient --path "$s1" >/dev/null
     else
@@ -79,7 +83,7 @@ round() {
         vsw_ok add-port "$br" "$p0" --type vhostuser --path "$s0" >/dev/null
         vsw_ok add-port "$br" "$p1" --type vhostuser --path "$s1" >/dev/null
         vsw_wait_for 10 test -S "$s0" -a -S "$s1" || e2e_fail "the switch did not create $s0 and $s1"
-        testpmd_start "$log" 0 "$s0" "$s1" "vswtp$n"
+        testpmd_start "$log" 0 "$s0" "$s1" "vswtp$$-$n"
     fi
     # wait for forwarding to start, then sample the switch's counters twice
     vsw_wait_log "$log" 'Start automatic packet forwarding|Port statistics|statistics for port' 30 "$TESTPMD_PID" ||
@@ -91,6 +95,7 @@ round() {
     sleep 3
     b=$(switch_rx "$br" "$p0" "$p1")
     e2e_msg "round $n: switch rx packets $p0/$p1: $a -> $b"
+    if [[ -n ${TP_CHECK:-} ]]; then "$TP_CHECK" "$br" "$p0"; fi
     wait "$TESTPMD_PID" 2>/dev/null && rc=0 || rc=$?
     testpmd_files_cleanup
     # 124: stopped by timeout's SIGINT, as planned
@@ -111,4 +116,20 @@ round() {
 
 round 1 vhostuserclient br1
 round 2 vhostuser br2
+TP_VDEV_EXTRA=",mrg_rxbuf=0,in_order=1" round 3 vhostuserclient br3
+# running_queues PORT: virtqueues of PORT the switch is running now.
+running_queues() {
+    vsw show --format json | python3 -c '
+import json, sys
+for b in json.load(sys.stdin)["bridges"]:
+    for p in b["ports"]:
+        if p["name"] == sys.argv[1]: print(sum(1 for q in p["queues"] if q["running"]))' "$1"
+}
+check_two_pairs() {
+    local n
+    n=$(running_queues "$2")
+    ((n == 4)) || e2e_fail "port $2 runs $n virtqueues while testpmd uses queues=2, expected 4"
+    e2e_msg "port $2 runs 2 queue pairs"
+}
+TP_QUEUES=2 TP_CHECK=check_two_pairs round 4 vhostuserclient br4
 e2e_pass

@@ -44,10 +44,26 @@ uint64_t vs_coarse_seconds(void);
 
 /// Create a TAP interface (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR optional). `name` in/out, IFNAMSIZ.
 int vs_tap_open(char *name, int vnet_hdr);
+/// Sets or clears IFF_UP on an interface of the caller's network namespace (net.c).
+int vs_if_set_up(const char *name, int up);
+/// The interface's MTU, or -1.
+int vs_if_mtu(const char *name);
+/// 1 if an interface of this name exists in the caller's network namespace.
+int vs_if_exists(const char *name);
 
 /// Socket helpers with sockaddr_un handled in C (path length checked: -2 means too long).
 int vs_unix_listen(const char *path, int backlog);
 int vs_unix_connect(const char *path);
+/// Like vs_unix_listen, but the socket file gets `mode` (chmod between bind and listen, so
+/// no client can connect while it still has the umask's mode).
+int vs_unix_listen_mode(const char *path, int backlog, unsigned int mode);
+
+/// Credentials of the process at the other end of a connected Unix socket, as they were
+/// when it connected (SO_PEERCRED). 0, or -1 with errno.
+int vs_peer_credentials(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid);
+/// 1 if `gid` is among the peer's supplementary groups at connect time (SO_PEERGROUPS),
+/// 0 if not, -1 with errno.
+int vs_peer_in_group(int fd, uint32_t gid);
 /// accept4(SOCK_CLOEXEC); -1 on error (EAGAIN when nothing is pending).
 int vs_accept(int listen_fd);
 /// Pins the calling thread to one CPU (sched_setaffinity).
