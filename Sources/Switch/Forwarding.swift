@@ -157,14 +157,16 @@ extension ForwardingEngine {
             }
             return
         }
-        if slot.pointee.rxQueueCount > 1 {
-            let (w0, w1) = FrameCopy.peek16(txScratch.pointee, at: sourceHeader)
-            qi = slot.pointee.rxQueue(forAddresses: w0 & 0xFFFF_FFFF_FFFF, (w0 >> 48) | (w1 & 0xFFFF_FFFF) << 16)
-        }
-        if slot.pointee.packedMask & (1 << UInt32(qi)) != 0 {
-            deliverPacked(to: d, queue: qi, frameLength: frameLength, sourceLength: sourceLength,
-                          sourceHeader: sourceHeader, edit: edit)
-            return
+        if slot.pointee.rxSlowPath {   // several RX queues, or packed ones
+            if slot.pointee.rxQueueCount > 1 {
+                let (w0, w1) = FrameCopy.peek16(txScratch.pointee, at: sourceHeader)
+                qi = slot.pointee.rxQueue(forAddresses: w0 & 0xFFFF_FFFF_FFFF, (w0 >> 48) | (w1 & 0xFFFF_FFFF) << 16)
+            }
+            if slot.pointee.packedMask & (1 << UInt32(qi)) != 0 {
+                deliverPacked(to: d, queue: qi, frameLength: frameLength, sourceLength: sourceLength,
+                              sourceHeader: sourceHeader, edit: edit)
+                return
+            }
         }
         let q = slot.pointee.queues.unsafelyUnwrapped + qi
         guard var available = q.pointee.cachedAvailableCount(), available > 0 else {

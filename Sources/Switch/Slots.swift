@@ -46,6 +46,9 @@ struct PortSlot {
     /// a flow stays on one queue. Packed 4 bits per queue index.
     var rxQueueList: UInt32 = 0
     var rxQueueCount = 0
+    /// Several RX queues, or a packed one: `deliver` takes its one slower branch. A port
+    /// with one split RX queue tests nothing else.
+    var rxSlowPath = false
     /// RX queues with used entries not yet published.
     var dirtyMask: UInt32 = 0
     var counters: UnsafeMutablePointer<PortCounters>? = nil
@@ -118,6 +121,7 @@ struct PortSlot {
             rxQueueCount += 1
             rx &= rx &- 1
         }
+        rxSlowPath = rxQueueCount > 1 || runningMask & ~Self.txMask & packedMask != 0
     }
 
     /// The RX queue for a frame between MAC addresses `a` and `b` (either order).
