@@ -3,9 +3,10 @@
 // engine forwards them with the real ring and copy code. Reports ns per frame (median of
 // rounds) and heap allocations per frame during forwarding.
 //
-//   vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture]
+//   vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture] [--packed]
 // --capture adds a bridge-wide capture tap (4 MiB ring) drained by a second thread, as a pcap
 // port's writer would (without the file): the hot-path cost of an active capture.
+// --packed: both guests use packed virtqueues (VIRTIO_F_RING_PACKED) instead of split ones.
 // Instructions per frame: Benchmarks/microbench.sh runs this under callgrind.
 import CShims
 import Foundation
@@ -13,12 +14,14 @@ import GuestSimulator
 import Logging
 import MallocCounter
 import Switch
+import Virtio
 
 var frames = 2_000_000
 var rounds = 5
 var frameSize = 64
 var batch = 32
 var capture = false
+var packed = false
 var args = CommandLine.arguments.dropFirst().makeIterator()
 while let a = args.next() {
     switch a {
@@ -27,8 +30,9 @@ while let a = args.next() {
     case "--size": frameSize = Int(args.next() ?? "") ?? frameSize
     case "--batch": batch = Int(args.next() ?? "") ?? batch
     case "--capture": capture = true
+    case "--packed": packed = true
     default:
-        FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B]\n".data(using: .utf8)!)
+        FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture] [--packed]\n".data(using: .utf8)!)
         exit(2)
     }
 }
@@ -36,8 +40,9 @@ while let a = args.next() {
 let engine = ForwardingEngine(logger: Logger(label: "bench"))
 engine.batchSize = batch
 let bridge = engine.addBridge(agingSeconds: 300)!
-let a = SimulatedGuest(queueSize: 256, bufferSize: 2048)
-let b = SimulatedGuest(queueSize: 256, bufferSize: 2048)
+let features = SimulatedGuest.defaultFeatures | (packed ? VirtioFeature.ringPacked : 0)
+let a = SimulatedGuest(queueSize: 256, bufferSize: 2048, features: features)
+let b = SimulatedGuest(queueSize: 256, bufferSize: 2048, features: features)
 for g in [a, b] {
     let port = engine.addPort(bridge: bridge)!
     let memory = try! g.makeMemory()
@@ -100,8 +105,8 @@ for r in 0..<rounds {
 let sorted = perFrame.sorted()
 let median = sorted[sorted.count / 2]
 let c = engine.counters(port: 1)
-print(String(format: "median: %.1f ns/frame = %.2f Mpps, frame size %d, batch %d, allocations per frame %.6f",
-             median, 1000 / median, frameSize, batch, Double(allocs) / Double(frames * rounds)))
+print(String(format: "median: %.1f ns/frame = %.2f Mpps, frame size %d, batch %d, %@ rings, allocations per frame %.6f",
+             median, 1000 / median, frameSize, batch, packed ? "packed" : "split", Double(allocs) / Double(frames * rounds)))
 print("delivered to B: \(c.txPackets), dropped no-buffers: \(c.txDropNoBuffers)")
 if capture {
     print("capture: \(captureBuffer.ring.recorded) recorded, \(captureBuffer.ring.dropped) dropped (ring full), \(vs_counter_load(drained)) drained")

@@ -39,3 +39,7 @@ int vs_if_mtu(const char *name) {
 }
 
 int vs_if_exists(const char *name) { return if_nametoindex(name) != 0; }
+
+int vs_socketpair_seqpacket(int fds[2]) {
+    return socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds);
+}

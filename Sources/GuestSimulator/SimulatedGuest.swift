@@ -28,6 +28,17 @@ public final class SimulatedGuest {
     var bufferOf: [[UInt64]] = [[], []]
     public let bufferSize: Int
     public let headerLength: Int
+    /// VIRTIO_F_RING_PACKED in `features`: the rings are packed (SimulatedGuest+Packed.swift);
+    /// `rings[q]` then holds the descriptor ring, driver event area and device event area.
+    public let packed: Bool
+    /// Packed driver state per queue: next descriptor to make available and next used
+    /// descriptor to look at (position | wrap counter << 15), and each buffer id's slot count.
+    public var packedAvail: [UInt16] = [0x8000, 0x8000]
+    public var packedUsed: [UInt16] = [0x8000, 0x8000]
+    var packedSlots: [[UInt16]] = [[], []]
+    /// Buffers made available and not yet returned (a zeroed descriptor looks used on the
+    /// second lap, so the driver must know when nothing is outstanding).
+    var packedOutstanding = [0, 0]
 
     public init(memorySize: Int = 8 << 20, queueSize: UInt16 = 256, bufferSize: Int = 2048,
                 features: UInt64 = SimulatedGuest.defaultFeatures) {
@@ -36,6 +47,8 @@ public final class SimulatedGuest {
         self.bufferSize = bufferSize
         self.features = features
         self.headerLength = VirtioNetHeader.size(forFeatures: features)
+        self.packed = features & VirtioFeature.ringPacked != 0
+        packedSlots = [[UInt16](repeating: 1, count: Int(queueSize)), [UInt16](repeating: 1, count: Int(queueSize))]
         fd = vs_memfd_create("simulated-guest")
         precondition(fd >= 0 && ftruncate(fd, off_t(memorySize)) == 0)
         base = mmap(nil, memorySize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)!
@@ -90,7 +103,7 @@ public final class SimulatedGuest {
         let layout = SplitRingLayout(size: queueSize, descriptors: memory.view.translateContiguous(r.desc, 16)!,
                                      avail: memory.view.translateContiguous(r.avail, 2)!,
                                      used: memory.view.translateContiguous(r.used, 2)!)
-        return VringConfiguration(index: q, layout: layout, lastAvail: availIdx[q], kickFd: kickFd,
+        return VringConfiguration(index: q, layout: layout, lastAvail: packed ? packedAvail[q] : availIdx[q], kickFd: kickFd,
                                   callFd: callFd, memory: memory, features: features)
     }
 
@@ -115,6 +128,7 @@ public final class SimulatedGuest {
 
     /// Queues one frame for transmission (queue 1) in a single descriptor: header + frame.
     public func transmit(_ frame: [UInt8]) {
+        if packed { return transmitPacked(frame) }
         let i = freeDesc[1] & (queueSize - 1)
         freeDesc[1] &+= 1
         let buf = bufferOf[1][Int(i)]
@@ -126,6 +140,7 @@ public final class SimulatedGuest {
 
     /// Posts `count` receive buffers (queue 0), each one writable descriptor.
     public func postReceiveBuffers(_ count: Int) {
+        if packed { return postReceiveBuffersPacked(count) }
         for _ in 0..<count {
             let i = freeDesc[0] & (queueSize - 1)
             freeDesc[0] &+= 1
@@ -137,6 +152,7 @@ public final class SimulatedGuest {
 
     /// New used entries of queue `q` since the last call: (id, len).
     public func takeUsed(queue q: Int) -> [(id: UInt32, len: UInt32)] {
+        if packed { return takeUsedPacked(queue: q) }
         let u = host(rings[q].used)
         let idx = vs_load_acquire_u16(u + 2)
         var out: [(UInt32, UInt32)] = []
@@ -158,7 +174,10 @@ public final class SimulatedGuest {
     }
 
     /// used.flags of queue `q` (NO_NOTIFY etc.).
-    public func usedFlags(queue q: Int) -> UInt16 { host(rings[q].used).load(as: UInt16.self) }
+    public func usedFlags(queue q: Int) -> UInt16 {
+        // Packed: the device event area's flags (ENABLE 0, DISABLE 1, DESC 2).
+        packed ? host(rings[q].used).load(fromByteOffset: 2, as: UInt16.self) : host(rings[q].used).load(as: UInt16.self)
+    }
 }
 
 /// Ethernet frame builder for tests.
@@ -180,6 +199,7 @@ extension SimulatedGuest {
     /// Consumes new used entries of queue `q` without looking at them; returns how many
     /// (no allocation: for the benchmark loop).
     public func reclaimUsed(queue q: Int) -> Int {
+        if packed { return reclaimUsedPacked(queue: q) }
         let idx = vs_load_acquire_u16(host(rings[q].used) + 2)
         let n = Int(idx &- lastUsed[q])
         lastUsed[q] = idx

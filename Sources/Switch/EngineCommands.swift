@@ -47,10 +47,20 @@ extension ForwardingEngine {
         guard slot.pointee.inUse, c.index < Self.maxQueues else { return }
         if slot.pointee.runningMask & (1 << UInt32(c.index)) != 0 { detachQueue(port: p, queue: c.index) }
         let features = c.features
-        (slot.pointee.queues! + c.index).initialize(to: SplitQueue(
-            layout: c.layout, memory: c.memory.view, lastAvail: c.lastAvail,
-            eventIndex: features & VirtioFeature.ringEventIndex != 0,
-            indirect: features & VirtioFeature.ringIndirectDescriptors != 0))
+        let bit: UInt32 = 1 << UInt32(c.index)
+        if let packed = c.packedLayout {
+            (slot.pointee.packedQueues! + c.index).initialize(to: PackedQueue(
+                layout: packed, memory: c.memory.view, base: c.lastAvail,
+                eventIndex: features & VirtioFeature.ringEventIndex != 0,
+                indirect: features & VirtioFeature.ringIndirectDescriptors != 0))
+            slot.pointee.packedMask |= bit
+        } else {
+            (slot.pointee.queues! + c.index).initialize(to: SplitQueue(
+                layout: c.layout, memory: c.memory.view, lastAvail: c.lastAvail,
+                eventIndex: features & VirtioFeature.ringEventIndex != 0,
+                indirect: features & VirtioFeature.ringIndirectDescriptors != 0))
+            slot.pointee.packedMask &= ~bit
+        }
         memoryOwners[p * Self.maxQueues + c.index] = c.memory
         slot.pointee.headerLength = VirtioNetHeader.size(forFeatures: features)
         slot.pointee.mergeable = features & VirtioFeature.netMergeableRxBuffers != 0
@@ -71,7 +81,11 @@ extension ForwardingEngine {
         }
         // TX: kicks stay off while we poll (re-enabled before sleeping). RX: never needed,
         // we do not wait for buffers (a full ring drops), so spare the guest the exits.
-        slot.pointee.queues![c.index].disableKicks()
+        if slot.pointee.packedMask & bit != 0 {
+            slot.pointee.packedQueues![c.index].disableKicks()
+        } else {
+            slot.pointee.queues![c.index].disableKicks()
+        }
         rebuildPollList()
     }
 
@@ -80,7 +94,9 @@ extension ForwardingEngine {
     @discardableResult
     public func stopQueue(port p: Int, queue q: Int) -> UInt16 {
         guard ports[p].inUse, ports[p].runningMask & (1 << UInt32(q)) != 0 else { return 0 }
-        let last = ports[p].queues![q].lastAvail
+        // Packed: position | wrap counter << 15 (vhost-user SET/GET_VRING_BASE).
+        let last = ports[p].packedMask & (1 << UInt32(q)) != 0 ? ports[p].packedQueues![q].nextAvail
+                                                                : ports[p].queues![q].lastAvail
         detachQueue(port: p, queue: q)
         return last
     }
@@ -100,6 +116,10 @@ extension ForwardingEngine {
             if fd >= 0 { _ = vs_epoll_ctl(epollFd, vs_epoll_op_del(), fd, 0, 0) } else { hot.pointee.kicklessQueues -= 1 }
         }
         slot.pointee.runningMask &= ~bit
+        if slot.pointee.packedMask & bit != 0 {
+            slot.pointee.packedQueues![q].deallocate()
+            slot.pointee.packedMask &= ~bit
+        }
         slot.pointee.kickFds![q] = -1
         slot.pointee.callFds![q] = -1
         slot.pointee.recomputeRxQueue()

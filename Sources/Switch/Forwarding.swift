@@ -35,6 +35,7 @@ extension ForwardingEngine {
     @inline(__always)
     private func processTx(port p: Int, queue qi: Int) -> Int {
         let slot = ports + p
+        if slot.pointee.packedMask & (1 << UInt32(qi)) != 0 { return processPackedTx(port: p, queue: qi) }
         let q = slot.pointee.queues.unsafelyUnwrapped + qi
         guard let available = q.pointee.availableCount() else {
             logger.error("guest TX ring is corrupt (avail index jumped); stopping the queue",
@@ -162,9 +163,16 @@ extension ForwardingEngine {
             }
             return
         }
-        if slot.pointee.rxQueueCount > 1 {
-            let (w0, w1) = FrameCopy.peek16(txScratch.pointee, at: sourceHeader)
-            qi = slot.pointee.rxQueue(forAddresses: w0 & 0xFFFF_FFFF_FFFF, (w0 >> 48) | (w1 & 0xFFFF_FFFF) << 16)
+        if slot.pointee.rxSlowPath {   // several RX queues, or packed ones
+            if slot.pointee.rxQueueCount > 1 {
+                let (w0, w1) = FrameCopy.peek16(txScratch.pointee, at: sourceHeader)
+                qi = slot.pointee.rxQueue(forAddresses: w0 & 0xFFFF_FFFF_FFFF, (w0 >> 48) | (w1 & 0xFFFF_FFFF) << 16)
+            }
+            if slot.pointee.packedMask & (1 << UInt32(qi)) != 0 {
+                deliverPacked(to: d, queue: qi, frameLength: frameLength, sourceLength: sourceLength,
+                              sourceHeader: sourceHeader, edit: edit)
+                return
+            }
         }
         let q = slot.pointee.queues.unsafelyUnwrapped + qi
         guard var available = q.pointee.cachedAvailableCount(), available > 0 else {
@@ -234,8 +242,9 @@ extension ForwardingEngine {
         slot.pointee.dirtyMask |= 1 << UInt32(qi)
         counters.add(.txPackets)
         counters.add(.txBytes, UInt64(frameLength))
+        // The capture records the frame as it entered the bridge (before any VLAN edit).
         let watched = slot.pointee.captureTx
-        if watched != 0 { captureFrame(watched, offset: sourceHeader, length: frameLength) }
+        if watched != 0 { captureFrame(watched, offset: sourceHeader, length: sourceLength) }
     }
 
     /// A frame over the port's MTU still fits if it leaves with an 802.1Q tag that the MTU
@@ -259,8 +268,10 @@ extension ForwardingEngine {
             var m = slot.pointee.dirtyMask
             while m != 0 {
                 let qi = m.trailingZeroBitCount
-                if slot.pointee.runningMask & (1 << UInt32(qi)) != 0,
-                   slot.pointee.queues.unsafelyUnwrapped[qi].publishUsed() {
+                let bit: UInt32 = 1 << UInt32(qi)
+                if slot.pointee.runningMask & bit != 0,
+                   slot.pointee.packedMask & bit != 0 ? slot.pointee.packedQueues.unsafelyUnwrapped[qi].publishUsed()
+                                                      : slot.pointee.queues.unsafelyUnwrapped[qi].publishUsed() {
                     signal(slot.pointee.callFds.unsafelyUnwrapped[qi])
                 }
                 m &= m &- 1

@@ -267,6 +267,10 @@ public final class ForwardingEngine: @unchecked Sendable {
                 q.pointee.enableKicks()
                 if (q.pointee.availableCount() ?? 0) > 0 { work = true }
             }
+            p.pointee.forEachRunningPackedTx { q in
+                q.pointee.enableKicks()
+                if (q.pointee.availableCount() ?? 0) > 0 { work = true }
+            }
         }
         return work
     }
@@ -274,6 +278,9 @@ public final class ForwardingEngine: @unchecked Sendable {
     private func setKicks(enabled: Bool) {
         for i in 0..<hot.pointee.pollCount {
             (ports + Int(pollList[i])).pointee.forEachRunningTx { q in
+                if enabled { q.pointee.enableKicks() } else { q.pointee.disableKicks() }
+            }
+            (ports + Int(pollList[i])).pointee.forEachRunningPackedTx { q in
                 if enabled { q.pointee.enableKicks() } else { q.pointee.disableKicks() }
             }
         }

@@ -24,6 +24,11 @@ struct PortSlot {
     /// Ring state per virtqueue; an entry is valid only where `runningMask` has its bit.
     var queues: UnsafeMutablePointer<SplitQueue>? = nil
     var runningMask: UInt32 = 0
+    /// Queues running as packed rings (VIRTIO_F_RING_PACKED): their state is in
+    /// `packedQueues`, not `queues`. Per queue, so a frontend that changes its features
+    /// between rings can never make one ring's state be read as the other kind.
+    var packedMask: UInt32 = 0
+    var packedQueues: UnsafeMutablePointer<PackedQueue>? = nil
     var kickFds: UnsafeMutablePointer<Int32>? = nil
     var callFds: UnsafeMutablePointer<Int32>? = nil
     /// Bytes of virtio-net header in this guest's buffers (12 or 10).
@@ -41,6 +46,9 @@ struct PortSlot {
     /// a flow stays on one queue. Packed 4 bits per queue index.
     var rxQueueList: UInt32 = 0
     var rxQueueCount = 0
+    /// Several RX queues, or a packed one: `deliver` takes its one slower branch. A port
+    /// with one split RX queue tests nothing else.
+    var rxSlowPath = false
     /// RX queues with used entries not yet published.
     var dirtyMask: UInt32 = 0
     var counters: UnsafeMutablePointer<PortCounters>? = nil
@@ -68,6 +76,7 @@ struct PortSlot {
         inUse = true
         self.bridge = bridge
         queues = .allocate(capacity: n)
+        packedQueues = .allocate(capacity: n)
         kickFds = .allocate(capacity: n)
         kickFds!.initialize(repeating: -1, count: n)
         callFds = .allocate(capacity: n)
@@ -79,6 +88,7 @@ struct PortSlot {
     mutating func release() {
         vlan.release()
         queues?.deallocate()
+        packedQueues?.deallocate()
         kickFds?.deallocate()
         callFds?.deallocate()
         counters?.deallocate()
@@ -87,10 +97,20 @@ struct PortSlot {
 
     @inline(__always)
     func forEachRunningTx(_ body: (UnsafeMutablePointer<SplitQueue>) -> Void) {
-        var m = runningMask & Self.txMask
+        var m = runningMask & Self.txMask & ~packedMask
         while m != 0 {
             let q = m.trailingZeroBitCount
             body(queues.unsafelyUnwrapped + q)
+            m &= m &- 1
+        }
+    }
+
+    @inline(__always)
+    func forEachRunningPackedTx(_ body: (UnsafeMutablePointer<PackedQueue>) -> Void) {
+        var m = runningMask & Self.txMask & packedMask
+        while m != 0 {
+            let q = m.trailingZeroBitCount
+            body(packedQueues.unsafelyUnwrapped + q)
             m &= m &- 1
         }
     }
@@ -105,6 +125,7 @@ struct PortSlot {
             rxQueueCount += 1
             rx &= rx &- 1
         }
+        rxSlowPath = rxQueueCount > 1 || runningMask & ~Self.txMask & packedMask != 0
     }
 
     /// The RX queue for a frame between MAC addresses `a` and `b` (either order).

@@ -13,9 +13,21 @@ public struct VringConfiguration {
         self.callFd = callFd
         self.memory = memory
         self.features = features
+        if features & VirtioFeature.ringPacked != 0 {
+            packedLayout = PackedRingLayout(size: layout.size, descriptors: layout.descriptors,
+                                            driverEvent: layout.avail, deviceEvent: layout.used)
+        }
     }
     public var index: Int
+    /// Split rings: descriptor table, avail and used ring. Packed rings (`packedLayout`
+    /// non-nil) keep SET_VRING_ADDR's three areas here as well.
     public var layout: SplitRingLayout
+    /// Set when VIRTIO_F_RING_PACKED was negotiated: descriptor ring, driver event area
+    /// (SET_VRING_ADDR's "available"), device event area ("used").
+    public var packedLayout: PackedRingLayout?
+    /// Split: the avail index to resume from. Packed: the descriptor position in bits
+    /// 0-14 and the driver's wrap counter in bit 15 (vhost-user, SET_VRING_BASE); the used
+    /// position and wrap counter are the same (a stopped ring has returned everything).
     public var lastAvail: UInt16
     /// nil: the frontend polls (no kick fd); the data plane must poll this queue.
     public var kickFd: Int32?
@@ -30,7 +42,8 @@ public struct VringConfiguration {
 /// longer touched by the data plane.
 public protocol VhostUserBackend: AnyObject {
     func startQueue(_ config: VringConfiguration)
-    /// Returns the avail index the data plane really stopped at (for GET_VRING_BASE).
+    /// Returns the avail index the data plane really stopped at (for GET_VRING_BASE);
+    /// for a packed ring, position | wrap counter << 15.
     func stopQueue(_ index: Int) -> UInt16
     /// Replace the call eventfd of a running queue (nil: do not interrupt).
     func updateCallFd(_ index: Int, _ fd: Int32?)

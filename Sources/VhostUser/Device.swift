@@ -14,12 +14,12 @@ public final class VhostUserDevice {
     public static let maxQueues = 2 * maxQueuePairs
 
     /// Features offered to the frontend: checksum and TCP segmentation offloads (finished
-    /// in software for destinations without them), no dirty logging, no IOMMU, no packed
-    /// ring: never offer what we do not do.
+    /// in software for destinations without them), packed rings, no dirty logging, no
+    /// IOMMU: never offer what we do not do.
     public static let offeredFeatures: UInt64 =
         VirtioFeature.netOffloads | VirtioFeature.version1 | VirtioFeature.ringIndirectDescriptors | VirtioFeature.ringEventIndex
         | VirtioFeature.netMergeableRxBuffers | VirtioFeature.netMTU | VirtioFeature.netMultiqueue
-        | VirtioFeature.anyLayout | VirtioFeature.vhostUserProtocolFeatures
+        | VirtioFeature.anyLayout | VirtioFeature.vhostUserProtocolFeatures | VirtioFeature.ringPacked
     public static let offeredProtocolFeatures: UInt64 =
         VhostUserProtocolFeature.multiqueue | VhostUserProtocolFeature.replyAck | VhostUserProtocolFeature.mtu
 
@@ -110,7 +110,8 @@ public final class VhostUserDevice {
         case .setVringNum:
             let s = try VringState(validating: p, name)
             let i = try queueIndex(s.index)
-            guard SplitRingLayout.isValidSize(s.num) else { throw .badQueueSize(s.num) }
+            guard isPacked ? PackedRingLayout.isValidSize(s.num) : SplitRingLayout.isValidSize(s.num)
+            else { throw .badQueueSize(s.num) }
             guard !queues[i].running else { throw .queueRunning(s.index) }
             queues[i].size = s.num
             return nil
@@ -118,8 +119,10 @@ public final class VhostUserDevice {
             let s = try VringState(validating: p, name)
             let i = try queueIndex(s.index)
             guard !queues[i].running else { throw .queueRunning(s.index) }
-            guard s.num <= 0xffff else { throw .badPayloadSize(request: name, size: p.count) }
-            queues[i].base = UInt16(s.num)
+            // Packed rings: bits 0-14 position, bit 15 wrap counter; QEMU adds the used
+            // position and wrap in bits 16-31, which we take to be the same (see GET).
+            guard isPacked || s.num <= 0xffff else { throw .badPayloadSize(request: name, size: p.count) }
+            queues[i].base = UInt16(truncatingIfNeeded: s.num)
             return nil
         case .setVringAddr:
             let a = try VringAddress(validating: p)
@@ -137,7 +140,10 @@ public final class VhostUserDevice {
             if let fd = queues[i].kickFd { close(fd) }
             queues[i].kickFd = nil
             queues[i].kickSet = false
-            return VringState(index: s.index, num: UInt32(queues[i].base)).encoded
+            // Packed: a stopped ring has returned every chain it took, so the used
+            // position and wrap counter (bits 16-31, as QEMU reads them) equal the avail ones.
+            let base = UInt32(queues[i].base)
+            return VringState(index: s.index, num: isPacked ? base | base << 16 : base).encoded
         case .setVringKick:
             let (i, fd) = try takeVringFd(p, &fds, name)
             stop(i)
@@ -190,6 +196,8 @@ public final class VhostUserDevice {
 
     // MARK: internals
 
+    private var isPacked: Bool { ackedFeatures & VirtioFeature.ringPacked != 0 }
+
     private func queueIndex(_ raw: UInt32) throws(VhostUserError) -> Int {
         guard raw < UInt32(2 * queuePairLimit) else { throw .badQueueIndex(raw) }
         return Int(raw)
@@ -237,16 +245,32 @@ public final class VhostUserDevice {
         let n = UInt16(truncatingIfNeeded: q.size)
         let size = q.size == 32768 ? UInt16(32768) : n
         let view = memory.view
-        guard a.descriptorUser % 16 == 0, a.availUser % 2 == 0, a.usedUser % 4 == 0,
+        if isPacked {
+            // virtio 1.2, 2.8.10.1: descriptor ring 16-aligned, event areas 4 bytes, 4-aligned.
+            guard PackedRingLayout.isValidSize(q.size), Int(q.base & 0x7fff) < Int(size),
+                  a.descriptorUser % 16 == 0, a.availUser % 4 == 0, a.usedUser % 4 == 0,
+                  let desc = view.translateUser(a.descriptorUser, PackedRingLayout.descriptorBytes(size)),
+                  let driverEvent = view.translateUser(a.availUser, PackedRingLayout.eventBytes),
+                  let deviceEvent = view.translateUser(a.usedUser, PackedRingLayout.eventBytes)
+            else { throw .ringAddress(queue: UInt32(i)) }
+            start(i, SplitRingLayout(size: size, descriptors: desc, avail: driverEvent, used: deviceEvent), memory)
+            return
+        }
+        guard SplitRingLayout.isValidSize(q.size), a.descriptorUser % 16 == 0, a.availUser % 2 == 0, a.usedUser % 4 == 0,
               let desc = view.translateUser(a.descriptorUser, SplitRingLayout.descriptorBytes(size)),
               let avail = view.translateUser(a.availUser, SplitRingLayout.availBytes(size)),
               let used = view.translateUser(a.usedUser, SplitRingLayout.usedBytes(size))
         else { throw .ringAddress(queue: UInt32(i)) }
-        let config = VringConfiguration(
-            index: i, layout: SplitRingLayout(size: size, descriptors: desc, avail: avail, used: used),
-            lastAvail: q.base, kickFd: q.kickFd, callFd: q.callFd, memory: memory, features: ackedFeatures)
+        start(i, SplitRingLayout(size: size, descriptors: desc, avail: avail, used: used), memory)
+    }
+
+    private func start(_ i: Int, _ layout: SplitRingLayout, _ memory: GuestMemory) {
+        let q = queues[i]
+        let config = VringConfiguration(index: i, layout: layout, lastAvail: q.base, kickFd: q.kickFd,
+                                        callFd: q.callFd, memory: memory, features: ackedFeatures)
         backend.startQueue(config)
         queues[i].running = true
-        logger.debug("queue \(i) started", metadata: ["size": "\(size)", "base": "\(q.base)"])
+        logger.debug("queue \(i) started", metadata: ["size": "\(layout.size)", "base": "\(q.base)",
+                                                      "ring": "\(isPacked ? "packed" : "split")"])
     }
 }

@@ -10,6 +10,9 @@ let package = Package(
         .executableTarget(name: "FuzzForwarding", dependencies: [
             .product(name: "SwitchForFuzzing", package: "vswitch"),
         ]),
+        .executableTarget(name: "FuzzPackedForwarding", dependencies: [
+            .product(name: "SwitchForFuzzing", package: "vswitch"),
+        ]),
         .executableTarget(name: "FuzzVhostUser", dependencies: [
             .product(name: "SwitchForFuzzing", package: "vswitch"),
         ]),

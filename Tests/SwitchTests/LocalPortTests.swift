@@ -28,7 +28,7 @@ final class LocalPortTests: XCTestCase {
     /// A local port on the bridge; returns (slot, the peer end the test reads and writes).
     func attachLocal() -> (Int, Int32) {
         var pair: [Int32] = [-1, -1]
-        XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &pair), 0)
+        XCTAssertEqual(vs_socketpair_seqpacket(&pair), 0)
         fds += pair
         let slot = engine.addLocalPort(bridge: bridge, kind: SlotKind.tap.rawValue, fd: pair[0])!
         return (slot, pair[1])

@@ -52,15 +52,16 @@ final class DeviceTests: XCTestCase {
     }
 
     /// The QEMU start sequence for queues 0 and 1.
-    func startRings(protocolFeatures: Bool = true) throws {
+    func startRings(protocolFeatures: Bool = true, packed: Bool = false, base: UInt32 = 0) throws {
         var features = VirtioFeature.version1 | VirtioFeature.netMergeableRxBuffers
         if protocolFeatures { features |= VirtioFeature.vhostUserProtocolFeatures }
+        if packed { features |= VirtioFeature.ringPacked }
         try send(.setFeatures, u64(features))
         let (region, fd) = guest.memoryTable()
         try send(.setMemTable, MemoryTable(regions: [region]).encoded, fds: [fd])
         for q in 0..<2 {
             try send(.setVringNum, VringState(index: UInt32(q), num: 256).encoded)
-            try send(.setVringBase, VringState(index: UInt32(q), num: 0).encoded)
+            try send(.setVringBase, VringState(index: UInt32(q), num: base).encoded)
             try send(.setVringAddr, address(q))
             try send(.setVringKick, u64(UInt64(q)), fds: [vs_eventfd(0)])
             try send(.setVringCall, u64(UInt64(q)), fds: [vs_eventfd(0)])
@@ -70,7 +71,7 @@ final class DeviceTests: XCTestCase {
     func testNegotiation() throws {
         let f = try XCTUnwrap(send(.getFeatures))
         XCTAssertEqual(f.count, 8)
-        XCTAssertThrowsError(try send(.setFeatures, u64(VirtioFeature.ringPacked))) {
+        XCTAssertThrowsError(try send(.setFeatures, u64(VirtioFeature.accessPlatform))) {
             guard case .unsupportedFeatures = $0 as? VhostUserError else { return XCTFail() }
         }
         XCTAssertEqual(try send(.getQueueNum), u64(8))
@@ -98,6 +99,31 @@ final class DeviceTests: XCTestCase {
         XCTAssertEqual(reply, VringState(index: 1, num: 42).encoded)
         XCTAssertEqual(backend.stopped, [1])
         XCTAssertNil(backend.started[1])
+    }
+
+    /// QEMU sends the avail position and wrap counter in bits 0-15 and the used ones in
+    /// bits 16-31 (a fresh ring: 0x80008000); GET_VRING_BASE answers in the same form.
+    func testPackedRingBaseCarriesWrapCounters() throws {
+        try startRings(protocolFeatures: false, packed: true, base: 0x8000_8000)
+        let config = try XCTUnwrap(backend.started[1])
+        XCTAssertNotNil(config.packedLayout)
+        XCTAssertEqual(config.lastAvail, 0x8000)
+        backend.stopIndex = 0x8000 | 42
+        let reply = try XCTUnwrap(send(.getVringBase, VringState(index: 1, num: 0).encoded))
+        XCTAssertEqual(reply, VringState(index: 1, num: 0x802a_802a).encoded)
+    }
+
+    func testPackedRingBaseBeyondTheRingIsRefused() throws {
+        XCTAssertThrowsError(try startRings(protocolFeatures: false, packed: true, base: 0x8000 | 256)) {
+            XCTAssertEqual($0 as? VhostUserError, .ringAddress(queue: 0))
+        }
+        XCTAssertTrue(backend.started.isEmpty)
+    }
+
+    func testPackedRingSizeNeedNotBeAPowerOfTwo() throws {
+        try send(.setFeatures, u64(VirtioFeature.version1 | VirtioFeature.ringPacked))
+        XCTAssertNoThrow(try send(.setVringNum, VringState(index: 0, num: 100).encoded))
+        XCTAssertThrowsError(try send(.setVringNum, VringState(index: 0, num: 40000).encoded))
     }
 
     func testNewMemoryTableRestartsRunningRings() throws {

@@ -51,6 +51,8 @@ int vs_if_set_up(const char *name, int up);
 int vs_if_mtu(const char *name);
 /// 1 if an interface of this name exists in the caller's network namespace.
 int vs_if_exists(const char *name);
+/// A nonblocking AF_UNIX SOCK_SEQPACKET pair (one message per read, like a TAP descriptor).
+int vs_socketpair_seqpacket(int fds[2]);
 
 /// Socket helpers with sockaddr_un handled in C (path length checked: -2 means too long).
 int vs_unix_listen(const char *path, int backlog);
