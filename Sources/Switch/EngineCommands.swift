@@ -53,6 +53,7 @@ extension ForwardingEngine {
         slot.pointee.kickFds![c.index] = c.kickFd ?? -1
         slot.pointee.callFds![c.index] = c.callFd ?? -1
         slot.pointee.runningMask |= 1 << UInt32(c.index)
+        slot.pointee.brokenMask &= ~(1 << UInt32(c.index))   // set up again: trusted again
         slot.pointee.recomputeRxQueue()
         if c.index & 1 == 1 {
             if let fd = c.kickFd {

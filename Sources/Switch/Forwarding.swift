@@ -34,9 +34,7 @@ extension ForwardingEngine {
         let slot = ports + p
         let q = slot.pointee.queues.unsafelyUnwrapped + qi
         guard let available = q.pointee.availableCount() else {
-            logger.error("guest TX ring is corrupt (avail index jumped); stopping the queue",
-                         metadata: ["port": "\(p)", "queue": "\(qi)"])
-            detachQueue(port: p, queue: qi)
+            ringFailed(port: p, queue: qi, .availIndexJump)
             return 0
         }
         let n = min(available, hot.pointee.batchSize)
@@ -44,7 +42,9 @@ extension ForwardingEngine {
         while k < n {
             guard let head = q.pointee.head(at: k) else {
                 slot.pointee.counters.unsafelyUnwrapped.add(.rxDropBadDescriptor)
-                detachQueue(port: p, queue: qi)
+                q.pointee.consume(k)
+                _ = q.pointee.publishUsed()
+                ringFailed(port: p, queue: qi, .headOutOfRange)
                 return k
             }
             txScratch.pointee.removeAll()
@@ -125,7 +125,12 @@ extension ForwardingEngine {
             return
         }
         let q = slot.pointee.queues.unsafelyUnwrapped + qi
-        guard var available = q.pointee.cachedAvailableCount(), available > 0 else {
+        guard var available = q.pointee.cachedAvailableCount() else {
+            counters.add(.txDropNoBuffers)
+            ringFailed(port: d, queue: qi, .availIndexJump)
+            return
+        }
+        guard available > 0 else {
             counters.add(.txDropNoBuffers)
             return
         }

@@ -24,6 +24,9 @@ struct PortSlot {
     var learnedKey = UInt64.max
     var learnedSecond: UInt32 = 0
     var learnedGeneration: UInt32 = 0
+    /// Queues stopped because their ring was corrupt, and when that was last logged (BrokenRings.swift).
+    var brokenMask: UInt32 = 0
+    var brokenLogSecond: UInt32 = 0
 
     static let txMask: UInt32 = 0xAAAA_AAAA   // odd virtqueues: guest transmit
 

@@ -198,7 +198,10 @@ public final class SwitchController {
                 let d = p.endpoint.device
                 let q = d.queueSummary
                 let up = q.contains { $0.running && $0.index % 2 == 0 } && q.contains { $0.running && $0.index % 2 == 1 }
-                return PortSnapshot(name: p.name, kind: p.kind, path: p.path, state: p.endpoint.state.rawValue,
+                let slot = p.slot
+                let broken = engine.sync { $0.isBroken(port: slot) }   // a corrupt ring was stopped
+                return PortSnapshot(name: p.name, kind: p.kind, path: p.path,
+                                    state: broken ? "broken" : p.endpoint.state.rawValue,
                                     linkUp: up, features: d.ackedFeatures, protocolFeatures: d.ackedProtocolFeatures,
                                     mtu: d.mtu, queues: q)
             })
