@@ -24,8 +24,9 @@ extension ForwardingEngine {
             i &+= 1
         }
         publishDirtyRx()
-        loopCounters[0] &+= 1
-        if frames == 0 { loopCounters[1] &+= 1 } else { loopCounters[3] &+= UInt64(frames) }
+        // Relaxed atomic stores (same instructions as plain ones): loopStatistics() reads them.
+        vs_counter_add(loopCounters, 1)
+        if frames == 0 { vs_counter_add(loopCounters + 1, 1) } else { vs_counter_add(loopCounters + 3, UInt64(frames)) }
         return frames
     }
 
