@@ -97,7 +97,7 @@ final class SoakTests: XCTestCase {
                        "frames out + drops = unicast + broadcast x 15")
         XCTAssertEqual(received, out, "frames out = frames the guests received")
         XCTAssertGreaterThan(c[Self.starving].txDropNoBuffers, 0, "the starving guest's ring ran full")
-        XCTAssertGreaterThanOrEqual(windows, Int(seconds) - 1)
+        XCTAssertGreaterThanOrEqual(windows, Int(seconds * 0.8) - 1, "1-second progress checks made")
         if baselineRSS != 0 {
             XCTAssertLessThan(peakAfterBaseline - baselineRSS, 4 << 20, "memory grew under steady load")
         }
