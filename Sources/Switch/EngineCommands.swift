@@ -72,7 +72,9 @@ extension ForwardingEngine {
     /// Returns the avail index to resume from.
     @discardableResult
     public func stopQueue(port p: Int, queue q: Int) -> UInt16 {
-        guard ports[p].inUse, ports[p].runningMask & (1 << UInt32(q)) != 0 else { return 0 }
+        guard ports[p].inUse else { return 0 }
+        ports[p].brokenMask &= ~(1 << UInt32(q))   // the frontend let go of the ring (BrokenRings.swift)
+        guard ports[p].runningMask & (1 << UInt32(q)) != 0 else { return 0 }
         let last = ports[p].queues![q].lastAvail
         detachQueue(port: p, queue: q)
         return last

@@ -209,6 +209,13 @@ final class HostileGuestTests: XCTestCase {
         vs_store_release_u16(avail + 2, 0x8000)
         h.kick(bad)
         assertBrokenAndOthersForward("TX avail index jump")
+        // The frontend stopping the ring (GET_VRING_BASE, disconnect) clears the mark too.
+        let p0 = h.port(bad)
+        h.engine.sync { $0.stopQueue(port: p0, queue: 1) }
+        XCTAssertFalse(h.isBroken(bad))
+        vs_store_release_u16(avail + 2, 0x8000)
+        h.engine.sync { $0.startQueue(port: p0, self.bad.vringConfiguration(queue: 1, memory: try! self.bad.makeMemory())) }
+        XCTAssertTrue(h.wait { self.h.isBroken(self.bad) }, "broken again")
         // Setting the queue up again (what a guest reset does) clears the mark.
         let memory = try! bad.makeMemory()
         vs_store_release_u16(avail + 2, 0)
