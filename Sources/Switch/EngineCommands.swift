@@ -71,6 +71,7 @@ extension ForwardingEngine {
         slot.pointee.kickFds![c.index] = c.kickFd ?? -1
         slot.pointee.callFds![c.index] = c.callFd ?? -1
         slot.pointee.runningMask |= 1 << UInt32(c.index)
+        slot.pointee.brokenMask &= ~(1 << UInt32(c.index))   // set up again: trusted again
         slot.pointee.recomputeRxQueue()
         if c.index & 1 == 1 {
             if let fd = c.kickFd {
@@ -93,7 +94,9 @@ extension ForwardingEngine {
     /// Returns the avail index to resume from.
     @discardableResult
     public func stopQueue(port p: Int, queue q: Int) -> UInt16 {
-        guard ports[p].inUse, ports[p].runningMask & (1 << UInt32(q)) != 0 else { return 0 }
+        guard ports[p].inUse else { return 0 }
+        ports[p].brokenMask &= ~(1 << UInt32(q))   // the frontend let go of the ring (BrokenRings.swift)
+        guard ports[p].runningMask & (1 << UInt32(q)) != 0 else { return 0 }
         // Packed: position | wrap counter << 15 (vhost-user SET/GET_VRING_BASE).
         let last = ports[p].packedMask & (1 << UInt32(q)) != 0 ? ports[p].packedQueues![q].nextAvail
                                                                 : ports[p].queues![q].lastAvail

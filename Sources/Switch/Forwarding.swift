@@ -27,8 +27,9 @@ extension ForwardingEngine {
             frames &+= pollLocalPorts()
         }
         publishDirtyRx()
-        loopCounters[0] &+= 1
-        if frames == 0 { loopCounters[1] &+= 1 } else { loopCounters[3] &+= UInt64(frames) }
+        // Relaxed atomic stores (same instructions as plain ones): loopStatistics() reads them.
+        vs_counter_add(loopCounters, 1)
+        if frames == 0 { vs_counter_add(loopCounters + 1, 1) } else { vs_counter_add(loopCounters + 3, UInt64(frames)) }
         return frames
     }
 
@@ -38,9 +39,7 @@ extension ForwardingEngine {
         if slot.pointee.packedMask & (1 << UInt32(qi)) != 0 { return processPackedTx(port: p, queue: qi) }
         let q = slot.pointee.queues.unsafelyUnwrapped + qi
         guard let available = q.pointee.availableCount() else {
-            logger.error("guest TX ring is corrupt (avail index jumped); stopping the queue",
-                         metadata: ["port": "\(p)", "queue": "\(qi)"])
-            detachQueue(port: p, queue: qi)
+            ringFailed(port: p, queue: qi, .availIndexJump)
             return 0
         }
         let n = min(available, hot.pointee.batchSize)
@@ -48,7 +47,9 @@ extension ForwardingEngine {
         while k < n {
             guard let head = q.pointee.head(at: k) else {
                 slot.pointee.counters.unsafelyUnwrapped.add(.rxDropBadDescriptor)
-                detachQueue(port: p, queue: qi)
+                q.pointee.consume(k)
+                _ = q.pointee.publishUsed()
+                ringFailed(port: p, queue: qi, .headOutOfRange)
                 return k
             }
             txScratch.pointee.removeAll()
@@ -175,7 +176,12 @@ extension ForwardingEngine {
             }
         }
         let q = slot.pointee.queues.unsafelyUnwrapped + qi
-        guard var available = q.pointee.cachedAvailableCount(), available > 0 else {
+        guard var available = q.pointee.cachedAvailableCount() else {
+            counters.add(.txDropNoBuffers)
+            ringFailed(port: d, queue: qi, .availIndexJump)
+            return
+        }
+        guard available > 0 else {
             counters.add(.txDropNoBuffers)
             return
         }

@@ -151,7 +151,9 @@ public final class ForwardingEngine: @unchecked Sendable {
         let t = Thread { [unowned self] in
             vs_set_thread_name("vswitch-fwd")
             if let cpu { Self.pin(to: cpu) }
+            self.lock.lock()   // read by sync() on other threads (ThreadSanitizer)
             self.threadId = pthread_self()
+            self.lock.unlock()
             self.run()
         }
         t.name = "vswitch-fwd"
@@ -172,7 +174,10 @@ public final class ForwardingEngine: @unchecked Sendable {
     /// thread starts (tests, microbenchmarks) it runs inline.
     @discardableResult
     public func sync<T>(_ body: @escaping (ForwardingEngine) -> T) -> T {
-        if thread == nil || (threadId.map { pthread_equal($0, pthread_self()) != 0 } ?? false) {
+        lock.lock()
+        let forwardingThread = threadId
+        lock.unlock()
+        if thread == nil || (forwardingThread.map { pthread_equal($0, pthread_self()) != 0 } ?? false) {
             return body(self)
         }
         let done = DispatchSemaphore(value: 0)
@@ -237,7 +242,7 @@ public final class ForwardingEngine: @unchecked Sendable {
                 setKicks(enabled: false)
                 continue
             }
-            loopCounters[2] &+= 1
+            vs_counter_add(loopCounters + 2, 1)
             let beforeSleep = vs_rdtsc()
             vs_counter_add(loopCounters + 5, beforeSleep &- loopStart)
             let timeout: Int32 = hot.pointee.kicklessQueues > 0 ? 1 : -1

@@ -67,6 +67,9 @@ struct PortSlot {
     /// bridge (rx) and the frames delivered to it (tx).
     var captureRx: UInt32 = 0
     var captureTx: UInt32 = 0
+    /// Queues stopped because their ring was corrupt, and when that was last logged (BrokenRings.swift).
+    var brokenMask: UInt32 = 0
+    var brokenLogSecond: UInt32 = 0
 
     static let txMask: UInt32 = 0xAAAA_AAAA   // odd virtqueues: guest transmit
 

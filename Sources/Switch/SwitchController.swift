@@ -284,8 +284,10 @@ public final class SwitchController {
             let d = endpoint.device
             let q = d.queueSummary
             let up = q.contains { $0.running && $0.index % 2 == 0 } && q.contains { $0.running && $0.index % 2 == 1 }
-            return PortSnapshot(name: p.name, kind: p.kind, path: p.path, state: endpoint.state.rawValue,
-                                linkUp: up, features: d.ackedFeatures, protocolFeatures: d.ackedProtocolFeatures,
+            let slot = p.slot
+            let broken = engine.sync { $0.isBroken(port: slot) }   // a corrupt ring was stopped
+            return PortSnapshot(name: p.name, kind: p.kind, path: p.path,
+                                state: broken ? "broken" : endpoint.state.rawValue, linkUp: up, features: d.ackedFeatures, protocolFeatures: d.ackedProtocolFeatures,
                                 mtu: d.mtu, queues: q)
         case .tap(let device):
             let mtu = vs_if_mtu(device.name)

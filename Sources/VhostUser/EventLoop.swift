@@ -33,8 +33,11 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     public var inLoopThread: Bool {
-        guard let thread else { return false }
-        return pthread_equal(thread, pthread_self()) != 0
+        lock.lock()   // written by run() on the loop thread, read from any thread
+        let loopThread = thread
+        lock.unlock()
+        guard let loopThread else { return false }
+        return pthread_equal(loopThread, pthread_self()) != 0
     }
 
     /// Watch `fd` for readability (and errors/hang-up); `handler` runs on the loop thread.
@@ -84,7 +87,9 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Runs the loop on the calling thread until `stop()`.
     public func run() {
+        lock.lock()
         thread = pthread_self()
+        lock.unlock()
         var tokens = [UInt64](repeating: 0, count: 32)
         var events = [UInt32](repeating: 0, count: 32)
         while !stopping {

@@ -24,6 +24,7 @@ public enum GuestMemoryError: Error, Equatable, CustomStringConvertible {
     case overlapping(index: Int)
     case fileTooSmall(index: Int, fileSize: Int64, needed: UInt64)
     case fstatFailed(index: Int, errno: Int32)
+    case notAFile(index: Int)
     case mmapFailed(index: Int, errno: Int32)
 
     public var description: String {
@@ -33,6 +34,7 @@ public enum GuestMemoryError: Error, Equatable, CustomStringConvertible {
         case .overlapping(let i): return "memory region \(i) overlaps another region"
         case .fileTooSmall(let i, let have, let need):
             return "memory region \(i): fd is \(have) bytes, mapping needs \(need) (would SIGBUS)"
+        case .notAFile(let i): return "memory region \(i): fd is not a regular file (memfd, tmpfs, hugetlbfs)"
         case .fstatFailed(let i, let e): return "memory region \(i): fstat failed: \(String(cString: strerror(e)))"
         case .mmapFailed(let i, let e): return "memory region \(i): mmap failed: \(String(cString: strerror(e)))"
         }
@@ -157,8 +159,11 @@ public final class GuestMemory: @unchecked Sendable {
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw .fstatFailed(index: i, errno: errno) }
         let needed = r.mmapOffset + r.size   // no overflow: checked in validate
-        // Character devices etc. report size 0; only regular files and hugetlbfs/memfd matter.
-        if (st.st_mode & S_IFMT) == S_IFREG && UInt64(max(st.st_size, 0)) < needed {
+        // Guest RAM is a memfd, a tmpfs or hugetlbfs file: a regular file whose size says
+        // how much may be touched. Anything else (a device, a pipe) has no size to check
+        // against, so a mapping of it could fault: refuse it.
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw .notAFile(index: i) }
+        if UInt64(max(st.st_size, 0)) < needed {
             throw .fileTooSmall(index: i, fileSize: Int64(st.st_size), needed: needed)
         }
         guard needed <= UInt64(Int.max) else { throw .addressOverflow(index: i) }

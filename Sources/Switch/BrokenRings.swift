@@ -1,0 +1,32 @@
+import CShims
+import Virtio
+
+/// What the forwarding thread does with a guest ring it cannot trust any more (avail index
+/// jumped past the ring size, a head index out of range): the queue is detached, the port
+/// is marked broken (`vswitch show` says so) and one line is logged, at most one per port
+/// per second, so a guest that breaks its rings in a loop cannot flood the log. Other ports
+/// are not affected. The mark goes away when the guest sets the queue up again.
+extension ForwardingEngine {
+    enum RingFault: String {
+        case availIndexJump = "avail index jumped past the ring size"
+        case headOutOfRange = "descriptor head index out of range"
+    }
+
+    /// Detaches queue `q` of port `p` and marks the port broken. Forwarding thread only.
+    func ringFailed(port p: Int, queue q: Int, _ fault: RingFault) {
+        let slot = ports + p
+        slot.pointee.brokenMask |= 1 << UInt32(q)
+        let now = UInt32(truncatingIfNeeded: vs_coarse_seconds())
+        if slot.pointee.brokenLogSecond != now {
+            slot.pointee.brokenLogSecond = now
+            logger.error("guest ring is corrupt (\(fault.rawValue)); queue stopped, port marked broken",
+                         metadata: ["port": "\(p)", "queue": "\(q)"])
+        }
+        detachQueue(port: p, queue: q)
+    }
+
+    /// True while a queue of port `p` is stopped because its ring was corrupt.
+    public func isBroken(port p: Int) -> Bool {
+        ports[p].inUse && ports[p].brokenMask != 0
+    }
+}
