@@ -230,9 +230,18 @@ public struct PortStats: Codable, Sendable, Equatable {
     public var txDropNoBuffers: UInt64
     /// Destination RX buffers malformed (bad address, read-only descriptor, ...).
     public var txDropBadDescriptor: UInt64
+    /// VXLAN: datagrams for another VNI, from a host that is not a remote, frames too big
+    /// for the underlay MTU. Absent for other port types.
+    public var rxDropVni: UInt64?
+    public var rxDropUnknownRemote: UInt64?
+    public var txDropTooBig: UInt64?
     public init(port: String, rxPackets: UInt64 = 0, rxBytes: UInt64 = 0, txPackets: UInt64 = 0,
                 txBytes: UInt64 = 0, rxDropBadDescriptor: UInt64 = 0, rxDropRunt: UInt64 = 0,
-                txDropNoBuffers: UInt64 = 0, txDropBadDescriptor: UInt64 = 0) {
+                txDropNoBuffers: UInt64 = 0, txDropBadDescriptor: UInt64 = 0, rxDropVni: UInt64? = nil,
+                rxDropUnknownRemote: UInt64? = nil, txDropTooBig: UInt64? = nil) {
+        self.rxDropVni = rxDropVni
+        self.rxDropUnknownRemote = rxDropUnknownRemote
+        self.txDropTooBig = txDropTooBig
         self.port = port
         self.rxPackets = rxPackets
         self.rxBytes = rxBytes

@@ -12,9 +12,14 @@ public struct PortCounters: Equatable, Sendable {
     public var rxDropRunt: UInt64 = 0
     public var txDropNoBuffers: UInt64 = 0
     public var txDropBadDescriptor: UInt64 = 0
+    /// VXLAN: datagrams for another VNI (or without the I flag), from an address that is not
+    /// a remote of the port, and frames too big for the underlay MTU.
+    public var rxDropVni: UInt64 = 0
+    public var rxDropUnknownRemote: UInt64 = 0
+    public var txDropTooBig: UInt64 = 0
     public init() {}
 
-    static let fieldCount = 8
+    static let fieldCount = 11
 
     /// Snapshot of counters that another thread is updating.
     static func load(_ p: UnsafeMutablePointer<PortCounters>) -> PortCounters {
@@ -28,6 +33,9 @@ public struct PortCounters: Equatable, Sendable {
             c.rxDropRunt = vs_counter_load(f + 5)
             c.txDropNoBuffers = vs_counter_load(f + 6)
             c.txDropBadDescriptor = vs_counter_load(f + 7)
+            c.rxDropVni = vs_counter_load(f + 8)
+            c.rxDropUnknownRemote = vs_counter_load(f + 9)
+            c.txDropTooBig = vs_counter_load(f + 10)
             return c
         }
     }
@@ -36,6 +44,7 @@ public struct PortCounters: Equatable, Sendable {
 /// Field offsets for `vs_counter_add` on the hot path.
 enum Counter: Int {
     case rxPackets = 0, rxBytes, txPackets, txBytes, rxDropBadDescriptor, rxDropRunt, txDropNoBuffers, txDropBadDescriptor
+    case rxDropVni, rxDropUnknownRemote, txDropTooBig
 }
 
 extension UnsafeMutablePointer where Pointee == PortCounters {

@@ -86,6 +86,7 @@ public final class SwitchController {
         enum Attachment {
             case vhost(VhostPortBackend, VhostUserEndpoint)
             case tap(TapDevice)
+            case vxlan(VxlanTunnel)
         }
         let name: String
         let spec: PortSpec
@@ -178,7 +179,8 @@ public final class SwitchController {
         switch spec.kind {
         case .vhostUser, .vhostUserClient: port = try makeVhostPort(bridge: b, name: name, spec: spec)
         case .tap: port = try makeTapPort(bridge: b, name: name, spec: spec)
-        case .pcap, .vxlan: throw .unsupported("port type \(spec.kind.rawValue) is not available yet")
+        case .vxlan: port = try makeVxlanPort(bridge: b, name: name, spec: spec)
+        case .pcap: throw .unsupported("port type \(spec.kind.rawValue) is not available yet")
         }
         bridges[b].ports.append(port)
         logger.info("port added", metadata: ["bridge": "\(bridge)", "port": "\(name)", "type": "\(spec.kind.rawValue)",
@@ -239,7 +241,7 @@ public final class SwitchController {
         }
         let slot = port.slot
         if slot >= 0 { engine.sync { $0.removePort(slot) } }
-        // A TAP device's descriptor closes when `port` goes, after the slot is released.
+        // A TAP device's or tunnel's descriptors close when `port` goes, after the slot is released.
         logger.info("port deleted", metadata: ["bridge": "\(bridge)", "port": "\(name)"])
     }
 
@@ -273,6 +275,8 @@ public final class SwitchController {
                                 features: 0, protocolFeatures: 0, mtu: mtu > 0 ? Int(mtu) : nil, queues: [],
                                 options: ["ifname": device.name,
                                           "namespace": vs_if_exists(device.name) == 1 ? "host" : "other"])
+        case .vxlan(let tunnel):
+            return vxlanSnapshot(p, tunnel)
         }
     }
 
