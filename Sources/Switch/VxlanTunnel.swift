@@ -47,6 +47,8 @@ final class VxlanTunnel {
                 throw .invalidOption("remote \(name): not a unicast address (multicast VXLAN groups are not supported)")
             }
             guard !addresses.contains(a) else { throw .invalidOption("remote \(name) is given twice") }
+            // Our own floods would come back as the remote's and loop through the bridge.
+            guard a != localAddress else { throw .invalidOption("remote \(name) is the tunnel's own --local address") }
             addresses.append(a)
         }
         self.vni = vni

@@ -239,6 +239,8 @@ final class VxlanTests: XCTestCase {
         refuse(PortSpec(kind: .vxlan, remotes: [], vni: 1, dstPort: port), "needs --remote")
         refuse(PortSpec(kind: .vxlan, remotes: ["127.0.0.2"], vni: 1, local: "192.0.2.77", dstPort: port),
                "not an address of this host")
+        refuse(PortSpec(kind: .vxlan, remotes: ["127.0.0.2", "127.0.0.2"], vni: 1, dstPort: port), "given twice")
+        refuse(PortSpec(kind: .vxlan, remotes: ["127.0.0.1"], vni: 1, local: "127.0.0.1", dstPort: port), "own --local")
         let squatter = vs_udp_open(0, UInt16(port), 0)   // another program on the port
         fds.append(squatter)
         refuse(PortSpec(kind: .vxlan, remotes: ["127.0.0.2"], vni: 1, dstPort: port), "already in use by another program")
