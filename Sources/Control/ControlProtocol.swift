@@ -251,16 +251,23 @@ public struct PortStats: Codable, Sendable, Equatable {
     public var txDropBadDescriptor: UInt64
     /// Frames the port's VLAN policy refused (tagged on an access port, VLAN not trunked).
     public var rxDropVlan: UInt64?
-    /// Frames longer than the destination port's MTU.
+    /// Frames longer than the destination port's MTU (for a VXLAN port: the underlay's).
     public var txDropTooBig: UInt64?
     /// Offload metadata (partial checksum, TSO) the switch could not finish for this port.
     public var txDropBadOffload: UInt64?
+    /// VXLAN: datagrams for another VNI, from a host that is not a remote. Absent for other
+    /// port types.
+    public var rxDropVni: UInt64?
+    public var rxDropUnknownRemote: UInt64?
     public init(port: String, rxPackets: UInt64 = 0, rxBytes: UInt64 = 0, txPackets: UInt64 = 0,
                 txBytes: UInt64 = 0, rxDropBadDescriptor: UInt64 = 0, rxDropRunt: UInt64 = 0,
                 txDropNoBuffers: UInt64 = 0, txDropBadDescriptor: UInt64 = 0, rxDropVlan: UInt64? = nil,
-                txDropTooBig: UInt64? = nil, txDropBadOffload: UInt64? = nil) {
+                txDropTooBig: UInt64? = nil, txDropBadOffload: UInt64? = nil, rxDropVni: UInt64? = nil,
+                rxDropUnknownRemote: UInt64? = nil) {
         self.txDropBadOffload = txDropBadOffload
         self.rxDropVlan = rxDropVlan
+        self.rxDropVni = rxDropVni
+        self.rxDropUnknownRemote = rxDropUnknownRemote
         self.txDropTooBig = txDropTooBig
         self.port = port
         self.rxPackets = rxPackets

@@ -68,7 +68,7 @@ extension ForwardingEngine {
     func deliverLocal(to d: Int, frameLength: Int, sourceHeader: Int, edit: UInt32) {
         switch ports[d].kind {
         case .tap: sendToTap(port: d, frameLength: frameLength, sourceHeader: sourceHeader, edit: edit)
-        case .vxlan: sendToTunnel(port: d, frameLength: frameLength, sourceHeader: sourceHeader)
+        case .vxlan: sendToTunnel(port: d, frameLength: frameLength, sourceHeader: sourceHeader, edit: edit)
         case .vhost: break
         }
     }

@@ -19,9 +19,13 @@ public struct PortCounters: Equatable, Sendable {
     /// Frames with offload metadata (partial checksum, TSO) that could not be finished
     /// for this port: offsets outside the frame, not TCP, MSS below 64.
     public var txDropBadOffload: UInt64 = 0
+    /// VXLAN: datagrams for another VNI (or without the I flag), and from an address that
+    /// is not a remote of the port. (Frames too big for the underlay count as txDropTooBig.)
+    public var rxDropVni: UInt64 = 0
+    public var rxDropUnknownRemote: UInt64 = 0
     public init() {}
 
-    static let fieldCount = 11
+    static let fieldCount = 13
 
     /// Snapshot of counters that another thread is updating.
     static func load(_ p: UnsafeMutablePointer<PortCounters>) -> PortCounters {
@@ -38,6 +42,8 @@ public struct PortCounters: Equatable, Sendable {
             c.rxDropVlan = vs_counter_load(f + 8)
             c.txDropTooBig = vs_counter_load(f + 9)
             c.txDropBadOffload = vs_counter_load(f + 10)
+            c.rxDropVni = vs_counter_load(f + 11)
+            c.rxDropUnknownRemote = vs_counter_load(f + 12)
             return c
         }
     }
@@ -46,7 +52,7 @@ public struct PortCounters: Equatable, Sendable {
 /// Field offsets for `vs_counter_add` on the hot path.
 enum Counter: Int {
     case rxPackets = 0, rxBytes, txPackets, txBytes, rxDropBadDescriptor, rxDropRunt, txDropNoBuffers, txDropBadDescriptor,
-         rxDropVlan, txDropTooBig, txDropBadOffload
+         rxDropVlan, txDropTooBig, txDropBadOffload, rxDropVni, rxDropUnknownRemote
 }
 
 extension UnsafeMutablePointer where Pointee == PortCounters {

@@ -87,6 +87,7 @@ public final class SwitchController {
             case vhost(VhostPortBackend, VhostUserEndpoint)
             case tap(TapDevice)
             case pcap(PcapPortInfo)
+            case vxlan(VxlanTunnel)
         }
         let name: String
         let spec: PortSpec
@@ -181,7 +182,7 @@ public final class SwitchController {
         case .vhostUser, .vhostUserClient: port = try makeVhostPort(bridge: b, name: name, spec: spec)
         case .tap: port = try makeTapPort(bridge: b, name: name, spec: spec)
         case .pcap: port = try makePcapPort(bridge: b, name: name, spec: spec)
-        case .vxlan: throw .unsupported("port type \(spec.kind.rawValue) is not available yet")
+        case .vxlan: port = try makeVxlanPort(bridge: b, name: name, spec: spec)
         }
         if !policy.isDefault && port.slot >= 0 {
             let slot = port.slot
@@ -255,7 +256,7 @@ public final class SwitchController {
         let slot = port.slot
         if slot >= 0 { engine.sync { $0.removePort(slot) } }
         if case .pcap(let info) = port.attachment { info.session.finish() }   // the file is complete and closed
-        // A TAP device's descriptor closes when `port` goes, after the slot is released.
+        // A TAP device's or tunnel's descriptors close when `port` goes, after the slot is released.
         logger.info("port deleted", metadata: ["bridge": "\(bridge)", "port": "\(name)"])
     }
 
@@ -299,6 +300,8 @@ public final class SwitchController {
                                           "namespace": vs_if_exists(device.name) == 1 ? "host" : "other"])
         case .pcap(let info):
             return pcapSnapshot(p, info)
+        case .vxlan(let tunnel):
+            return vxlanSnapshot(p, tunnel)
         }
     }
 

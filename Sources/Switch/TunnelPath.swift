@@ -1,8 +1,130 @@
-/// VXLAN tunnel ports on the forwarding thread (see the VXLAN port issue): not built yet.
-extension ForwardingEngine {
-    func receiveFromTunnel(port p: Int) -> Int { 0 }
+import CShims
+#if canImport(Glibc)
+import Glibc
+#endif
 
-    func sendToTunnel(port d: Int, frameLength: Int, sourceHeader: Int) {
-        ports[d].counters.unsafelyUnwrapped.add(.txDropNoBuffers)
+/// VXLAN tunnel ports on the forwarding thread (RFC 7348). A frame leaves as one UDP
+/// datagram per remote, sent with one sendmsg whose first iovec is the 8-byte VXLAN header
+/// and whose others point straight into the source guest's buffers (the kernel's copy is
+/// the only one). A datagram arrives by one recvfrom into `localBuffer` and goes through the
+/// bridge like a frame from a guest. Nothing here allocates.
+extension ForwardingEngine {
+    @inline(__always)
+    private func tunnel(_ slot: UnsafeMutablePointer<PortSlot>) -> UnsafeMutablePointer<VxlanState> {
+        // SAFETY: a vxlan slot's `local` is set by `addLocalPort` to a VxlanState that the
+        // control plane frees only after `removePort` has released the slot.
+        slot.pointee.local.unsafelyUnwrapped.assumingMemoryBound(to: VxlanState.self)
+    }
+
+    /// Reads at most one batch of datagrams, checks their VXLAN header, learns which remote
+    /// each inner source lives behind, and forwards the inner frames.
+    func receiveFromTunnel(port p: Int) -> Int {
+        let slot = ports + p
+        let vx = tunnel(slot)
+        let counters = slot.pointee.counters.unsafelyUnwrapped
+        let fd = slot.pointee.fd
+        var k = 0
+        while k < hot.pointee.batchSize {
+            var from: UInt32 = 0
+            let r = vs_udp_recv(fd, localBuffer, Self.localBufferSize, &from)
+            guard r >= 0 else { break }     // EAGAIN: drained
+            k &+= 1
+            // Only configured remotes may put frames on the bridge (as OVS does): anyone
+            // else who can reach the UDP port would otherwise inject into the segment.
+            var remote = 0
+            while remote < vx.pointee.remoteCount && vx.pointee.remotes[remote] != from { remote &+= 1 }
+            guard remote < vx.pointee.remoteCount else {
+                counters.add(.rxDropUnknownRemote)
+                continue
+            }
+            guard r >= 8 + 14 else {
+                counters.add(.rxDropRunt)
+                continue
+            }
+            // RFC 7348, 5: the I flag (0x08) must be set; the VNI is bytes 4-6.
+            let flags = localBuffer.load(as: UInt8.self)
+            let vniWord = localBuffer.loadUnaligned(fromByteOffset: 4, as: UInt32.self) & UInt32(0x00FF_FFFF).bigEndian
+            guard flags & 0x08 != 0, vniWord == vx.pointee.vniWord else {
+                counters.add(.rxDropVni)
+                continue
+            }
+            if vx.pointee.remoteCount > 1 {
+                let inner = localBuffer + 8
+                let src = UInt64(inner.loadUnaligned(fromByteOffset: 6, as: UInt32.self))
+                    | UInt64(inner.loadUnaligned(fromByteOffset: 10, as: UInt16.self)) << 32
+                if src & 1 == 0 {
+                    vx.pointee.learn(MacTable.key(mac: src, vlan: Self.vlan(inner, length: r - 8)),
+                                     remote: Int32(remote), now: hot.pointee.now)
+                }
+            }
+            loadScratch(localBuffer + 8, length: r - 8)
+            forwardFrame(from: p)
+        }
+        publishDirtyRx()
+        return k
+    }
+
+    /// Sends the frame in `txScratch` (after `sourceHeader` bytes) into the tunnel: to the
+    /// remote its destination was learned from, else to every remote.
+    /// `frameLength` is the source frame's; `edit` changes its 802.1Q tag on the way (`VlanEdit`).
+    func sendToTunnel(port d: Int, frameLength sourceLength: Int, sourceHeader: Int, edit: UInt32 = VlanEdit.none) {
+        let slot = ports + d
+        let vx = tunnel(slot)
+        let counters = slot.pointee.counters.unsafelyUnwrapped
+        let frameLength = VlanEdit.length(sourceLength, edit)
+        iovecs[0] = iovec(iov_base: UnsafeMutableRawPointer(vx.pointee.header), iov_len: 8)
+        let n = Int32(scratchIovecs(from: sourceHeader, start: 1, edit: edit))
+        let (w0, w1) = FrameCopy.peek16(txScratch.pointee, at: sourceHeader)
+        let hash = flowHash(w0, w1, frameLength: sourceLength, offset: sourceHeader)
+        let fd = vx.pointee.sendFds[Int(truncatingIfNeeded: hash % UInt64(vx.pointee.sendCount))]
+        let port = vx.pointee.dstPort
+        var first = 0
+        var last = vx.pointee.remoteCount
+        let dst = w0 & 0xFFFF_FFFF_FFFF
+        if last > 1 && dst & 1 == 0 {
+            let tpid = UInt16(truncatingIfNeeded: w1 >> 32).byteSwapped
+            var vlan: UInt16 = tpid == 0x8100 && sourceLength >= 18 ? UInt16(truncatingIfNeeded: w1 >> 48).byteSwapped & 0xfff : 0
+            if edit != VlanEdit.none { vlan = edit == VlanEdit.pop ? 0 : UInt16(truncatingIfNeeded: edit) & 0xfff }
+            let r = vx.pointee.remote(for: MacTable.key(mac: dst, vlan: vlan), now: hot.pointee.now)
+            if r >= 0 { first = r; last = r &+ 1 }
+        }
+        while first < last {
+            if frameLength > vx.pointee.maxFrame[first] {
+                counters.add(.txDropTooBig)
+            } else if vs_udp_sendv(fd, iovecs, n, vx.pointee.remotes[first], port) == frameLength &+ 8 {
+                counters.add(.txPackets)
+                counters.add(.txBytes, UInt64(frameLength))
+            } else {
+                counters.add(.txDropNoBuffers)     // socket buffer full, no route, ...
+            }
+            first &+= 1
+        }
+    }
+
+    /// A hash of the inner frame's addresses (MACs; for IPv4, the IP addresses and the TCP
+    /// or UDP ports too) picks the send socket, hence the UDP source port: routers that
+    /// spread traffic over equal-cost paths by the outer 5-tuple (ECMP) then spread the
+    /// tunnel's flows, while each flow keeps one path (RFC 7348, 5, "Source Port").
+    @inline(__always)
+    private func flowHash(_ w0: UInt64, _ w1: UInt64, frameLength: Int, offset: Int) -> UInt64 {
+        var h = VxlanState.mix(w0 ^ (w1 & 0xFFFF_FFFF))
+        let s = txScratch.pointee[0]
+        // EtherType 0x0800 (bytes 12-13), IPv4 without options (0x45) in the first segment.
+        guard UInt16(truncatingIfNeeded: w1 >> 32) == 0x0008, frameLength >= 38, offset + 38 <= s.length,
+              (s.base + offset).load(fromByteOffset: 14, as: UInt8.self) == 0x45 else { return h }
+        // SAFETY: offset + 38 <= the first segment's length, checked above.
+        h = VxlanState.mix(h ^ (s.base + offset).loadUnaligned(fromByteOffset: 26, as: UInt64.self))
+        let proto = (s.base + offset).load(fromByteOffset: 23, as: UInt8.self)
+        if proto == 6 || proto == 17 {
+            h = VxlanState.mix(h ^ UInt64((s.base + offset).loadUnaligned(fromByteOffset: 34, as: UInt32.self)))
+        }
+        return h
+    }
+
+    /// The 802.1Q VID of an inner frame, or 0.
+    @inline(__always)
+    private static func vlan(_ frame: UnsafeMutableRawPointer, length: Int) -> UInt16 {
+        guard length >= 18, frame.loadUnaligned(fromByteOffset: 12, as: UInt16.self) == UInt16(0x8100).bigEndian else { return 0 }
+        return UInt16(bigEndian: frame.loadUnaligned(fromByteOffset: 14, as: UInt16.self)) & 0xfff
     }
 }

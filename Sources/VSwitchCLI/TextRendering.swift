@@ -80,7 +80,7 @@ public enum TextRendering {
     public static func stats(_ stats: [PortStats]) -> String {
         if stats.isEmpty { return "no ports" }
         return stats.map { s in
-            let counters: [(String, UInt64)] = [
+            var counters: [(String, UInt64)] = [
                 ("rx packets", s.rxPackets),
                 ("rx bytes", s.rxBytes),
                 ("tx packets", s.txPackets),
@@ -90,9 +90,11 @@ public enum TextRendering {
                 ("tx dropped, no guest buffers", s.txDropNoBuffers),
                 ("tx dropped, bad descriptor", s.txDropBadDescriptor),
                 ("rx dropped, VLAN not allowed", s.rxDropVlan ?? 0),
-                ("tx dropped, larger than MTU", s.txDropTooBig ?? 0),
+                ("tx dropped, larger than MTU", s.txDropTooBig ?? 0),   // VXLAN: the underlay's
                 ("tx dropped, bad offload metadata", s.txDropBadOffload ?? 0),
             ]
+            if let v = s.rxDropVni { counters.append(("rx dropped, other VNI", v)) }
+            if let v = s.rxDropUnknownRemote { counters.append(("rx dropped, unknown remote", v)) }
             let labelWidth = counters.map(\.0.count).max() ?? 0
             let valueWidth = counters.map { String($0.1).count }.max() ?? 0
             let body = counters.map { "    " + pad($0.0 + ":", labelWidth + 1) + " " + pad(String($0.1), valueWidth, right: true) }

@@ -45,13 +45,17 @@ struct RequestHandler {
                     cpuSeconds: controller.engine.threadCPUSeconds(), busyCycles: c.busyCycles,
                     awakeCycles: c.awakeCycles)))
             case .portStats:
-                let rows = try controller.stats(bridge: try need(r.bridge, "bridge"), port: r.port)
+                let bridge = try need(r.bridge, "bridge")
+                let rows = try controller.stats(bridge: bridge, port: r.port)
+                let tunnel = { (port: String) in controller.isTunnel(bridge: bridge, port: port) }
                 return .success(ControlResult(stats: rows.map { name, c in
                     PortStats(port: name, rxPackets: c.rxPackets, rxBytes: c.rxBytes, txPackets: c.txPackets,
                               txBytes: c.txBytes, rxDropBadDescriptor: c.rxDropBadDescriptor, rxDropRunt: c.rxDropRunt,
                               txDropNoBuffers: c.txDropNoBuffers, txDropBadDescriptor: c.txDropBadDescriptor,
                               rxDropVlan: c.rxDropVlan, txDropTooBig: c.txDropTooBig,
-                              txDropBadOffload: c.txDropBadOffload)
+                              txDropBadOffload: c.txDropBadOffload,
+                              rxDropVni: tunnel(name) ? c.rxDropVni : nil,
+                              rxDropUnknownRemote: tunnel(name) ? c.rxDropUnknownRemote : nil)
                 }))
             case .capture:
                 return .failure("capture streams pcap: it is served by LiveCapture, not here")

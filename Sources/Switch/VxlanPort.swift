@@ -1,0 +1,39 @@
+/// `add-port --type vxlan`: the tunnel's sockets come first, then the engine slot, so a bad
+/// option or a busy UDP port leaves nothing behind.
+extension SwitchController {
+    func makeVxlanPort(bridge b: Int, name: String, spec: PortSpec) throws(SwitchError) -> Port {
+        let port = spec.dstPort ?? VxlanTunnel.defaultPort
+        if let other = bridges.flatMap(\.ports).first(where: {
+            if case .vxlan(let t) = $0.attachment { return t.dstPort == port } else { return false }
+        }) {
+            // One receive socket per UDP port: a second tunnel would need demultiplexing by VNI.
+            throw .socket("VXLAN: UDP port \(port) is already used by tunnel port \(other.name)")
+        }
+        let tunnel = try VxlanTunnel(spec: spec)
+        let bridgeSlot = bridges[b].slot
+        let fd = tunnel.receiveFd
+        let local = UnsafeMutableRawPointer(tunnel.state)
+        guard let slot = engine.sync({ $0.addLocalPort(bridge: bridgeSlot, kind: SlotKind.vxlan.rawValue, fd: fd, local: local) }) else {
+            throw .tooMany("ports")
+        }
+        // `show` prints this after the type; the options carry the rest (VNI, ports, local).
+        let remotes = tunnel.remoteNames.joined(separator: ",")
+        return Port(name: name, spec: spec, path: remotes, slot: slot, attachment: .vxlan(tunnel))
+    }
+
+    func vxlanSnapshot(_ p: Port, _ t: VxlanTunnel) -> PortSnapshot {
+        let mtus = t.underlayMtu.map { $0 > 0 ? String($0) : "?" }.joined(separator: ",")
+        return PortSnapshot(name: p.name, kind: p.kind, path: p.path, state: "attached", linkUp: true,
+                            features: 0, protocolFeatures: 0, mtu: t.guestMtu, queues: [],
+                            options: ["remote": t.remoteNames.joined(separator: ","),
+                                      "remote_ip": t.remoteAddresses.map(VxlanTunnel.format).joined(separator: ","),
+                                      "vni": String(t.vni), "dst_port": String(t.dstPort), "local": t.local,
+                                      "src_ports": t.sourcePorts.map(String.init).joined(separator: ","),
+                                      "underlay_mtu": mtus])
+    }
+
+    /// True for tunnel ports (their `port stats` include the tunnel drop counters).
+    public func isTunnel(bridge: String, port: String) -> Bool {
+        bridges.first { $0.name == bridge }?.ports.contains { $0.name == port && $0.kind == .vxlan } ?? false
+    }
+}

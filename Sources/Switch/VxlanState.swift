@@ -1,0 +1,97 @@
+/// What the forwarding thread knows about one VXLAN tunnel port (behind `PortSlot.local`).
+/// Plain values and raw pointers only: the send and receive paths read it without reference
+/// counting. `VxlanTunnel` (control plane) allocates it before the port slot exists and
+/// frees it after the slot is gone, so the forwarding thread never sees it half-built.
+struct VxlanState {
+    /// RFC 7348, 5: outer IPv4 (20) + UDP (8) + VXLAN (8) bytes around the inner Ethernet
+    /// frame; the outer Ethernet header (14) makes the usual "50 bytes" of overhead.
+    static let ipUdpVxlanOverhead = 36
+    static let maxRemotes = 16
+    /// Send sockets, each bound to its own UDP source port (see `flowHash`).
+    static let sendSockets = 8
+    /// Learned inner MAC -> remote entries (open addressing, power of two).
+    static let tableSize = 4096
+    static let probeLimit = 8
+    /// Seconds a learned remote is trusted; after that a unicast frame is flooded to every
+    /// remote again (the bridge's own MAC table decides whether it goes to the tunnel at all).
+    static let learnSeconds: UInt32 = 300
+
+    /// The 8-byte VXLAN header, ready to send (network byte order): flags 0x08 (I: the VNI
+    /// is valid), 24 reserved bits, the VNI, 8 reserved bits.
+    var header: UnsafeMutablePointer<UInt64>
+    /// The VNI as it appears in bytes 4-7 of a received header (VNI << 8, big-endian).
+    var vniWord: UInt32
+    var dstPort: UInt16
+    var remoteCount: Int
+    /// Remote addresses (IPv4, network byte order) and the largest inner Ethernet frame
+    /// that fits the underlay MTU towards each.
+    var remotes: UnsafeMutablePointer<UInt32>
+    var maxFrame: UnsafeMutablePointer<Int>
+    var sendFds: UnsafeMutablePointer<Int32>
+    var sendCount: Int
+    var learned: UnsafeMutablePointer<LearnedRemote>
+
+    struct LearnedRemote {
+        /// `MacTable.key` of the inner source (MAC + VLAN); UInt64.max: empty.
+        var key = UInt64.max
+        var remote: Int32 = 0
+        var seen: UInt32 = 0
+    }
+
+    static func header(vni: UInt32) -> UInt64 {
+        // Bytes on the wire: 08 00 00 00 | v2 v1 v0 00. Little-endian load of those bytes:
+        let word1 = UInt64((vni << 8).bigEndian)
+        return 0x08 | word1 << 32
+    }
+
+    @inline(__always)
+    static func slot(_ key: UInt64) -> Int {
+        Int(truncatingIfNeeded: mix(key) >> 52) & (tableSize - 1)
+    }
+
+    /// A 64-bit finalizer (splitmix64): cheap, and every input bit moves every output bit.
+    @inline(__always)
+    static func mix(_ x: UInt64) -> UInt64 {
+        var h = x &* 0x9E37_79B9_7F4A_7C15
+        h ^= h >> 29
+        h &*= 0xBF58_476D_1CE4_E5B9
+        h ^= h >> 32
+        return h
+    }
+
+    /// Records that inner source `key` lives behind remote `r` (forwarding thread).
+    @inline(__always)
+    func learn(_ key: UInt64, remote r: Int32, now: UInt32) {
+        var i = Self.slot(key)
+        var victim = i
+        var oldest = UInt32.max
+        var n = 0
+        while n < Self.probeLimit {
+            let e = learned + i
+            if e.pointee.key == key || e.pointee.key == .max {
+                e.pointee = LearnedRemote(key: key, remote: r, seen: now)
+                return
+            }
+            let age = now &- e.pointee.seen
+            if oldest == .max || age > oldest { oldest = age; victim = i }
+            i = (i &+ 1) & (Self.tableSize - 1)
+            n &+= 1
+        }
+        learned[victim] = LearnedRemote(key: key, remote: r, seen: now)
+    }
+
+    /// The remote `key` was learned from, or -1 (unknown or too old: flood to all).
+    @inline(__always)
+    func remote(for key: UInt64, now: UInt32) -> Int {
+        var i = Self.slot(key)
+        var n = 0
+        while n < Self.probeLimit {
+            let e = learned[i]
+            if e.key == key { return now &- e.seen < Self.learnSeconds ? Int(e.remote) : -1 }
+            if e.key == .max { return -1 }
+            i = (i &+ 1) & (Self.tableSize - 1)
+            n &+= 1
+        }
+        return -1
+    }
+}
