@@ -20,6 +20,7 @@ public final class VhostUserDevice {
         VirtioFeature.netOffloads | VirtioFeature.version1 | VirtioFeature.ringIndirectDescriptors | VirtioFeature.ringEventIndex
         | VirtioFeature.netMergeableRxBuffers | VirtioFeature.netMTU | VirtioFeature.netMultiqueue
         | VirtioFeature.anyLayout | VirtioFeature.vhostUserProtocolFeatures | VirtioFeature.ringPacked
+        | VirtioFeature.inOrder
     public static let offeredProtocolFeatures: UInt64 =
         VhostUserProtocolFeature.multiqueue | VhostUserProtocolFeature.replyAck | VhostUserProtocolFeature.mtu
 

@@ -25,6 +25,10 @@ public enum VirtioFeature {
     public static let version1: UInt64 = 1 << 32
     public static let accessPlatform: UInt64 = 1 << 33
     public static let ringPacked: UInt64 = 1 << 34
+    /// The device uses buffers in the order they were made available (virtio 1.2, 2.7.9 /
+    /// 2.8.20). The switch always does: each queue is processed in ring order, and a chain
+    /// it cannot use is left where it is.
+    public static let inOrder: UInt64 = 1 << 35
 
     /// Human-readable names for `vswitch show`.
     public static let names: [(UInt64, String)] = [
@@ -35,7 +39,7 @@ public enum VirtioFeature {
         (notifyOnEmpty, "NOTIFY_ON_EMPTY"), (anyLayout, "ANY_LAYOUT"),
         (ringIndirectDescriptors, "INDIRECT_DESC"), (ringEventIndex, "EVENT_IDX"),
         (vhostUserProtocolFeatures, "PROTOCOL_FEATURES"), (version1, "VERSION_1"),
-        (accessPlatform, "ACCESS_PLATFORM"), (ringPacked, "RING_PACKED"),
+        (accessPlatform, "ACCESS_PLATFORM"), (ringPacked, "RING_PACKED"), (inOrder, "IN_ORDER"),
     ]
 
     public static func describe(_ bits: UInt64) -> [String] {

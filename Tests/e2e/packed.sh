@@ -41,8 +41,8 @@ testpmd_start() {
     # shellcheck disable=SC2054  # commas belong to the DPDK arguments
     local cmd=(timeout -k 5 -s INT "$RUN_SECS" "$TESTPMD" -l "0,1" --main-lcore 1 --no-pci -m 512
         --single-file-segments --file-prefix "$prefix"
-        --vdev "net_virtio_user0,path=$s0,queues=1,server=1,packed_vq=$5,mac=02:00:00:00:00:00"
-        --vdev "net_virtio_user1,path=$s1,queues=1,server=1,packed_vq=$6,mac=02:00:00:00:00:01"
+        --vdev "net_virtio_user0,path=$s0,queues=1,server=1,packed_vq=$5,mac=02:00:00:00:00:00${TP_VDEV_EXTRA:-}"
+        --vdev "net_virtio_user1,path=$s1,queues=1,server=1,packed_vq=$6,mac=02:00:00:00:00:01${TP_VDEV_EXTRA:-}"
         -- --forward-mode=io --txpkts=64 --eth-peer=0,02:00:00:00:00:01 --eth-peer=1,02:00:00:00:00:00
         --nb-cores=1 --total-num-mbufs=32768 --tx-first --stats-period 1)
     printf '%q ' "${cmd[@]}" >"$log.cmdline"
@@ -157,5 +157,6 @@ E2E_CLEANUP_HOOKS+=(testpmd_files_cleanup)
 vswitchd_start
 testpmd_round 1 1 1
 testpmd_round 2 1 0
+TP_VDEV_EXTRA=",in_order=1" testpmd_round 3 1 1   # packed with VIRTIO_F_IN_ORDER negotiated
 guest_round
 e2e_pass
