@@ -86,6 +86,9 @@ testpmd_round() {
     else [[ " $f0 " != *" RING_PACKED "* ]] || e2e_fail "round $n: $p0 negotiated RING_PACKED without packed_vq"; fi
     if ((pk1)); then [[ " $f1 " == *" RING_PACKED "* ]] || e2e_fail "round $n: $p1 did not negotiate RING_PACKED"
     else [[ " $f1 " != *" RING_PACKED "* ]] || e2e_fail "round $n: $p1 negotiated RING_PACKED without packed_vq"; fi
+    if [[ ${TP_VDEV_EXTRA:-} == *in_order=1* ]]; then
+        [[ " $f0 " == *" IN_ORDER "* && " $f1 " == *" IN_ORDER "* ]] || e2e_fail "round $n: IN_ORDER not negotiated"
+    fi
     local a0 a1 b0 b1
     a0=$(rx_of "$br" "$p0"); a1=$(rx_of "$br" "$p1")
     sleep 3
