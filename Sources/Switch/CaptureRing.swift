@@ -28,7 +28,11 @@ public struct CaptureRing {
     /// Control block words (each index on its own cache line).
     /// `cachedTailWord`: the producer's last look at `tail`, next to `head` on the producer's
     /// cache line, so a frame re-reads the consumer's line only when the ring looks full.
-    static let headWord = 0, cachedTailWord = 1, tailWord = 8, recordedWord = 16, droppedWord = 17, sleepingWord = 24, closedWord = 25
+    /// `cursorWord` / `unpublishedWord`: the producer's write position and its record count
+    /// not yet published (the engine publishes once per batch: one release store and one
+    /// look at the consumer's line per batch instead of per frame).
+    static let headWord = 0, cachedTailWord = 1, cursorWord = 2, unpublishedWord = 3, tailWord = 8, recordedWord = 16,
+               droppedWord = 17, sleepingWord = 24, closedWord = 25
     static let controlWords = 32
 
     let control: UnsafeMutablePointer<UInt64>
@@ -44,9 +48,18 @@ public struct CaptureRing {
     /// (and counts a drop) when the ring has no room. Never blocks or allocates.
     @inline(__always)
     func record(_ list: SegmentList, offset: Int, length: Int, snaplen: Int) -> Bool {
+        let ok = recordUnpublished(list, offset: offset, length: length, snaplen: snaplen)
+        publish()
+        return ok
+    }
+
+    /// Like `record`, but the record becomes visible to the writer only at the next
+    /// `publish()` (the forwarding engine publishes after each batch).
+    @inline(__always)
+    func recordUnpublished(_ list: SegmentList, offset: Int, length: Int, snaplen: Int) -> Bool {
         let captured = min(length, snaplen)
         let need = Self.headerSize &+ ((captured &+ 15) & ~15)
-        let head = control[Self.headWord]
+        let head = control[Self.cursorWord]
         var off = Int(truncatingIfNeeded: head) & (capacity &- 1)
         let room = capacity &- off
         let wrap = room < need ? room : 0
@@ -72,15 +85,25 @@ public struct CaptureRing {
         p.storeBytes(of: UInt32(truncatingIfNeeded: length), toByteOffset: 8, as: UInt32.self)
         p.storeBytes(of: UInt32(truncatingIfNeeded: captured), toByteOffset: 12, as: UInt32.self)
         Self.gather(list, offset: offset, count: captured, to: p + Self.headerSize)
-        vs_store_release_u64(control + Self.headWord, h &+ UInt64(need))
-        vs_counter_add(control + Self.recordedWord, 1)
-        // Wake a sleeping writer. Without a full fence a wake-up can be missed in a rare
-        // race; the writer's wait has a timeout, so that costs latency, not frames.
+        control[Self.cursorWord] = h &+ UInt64(need)
+        control[Self.unpublishedWord] &+= 1
+        return true
+    }
+
+    /// Makes the records written since the last call visible to the writer (one release
+    /// store) and wakes it if it sleeps. Without a full fence a wake-up can be missed in a
+    /// rare race; the writer's wait has a timeout, so that costs latency, not frames.
+    @inline(__always)
+    func publish() {
+        let cursor = control[Self.cursorWord]
+        guard cursor != control[Self.headWord] else { return }
+        vs_store_release_u64(control + Self.headWord, cursor)
+        vs_counter_add(control + Self.recordedWord, control[Self.unpublishedWord])
+        control[Self.unpublishedWord] = 0
         if vs_counter_load(control + Self.sleepingWord) != 0 {
             vs_store_relaxed_u64(control + Self.sleepingWord, 0)
             _ = vs_eventfd_signal(wakeFd)
         }
-        return true
     }
 
     /// Copies `count` bytes of a segment list from byte `offset` to `dst`. The caller has

@@ -36,8 +36,21 @@ extension ForwardingEngine {
         var m = mask
         while m != 0 {
             let t = captureTaps + m.trailingZeroBitCount
-            _ = t.pointee.ring.unsafelyUnwrapped.record(txScratch.pointee, offset: offset, length: length,
-                                                        snaplen: t.pointee.snaplen)
+            _ = t.pointee.ring.unsafelyUnwrapped.recordUnpublished(txScratch.pointee, offset: offset, length: length,
+                                                                   snaplen: t.pointee.snaplen)
+            m &= m &- 1
+        }
+        hot.pointee.unpublishedCaptures |= mask
+    }
+
+    /// Publishes what the taps in `hot.unpublishedCaptures` recorded (after each batch).
+    @inline(never)
+    func publishCaptures() {
+        var m = hot.pointee.unpublishedCaptures
+        hot.pointee.unpublishedCaptures = 0
+        while m != 0 {
+            let t = captureTaps + m.trailingZeroBitCount
+            if t.pointee.inUse { t.pointee.ring?.publish() }
             m &= m &- 1
         }
     }
@@ -84,6 +97,7 @@ extension ForwardingEngine {
     /// no longer touches its ring.
     public func removeCaptureTap(_ t: Int) {
         guard t >= 0, t < Self.maxCaptureTaps, captureTaps[t].inUse else { return }
+        captureTaps[t].ring?.publish()
         clearCaptureBit(t)
         captureTaps[t] = CaptureTapSlot()
     }
@@ -96,6 +110,7 @@ extension ForwardingEngine {
             let tap = captureTaps[t]
             guard (b >= 0 && tap.bridge == Int32(b)) || (p >= 0 && tap.port == Int32(p)) else { continue }
             clearCaptureBit(t)
+            tap.ring?.publish()
             tap.ring?.markClosed()
         }
     }

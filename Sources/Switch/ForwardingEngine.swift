@@ -305,6 +305,8 @@ struct HotState {
     var batchSize = 32
     /// The current frame's offload fields (virtio-net header bytes 0-7, 0 = none) and
     /// csum_offset; whether it was copied to `offloadBuffer`.
+    /// Capture taps with records not yet published to their writers.
+    var unpublishedCaptures: UInt32 = 0
     var offloadHeader: UInt64 = 0
     var offloadCsumOffset: UInt16 = 0
     var linearized = false

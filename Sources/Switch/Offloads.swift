@@ -42,7 +42,7 @@ extension ForwardingEngine {
             hot.pointee.passHeader = fields
             hot.pointee.passCsumOffset = hot.pointee.offloadCsumOffset
             hot.pointee.offloadHeader = 0
-            deliver(to: d, frameLength: frameLength, sourceHeader: sourceHeader, edit: edit)
+            deliverFrame(to: d, frameLength: frameLength, sourceHeader: sourceHeader, edit: edit)
             hot.pointee.offloadHeader = h
             hot.pointee.passHeader = 0
             hot.pointee.passCsumOffset = 0
@@ -61,7 +61,7 @@ extension ForwardingEngine {
                 return
             }
             hot.pointee.offloadHeader = 0
-            deliver(to: d, frameLength: frameLength, sourceHeader: sourceHeader, edit: edit)
+            deliverFrame(to: d, frameLength: frameLength, sourceHeader: sourceHeader, edit: edit)
             return
         }
         if !segment(frame, frameLength: frameLength, sourceHeader: sourceHeader, gso: gso, to: d, edit: edit) {
@@ -171,7 +171,7 @@ extension ForwardingEngine {
             let sum = InternetChecksum.sum(out + l4, count: tcpLength, initial: pseudo)
             InternetChecksum.store(InternetChecksum.finish(sum), at: out + l4 + 16)
             loadScratch(segmentBuffer, length: sourceHeader + headers + n)
-            deliver(to: d, frameLength: headers + n, sourceHeader: sourceHeader, edit: edit)
+            deliverFrame(to: d, frameLength: headers + n, sourceHeader: sourceHeader, edit: edit)
             offset += n
             i += 1
         } while offset < payload
