@@ -97,8 +97,10 @@ restart_round() {
     w2=$(wait_replies vm2 10.0.0.1 3 90)
     e2e_msg "after kill -$sig: pings flow again ${w1}s (vm1) and $((SECONDS - t0))s (vm2) after the start"
     e2e_snapshot "after kill -$sig and restart"
-    show_ports | grep -q '^vm1 .* connected up$' || e2e_fail "vm1 not connected/up: $(show_ports | tr '\n' ';')"
-    show_ports | grep -q '^vm2 .* connected up$' || e2e_fail "vm2 not connected/up: $(show_ports | tr '\n' ';')"
+    local ports   # not piped into grep -q: an early exit would break the pipe (pipefail)
+    ports=$(show_ports)
+    grep -q '^vm1 .* connected up$' <<<"$ports" || e2e_fail "vm1 not connected/up: $(tr '\n' ';' <<<"$ports")"
+    grep -q '^vm2 .* connected up$' <<<"$ports" || e2e_fail "vm2 not connected/up: $(tr '\n' ';' <<<"$ports")"
 }
 
 restart_round KILL

@@ -75,7 +75,7 @@ requests=$(tcpdump -nr "$CAP/all.pcap" 'icmp[icmptype] == icmp-echo' 2>/dev/null
 replies=$(tcpdump -nr "$CAP/all.pcap" 'icmp[icmptype] == icmp-echoreply' 2>/dev/null | wc -l)
 e2e_msg "all.pcap: $requests echo requests, $replies replies; the guests sent $sent pings"
 ((requests >= sent && replies >= sent - 2)) || e2e_fail "all.pcap lacks echo frames: $requests requests, $replies replies for $sent pings"
-tcpdump -nr "$CAP/all.pcap" arp 2>/dev/null | grep -q ARP || e2e_fail "all.pcap has no ARP frames"
+grep -q ARP <<<"$(tcpdump -nr "$CAP/all.pcap" arp 2>/dev/null)" || e2e_fail "all.pcap has no ARP frames"
 
 # 3. The filtered file keeps only ICMP, and all of it.
 icmp_all=$(tcpdump -nr "$CAP/all.pcap" icmp 2>/dev/null | wc -l)

@@ -20,7 +20,7 @@ vswitchd_start
 vsw_ok add-br br0 >/dev/null
 vsw_ok add-port br0 vm1 --type vhostuserclient --path "$E2E_TMP/vm1.sock" >/dev/null
 vsw_ok add-port br0 tap0 --type tap --ifname "$TAP" >/dev/null
-ip link show "$TAP" | grep -q "UP" || e2e_fail "TAP $TAP is not up after add-port: $(ip link show "$TAP" 2>&1)"
+grep -q "UP" <<<"$(ip link show "$TAP")" || e2e_fail "TAP $TAP is not up after add-port: $(ip link show "$TAP" 2>&1)"
 e2e_msg "TAP $TAP created and up"
 
 # Error cases: clear messages, nothing created, the bridge keeps working.
@@ -34,7 +34,8 @@ expect_refused() {
 expect_refused "same interface twice" "already port tap0" add-port br0 tap1 --type tap --ifname "$TAP"
 expect_refused "not a TAP device" "not a TAP device" add-port br0 tap1 --type tap --ifname lo
 expect_refused "missing --ifname" "--ifname" add-port br0 tap1 --type tap
-show_ports | grep -q '^tap1 ' && e2e_fail "a refused port was created anyway"
+ports=$(show_ports)
+grep -q '^tap1 ' <<<"$ports" && e2e_fail "a refused port was created anyway"
 
 # Into the namespace: the descriptor keeps carrying frames.
 ip link set "$TAP" netns "$NS" || e2e_fail "cannot move $TAP into $NS"
@@ -55,7 +56,7 @@ expect_fdb_has br0 52:54:00:00:00:01 "$ns_mac"
 fdb=$(fdb_macs br0)
 grep -qi "^$ns_mac tap0 " <<<"$fdb" || e2e_fail "$ns_mac not learned on tap0: $(tr '\n' ';' <<<"$fdb")"
 expect_traffic br0 vm1 tap0
-vsw show | grep -A3 "Port tap0" | grep -q "type: *tap" || e2e_fail "show does not list tap0 as a tap port: $(vsw show)"
+grep -A3 "Port tap0" <<<"$(vsw show)" | grep -q "type: *tap" || e2e_fail "show does not list tap0 as a tap port: $(vsw show)"
 
 vsw_ok del-port br0 tap0 >/dev/null
 sleep 0.5

@@ -18,7 +18,8 @@ vsw_ok add-br br0 >/dev/null
 vsw_ok add-port br0 vm1 --type vhostuserclient --path "$E2E_TMP/vm1.sock" --vlan-mode access --tag 10 >/dev/null
 vsw_ok add-port br0 vm2 --type vhostuserclient --path "$E2E_TMP/vm2.sock" --vlan-mode access --tag 20 >/dev/null
 vsw_ok add-port br0 trunk --type tap --ifname "$TAP" --vlan-mode trunk --trunks 10,20 >/dev/null
-vsw show | grep -q "vlan: *trunk 10,20" || e2e_fail "show does not give the trunk policy: $(vsw show)"
+shown=$(vsw show)
+grep -q "vlan: *trunk 10,20" <<<"$shown" || e2e_fail "show does not give the trunk policy: $shown"
 
 # The trunk's far side: two hosts, 10.0.10.9 on VLAN 10 and 10.0.20.9 on VLAN 20, answered
 # by a small responder on an AF_PACKET socket (no kernel 8021q module needed), and tcpdump.
@@ -39,7 +40,7 @@ e2e_wait_up vm2
 e2e_ping_check vm1 1
 e2e_ping_check vm2 1
 
-guest_cmd_output vm1 | grep -q VLAN-LEAK && e2e_fail "VLAN leak: vm1 (VLAN 10) reached vm2's 10.0.10.2 (VLAN 20)"
+grep -q VLAN-LEAK <<<"$(guest_cmd_output vm1)" && e2e_fail "VLAN leak: vm1 (VLAN 10) reached vm2's 10.0.10.2 (VLAN 20)"
 e2e_msg "vm1 (VLAN 10) -> 10.0.10.2 (vm2, VLAN 20): unreachable, as it must be"
 grep -q "VLAN 10 icmp 10.0.10.1 -> 10.0.10.9" "$E2E_LOG_DIR/vlan_host.log" || e2e_fail "no VLAN-10 echo from vm1 on the trunk"
 grep -q "VLAN 20 icmp 10.0.20.2 -> 10.0.20.9" "$E2E_LOG_DIR/vlan_host.log" || e2e_fail "no VLAN-20 echo from vm2 on the trunk"

@@ -87,7 +87,7 @@ err=$(vswb add-port br0 vx0 --type vxlan --remote 198.51.100.1 --vni 42 2>&1) ||
 ((rc == 1)) || e2e_fail "add-port on a busy UDP port: exit $rc, expected 1 ($err)"
 grep -q "already in use by another program" <<<"$err" || e2e_fail "unclear error for a busy UDP port: $err"
 e2e_msg "busy UDP port refused: $err"
-vswb show | grep -q "Port vx0" && e2e_fail "a refused tunnel port was created anyway"
+grep -q "Port vx0" <<<"$(vswb show)" && e2e_fail "a refused tunnel port was created anyway"
 rc=0
 err=$(vswb add-port br0 vx0 --type vxlan --remote no-such-host.invalid --vni 42 2>&1) || rc=$?
 ((rc == 1)) && grep -q "cannot resolve remote" <<<"$err" || e2e_fail "unresolvable remote: exit $rc: $err"
@@ -134,8 +134,8 @@ e2e_check_daemon
 kill -0 "$PID_B" 2>/dev/null || e2e_fail "vswitchd B died (see vswitchd-b.log)"
 
 expect_fdb_has br0 52:54:00:00:00:01 52:54:00:00:00:02 "$K_MAC"
-fdb_macs br0 | grep -qi "^$K_MAC vx0 " || e2e_fail "vx42's MAC is not on vx0: $(fdb_macs br0 | tr '\n' ';')"
-fdb_macs br0 | grep -qi "^52:54:00:00:00:02 vx0 " || e2e_fail "vm2's MAC is not on vx0"
+grep -qi "^$K_MAC vx0 " <<<"$(fdb_macs br0)" || e2e_fail "vx42's MAC is not on vx0: $(fdb_macs br0 | tr '\n' ';')"
+grep -qi "^52:54:00:00:00:02 vx0 " <<<"$(fdb_macs br0)" || e2e_fail "vm2's MAC is not on vx0"
 expect_traffic br0 vm1 vx0
 bstats=$(vswb port stats br0 vx0) || e2e_fail "B: port stats failed"
 grep -Eq "tx packets: +[1-9]" <<<"$bstats" && grep -Eq "rx packets: +[1-9]" <<<"$bstats" ||
