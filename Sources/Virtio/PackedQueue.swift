@@ -231,7 +231,7 @@ public struct PackedQueue {
                 return walkIndirect(addr, len, writable: writable, into: &segments, limit: limit)
             }
             if (flags & Self.descFlagWrite != 0) != writable { return .wrongDirection }
-            if let e = appendBuffer(addr, len, to: &segments, limit: limit) { return e }
+            if let e = segments.appendGuestBuffer(addr, len, memory: memory, limit: limit) { return e }
             s &+= 1
             pos &+= 1
             if pos == size { pos = 0 }
@@ -256,29 +256,9 @@ public struct PackedQueue {
             let l = d.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
             let flags = d.loadUnaligned(fromByteOffset: 14, as: UInt16.self)
             if (flags & Self.descFlagWrite != 0) != writable { return .wrongDirection }
-            if let e = appendBuffer(a, l, to: &segments, limit: limit) { return e }
+            if let e = segments.appendGuestBuffer(a, l, memory: memory, limit: limit) { return e }
             i &+= 1
         }
-        return nil
-    }
-
-    /// Translates one descriptor's buffer, split at region edges.
-    @inlinable
-    func appendBuffer(_ addr: UInt64, _ len: UInt32, to segments: inout SegmentList, limit: Int) -> ChainError? {
-        guard len > 0 else { return nil }
-        guard segments.totalLength + Int(len) <= limit else { return .frameTooLong }
-        var gpa = addr
-        var remaining = UInt64(len)
-        while remaining > 0 {
-            guard segments.count < segments.capacity else { return .tooManySegments }
-            guard let (host, n) = memory.translate(gpa, remaining) else { return .badAddress }
-            segments.storage[segments.count] = BufferSegment(base: host, length: Int(n))
-            segments.count &+= 1
-            // No overflow: n <= remaining, and gpa + n stays inside a region (checked at map).
-            remaining &-= n
-            gpa &+= n
-        }
-        segments.totalLength &+= Int(len)
         return nil
     }
 

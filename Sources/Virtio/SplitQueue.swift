@@ -43,6 +43,28 @@ public struct SegmentList {
         totalLength = 0
     }
     @inlinable public subscript(i: Int) -> BufferSegment { storage[i] }
+
+    /// Translates one descriptor's buffer (guest address and length, both guest-supplied)
+    /// through `memory` and appends it, split at region edges. Shared by split and packed rings.
+    @inlinable
+    public mutating func appendGuestBuffer(_ addr: UInt64, _ len: UInt32, memory: GuestMemoryView,
+                                           limit: Int) -> ChainError? {
+        guard len > 0 else { return nil }
+        guard totalLength + Int(len) <= limit else { return .frameTooLong }
+        var gpa = addr
+        var remaining = UInt64(len)
+        while remaining > 0 {
+            guard count < capacity else { return .tooManySegments }
+            guard let (host, n) = memory.translate(gpa, remaining) else { return .badAddress }
+            storage[count] = BufferSegment(base: host, length: Int(n))
+            count &+= 1
+            // No overflow: n <= remaining, and gpa + n stays inside a region (checked at map).
+            remaining &-= n
+            gpa &+= n
+        }
+        totalLength &+= Int(len)
+        return nil
+    }
 }
 
 /// Where the three parts of a split virtqueue live in host memory (virtio 1.2, 2.7).
@@ -201,31 +223,11 @@ public struct SplitQueue {
                 continue
             }
             if (flags & Self.descFlagWrite != 0) != writable { return .wrongDirection }
-            if let e = appendBuffer(addr, len, to: &segments, limit: limit) { return e }
+            if let e = segments.appendGuestBuffer(addr, len, memory: memory, limit: limit) { return e }
             if flags & Self.descFlagNext == 0 { return nil }
             guard Int(next) < tableSize else { return .nextOutOfRange }
             index = Int(next)
         }
-    }
-
-    /// Translates one descriptor's buffer, split at region edges.
-    @inlinable
-    func appendBuffer(_ addr: UInt64, _ len: UInt32, to segments: inout SegmentList, limit: Int) -> ChainError? {
-        guard len > 0 else { return nil }
-        guard segments.totalLength + Int(len) <= limit else { return .frameTooLong }
-        var gpa = addr
-        var remaining = UInt64(len)
-        while remaining > 0 {
-            guard segments.count < segments.capacity else { return .tooManySegments }
-            guard let (host, n) = memory.translate(gpa, remaining) else { return .badAddress }
-            segments.storage[segments.count] = BufferSegment(base: host, length: Int(n))
-            segments.count &+= 1
-            // No overflow: n <= remaining, and gpa + n stays inside a region (checked at map).
-            remaining &-= n
-            gpa &+= n
-        }
-        segments.totalLength &+= Int(len)
-        return nil
     }
 
     /// Marks `count` chains as consumed.
