@@ -196,6 +196,21 @@ extension ForwardingEngine {
         }
         let header = slot.pointee.headerLength
         let needed = header + frameLength
+        // Fast path: the frame lies in the source's first buffer and the destination's next
+        // chain is one buffer that holds it (DPDK mbufs, Linux's mergeable pages): header,
+        // one memcpy, one used entry; no scatter lists.
+        if edit == VlanEdit.none, sourceHeader + frameLength <= txScratch.pointee[0].length,
+           let head = q.pointee.head(at: 0), let buffer = q.pointee.singleBuffer(head: head, writable: true),
+           buffer.length >= needed {
+            // SAFETY: needed = header + frameLength <= buffer.length; the source range was just checked.
+            FrameCopy.writeHeader(hot.pointee.passHeader, UInt32(hot.pointee.passCsumOffset) | 1 << 16,
+                                  length: header, at: buffer.base)
+            (buffer.base + header).copyMemory(from: txScratch.pointee[0].base + sourceHeader, byteCount: frameLength)
+            q.pointee.pushUsed(id: head, length: UInt32(truncatingIfNeeded: needed))
+            q.pointee.consume(1)
+            finishDelivery(to: d, queue: qi, frameLength: frameLength, sourceLength: sourceLength, sourceHeader: sourceHeader)
+            return
+        }
         rxScratch.pointee.removeAll()
         var chains = 0
         if slot.pointee.mergeable {
@@ -233,8 +248,8 @@ extension ForwardingEngine {
         }
         // The virtio-net header: no offloads (or the source's, when this port takes them),
         // num_buffers = chains used.
-        var netHeader: (UInt64, UInt32) = (hot.pointee.passHeader, UInt32(hot.pointee.passCsumOffset) | UInt32(chains) << 16)
-        withUnsafeBytes(of: &netHeader) { FrameCopy.write($0.baseAddress!, count: header, to: rxScratch.pointee) }
+        FrameCopy.writeHeader(hot.pointee.passHeader, UInt32(hot.pointee.passCsumOffset) | UInt32(chains) << 16,
+                              length: header, to: rxScratch.pointee)
         if edit == VlanEdit.none {
             FrameCopy.copy(from: txScratch.pointee, srcOffset: sourceHeader, to: rxScratch.pointee, dstOffset: header, count: frameLength)
         } else {
@@ -250,14 +265,23 @@ extension ForwardingEngine {
             c &+= 1
         }
         q.pointee.consume(chains)
+        finishDelivery(to: d, queue: qi, frameLength: frameLength, sourceLength: sourceLength, sourceHeader: sourceHeader)
+    }
+
+    /// After a frame went into RX queue `qi` of port `d`: the queue is marked for publishing
+    /// (`publishDirtyRx`), the port's counters move, and its tx captures see the frame, as
+    /// it entered the bridge (before any VLAN edit).
+    @inline(__always)
+    func finishDelivery(to d: Int, queue qi: Int, frameLength: Int, sourceLength: Int, sourceHeader: Int) {
+        let slot = ports + d
         if slot.pointee.dirtyMask == 0 {
             dirtyPorts[hot.pointee.dirtyCount] = Int32(d)
             hot.pointee.dirtyCount &+= 1
         }
         slot.pointee.dirtyMask |= 1 << UInt32(qi)
+        let counters = slot.pointee.counters.unsafelyUnwrapped
         counters.add(.txPackets)
         counters.add(.txBytes, UInt64(frameLength))
-        // The capture records the frame as it entered the bridge (before any VLAN edit).
         let watched = slot.pointee.captureTx
         if watched != 0 { captureFrame(watched, offset: sourceHeader, length: sourceLength) }
     }

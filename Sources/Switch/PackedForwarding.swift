@@ -69,8 +69,8 @@ extension ForwardingEngine {
         }
         // The virtio-net header: no offloads (or the source's, when this port takes them),
         // num_buffers = chains used.
-        var netHeader: (UInt64, UInt32) = (hot.pointee.passHeader, UInt32(hot.pointee.passCsumOffset) | UInt32(chains) << 16)
-        withUnsafeBytes(of: &netHeader) { FrameCopy.write($0.baseAddress!, count: header, to: rxScratch.pointee) }
+        FrameCopy.writeHeader(hot.pointee.passHeader, UInt32(hot.pointee.passCsumOffset) | UInt32(chains) << 16,
+                              length: header, to: rxScratch.pointee)
         if edit == VlanEdit.none {
             FrameCopy.copy(from: txScratch.pointee, srcOffset: sourceHeader, to: rxScratch.pointee, dstOffset: header, count: frameLength)
         } else {
@@ -86,14 +86,6 @@ extension ForwardingEngine {
             c &+= 1
         }
         q.pointee.consume(chains)
-        if slot.pointee.dirtyMask == 0 {
-            dirtyPorts[hot.pointee.dirtyCount] = Int32(d)
-            hot.pointee.dirtyCount &+= 1
-        }
-        slot.pointee.dirtyMask |= 1 << UInt32(qi)
-        counters.add(.txPackets)
-        counters.add(.txBytes, UInt64(frameLength))
-        let watched = slot.pointee.captureTx
-        if watched != 0 { captureFrame(watched, offset: sourceHeader, length: sourceLength) }
+        finishDelivery(to: d, queue: qi, frameLength: frameLength, sourceLength: sourceLength, sourceHeader: sourceHeader)
     }
 }

@@ -59,7 +59,7 @@ public struct GuestMemoryView {
     /// Translates the start of a guest-physical range. Returns the host address and how
     /// many of `length` bytes are contiguous there (a buffer may cross region edges:
     /// call again with the rest). nil when `gpa` is in no region.
-    @inlinable
+    @inlinable @inline(__always)
     public func translate(_ gpa: UInt64, _ length: UInt64) -> (UnsafeMutableRawPointer, UInt64)? {
         var i = 0
         while i < count {

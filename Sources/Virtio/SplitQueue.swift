@@ -149,7 +149,7 @@ public struct SplitQueue {
     /// last time are used up. The RX side asks once per frame; re-reading a cache line
     /// the other core keeps writing would cost a transfer each time (DPDK and the kernel
     /// also read avail.idx once per burst).
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func cachedAvailableCount() -> Int? {
         let n = availSeen &- lastAvail
         if n != 0 && n <= layout.size { return Int(n) }
@@ -165,6 +165,22 @@ public struct SplitQueue {
         return head < layout.size ? head : nil
     }
 
+    /// The buffer of chain `head` when the chain is one direct descriptor (no NEXT, no
+    /// INDIRECT) of the given direction, non-empty and inside one memory region: how Linux
+    /// and DPDK post most buffers. nil means "not that simple": `walkChain` then handles
+    /// (or rejects) the chain.
+    @inlinable @inline(__always)
+    public func singleBuffer(head: UInt16, writable: Bool) -> BufferSegment? {
+        guard head < layout.size else { return nil }
+        // SAFETY: head < size; the table was translated with 16 * size bytes.
+        let d = layout.descriptors + 16 * Int(head)
+        guard d.loadUnaligned(fromByteOffset: 12, as: UInt16.self) == (writable ? Self.descFlagWrite : 0) else { return nil }
+        let addr = d.loadUnaligned(as: UInt64.self)
+        let len = d.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
+        guard len > 0, let (host, n) = memory.translate(addr, UInt64(len)), n == UInt64(len) else { return nil }
+        return BufferSegment(base: host, length: Int(len))
+    }
+
     /// Walks the chain starting at `head`, appending translated buffers to `segments`.
     /// `writable`: true for RX chains (device writes), false for TX (device reads).
     /// `limit`: total bytes accepted before the chain is refused.
@@ -174,28 +190,27 @@ public struct SplitQueue {
         guard head < layout.size else { return .headOutOfRange }
         // Fast path: one direct descriptor in one memory region (how Linux and DPDK post
         // most buffers). Same checks as below, in fewer steps.
-        // SAFETY: head < size; the table was translated with 16 * size bytes.
-        let d0 = layout.descriptors + 16 * Int(head)
-        let flags0 = d0.loadUnaligned(fromByteOffset: 12, as: UInt16.self)
-        if flags0 == (writable ? Self.descFlagWrite : 0), segments.count < segments.capacity {
-            let addr = d0.loadUnaligned(as: UInt64.self)
-            let len = d0.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
-            if len > 0, segments.totalLength + Int(len) <= limit,
-               let (host, n) = memory.translate(addr, UInt64(len)), n == UInt64(len) {
-                segments.storage[segments.count] = BufferSegment(base: host, length: Int(len))
-                segments.count &+= 1
-                segments.totalLength &+= Int(len)
-                return nil
-            }
+        if segments.count < segments.capacity, let buffer = singleBuffer(head: head, writable: writable),
+           segments.totalLength + buffer.length <= limit {
+            segments.storage[segments.count] = buffer
+            segments.count &+= 1
+            segments.totalLength &+= buffer.length
+            return nil
         }
-        return walkChainSlowly(head: head, writable: writable, into: &segments, limit: limit)
+        return Self.walkChainSlowly(head: head, writable: writable, into: &segments, limit: limit,
+                                    descriptors: layout.descriptors, size: layout.size, memory: memory,
+                                    indirect: indirect)
     }
 
-    @inlinable
-    public func walkChainSlowly(head: UInt16, writable: Bool, into segments: inout SegmentList,
-                                limit: Int) -> ChainError? {
-        var table = layout.descriptors
-        var tableSize = Int(layout.size)
+    /// Any chain: several descriptors, indirect tables, buffers across regions. Static, with
+    /// the ring's fields as arguments: an instance method would make the inlined fast path
+    /// copy the whole queue struct to the stack first, for every frame.
+    @inlinable @inline(never)
+    public static func walkChainSlowly(head: UInt16, writable: Bool, into segments: inout SegmentList,
+                                       limit: Int, descriptors: UnsafeMutableRawPointer, size: UInt16,
+                                       memory: GuestMemoryView, indirect: Bool) -> ChainError? {
+        var table = descriptors
+        var tableSize = Int(size)
         var index = Int(head)
         var hops = 0
         var inIndirect = false
