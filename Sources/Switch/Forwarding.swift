@@ -43,6 +43,7 @@ extension ForwardingEngine {
             return 0
         }
         let n = min(available, hot.pointee.batchSize)
+        let fast = fastLaneOpen(from: p)
         var k = 0
         while k < n {
             guard let head = q.pointee.head(at: k) else {
@@ -51,6 +52,11 @@ extension ForwardingEngine {
                 _ = q.pointee.publishUsed()
                 ringFailed(port: p, queue: qi, .headOutOfRange)
                 return k
+            }
+            if fast, let buffer = q.pointee.singleBuffer(head: head, writable: false), forwardFast(buffer, from: p) {
+                q.pointee.pushUsed(id: head, length: 0)
+                k &+= 1
+                continue
             }
             txScratch.pointee.removeAll()
             if q.pointee.walkChain(head: head, writable: false, into: &txScratch.pointee, limit: Self.maxFrame) != nil {
