@@ -69,6 +69,7 @@ extension ForwardingEngine {
             hot.pointee.dirtyCount &+= 1
         }
         destination.pointee.dirtyMask |= 1 &<< UInt32(truncatingIfNeeded: qi)   // qi < 32: a running queue
+        slot.pointee.lastDestination = out
         let rxCounters = slot.pointee.counters.unsafelyUnwrapped
         rxCounters.add(.rxPackets)
         rxCounters.add(.rxBytes, UInt64(frameLength))
@@ -76,5 +77,51 @@ extension ForwardingEngine {
         txCounters.add(.txPackets)
         txCounters.add(.txBytes, UInt64(frameLength))
         return true
+    }
+
+    /// Prefetches, for writing, the first two cache lines (virtio-net header, Ethernet
+    /// header) of the next `count` receive buffers of the port that port `p`'s frames went
+    /// to last. Those lines were last written by the other CPU, and a store that misses
+    /// blocks the store buffer: asked for a batch ahead, the transfers overlap. Hints only:
+    /// every value read is bounds-checked as usual, and a wrong guess costs nothing but time.
+    @inline(never)
+    func prefetchReceiveBuffers(after p: Int, count: Int) {
+        let d = Int(ports[p].lastDestination)
+        guard d >= 0 else { return }
+        let destination = ports + d
+        let qi = destination.pointee.rxQueue
+        guard qi >= 0, !destination.pointee.rxSlowPath else { return }
+        let q = destination.pointee.queues.unsafelyUnwrapped + qi
+        let m = min(count, Int(q.pointee.availSeen &- q.pointee.lastAvail), Int(q.pointee.layout.size))
+        var j = 0
+        while j < m {
+            guard let head = q.pointee.head(at: j), let b = q.pointee.singleBuffer(head: head, writable: true) else { return }
+            vs_prefetch_write(b.base)
+            vs_prefetch_write(b.base + min(b.length &- 1, 64))
+            j &+= 1
+        }
+    }
+
+    /// Finds the buffers of the next `count` chains of TX queue `q` of port `p` into
+    /// `batchBuffers` (length 0: not a single buffer, left to the general path) and
+    /// prefetches their first two cache lines, and the receive buffers they will probably
+    /// go to. Returns how many chains it looked at (fewer only at a bad head index, which
+    /// the caller then meets and handles).
+    @inline(never)
+    func gatherTransmitBuffers(port p: Int, queue q: UnsafeMutablePointer<SplitQueue>, count: Int) -> Int {
+        prefetchReceiveBuffers(after: p, count: count)
+        var j = 0
+        while j < count {
+            guard let head = q.pointee.head(at: j) else { return j }
+            if let b = q.pointee.singleBuffer(head: head, writable: false) {
+                batchBuffers[j] = b
+                vs_prefetch(b.base)
+                vs_prefetch(b.base + min(b.length &- 1, 64))
+            } else {
+                batchBuffers[j] = BufferSegment(base: localBuffer, length: 0)
+            }
+            j &+= 1
+        }
+        return j
     }
 }

@@ -42,8 +42,9 @@ extension ForwardingEngine {
             ringFailed(port: p, queue: qi, .availIndexJump)
             return 0
         }
-        let n = min(available, hot.pointee.batchSize)
-        let fast = fastLaneOpen(from: p)
+        let n = min(available, hot.pointee.batchSize, Self.maxBatch)
+        // Fast-lane batches: every chain's buffer found (and prefetched) up front.
+        let gathered = fastLaneOpen(from: p) ? gatherTransmitBuffers(port: p, queue: q, count: n) : 0
         var k = 0
         while k < n {
             guard let head = q.pointee.head(at: k) else {
@@ -53,10 +54,13 @@ extension ForwardingEngine {
                 ringFailed(port: p, queue: qi, .headOutOfRange)
                 return k
             }
-            if fast, let buffer = q.pointee.singleBuffer(head: head, writable: false), forwardFast(buffer, from: p) {
-                q.pointee.pushUsed(id: head, length: 0)
-                k &+= 1
-                continue
+            if k < gathered {
+                let buffer = batchBuffers[k]
+                if buffer.length > 0 && forwardFast(buffer, from: p) {
+                    q.pointee.pushUsed(id: head, length: 0)
+                    k &+= 1
+                    continue
+                }
             }
             txScratch.pointee.removeAll()
             if q.pointee.walkChain(head: head, writable: false, into: &txScratch.pointee, limit: Self.maxFrame) != nil {

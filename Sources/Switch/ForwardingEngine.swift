@@ -59,6 +59,10 @@ public final class ForwardingEngine: @unchecked Sendable {
     let txScratch: UnsafeMutablePointer<SegmentList>
     let rxScratch: UnsafeMutablePointer<SegmentList>
     let chainHeads = UnsafeMutablePointer<UInt16>.allocate(capacity: 256)
+    /// The buffers of a fast-lane TX batch (`gatherTransmitBuffers`); batches are at most
+    /// `maxBatch` chains.
+    static let maxBatch = 256
+    let batchBuffers = UnsafeMutablePointer<BufferSegment>.allocate(capacity: ForwardingEngine.maxBatch)
     let chainEnds = UnsafeMutablePointer<Int>.allocate(capacity: 256)
     /// One frame read from a non-vhost port (TAP, VXLAN), forwarded before the next read.
     let localBuffer = UnsafeMutableRawPointer.allocate(byteCount: ForwardingEngine.localBufferSize, alignment: 64)
@@ -134,6 +138,7 @@ public final class ForwardingEngine: @unchecked Sendable {
         rxScratch.deallocate()
         hot.deallocate()
         chainHeads.deallocate()
+        batchBuffers.deallocate()
         chainEnds.deallocate()
         pendingTasks.deallocate()
         loopCounters.deallocate()

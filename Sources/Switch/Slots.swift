@@ -58,6 +58,9 @@ struct PortSlot {
     var learnedKey = UInt64.max
     var learnedSecond: UInt32 = 0
     var learnedGeneration: UInt32 = 0
+    /// Where this port's last fast-lane frame went: the next batch prefetches that port's
+    /// receive buffers (a hint only; -1: none).
+    var lastDestination: Int32 = -1
     /// 802.1Q membership (see `VlanPolicy`); the default carries every VLAN as it is.
     var vlan = VlanPolicy()
     /// Largest frame (Ethernet header and payload, without an 802.1Q tag) delivered to this

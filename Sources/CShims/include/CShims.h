@@ -127,6 +127,12 @@ static inline void vs_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_C
 static inline void vs_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
 static inline void vs_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
 
+/// Cache-line prefetch hints: never fault, never change memory. The forwarding loop asks
+/// for the lines the other CPU (the guest or generator) wrote last, a batch ahead, so that
+/// those transfers overlap instead of stalling one frame after another.
+static inline void vs_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
+static inline void vs_prefetch_write(const void *p) { __builtin_prefetch(p, 1, 3); }
+
 /// Counters written by the forwarding thread and read by the control thread.
 static inline void vs_counter_add(uint64_t *p, uint64_t n) {
     __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
