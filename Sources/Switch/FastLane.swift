@@ -37,12 +37,14 @@ extension ForwardingEngine {
         // SAFETY: header + 16 <= buffer.length, which `singleBuffer` bounds-checked.
         // Offload metadata: NEEDS_CSUM (flags bit 0) or a gso_type (byte 1); see readOffloadHeader.
         if slot.pointee.sendsOffloads && base.loadUnaligned(as: UInt16.self) & 0xff01 != 0 { return false }
-        let addresses = EthernetAddresses((base + header).loadUnaligned(as: UInt64.self),
-                                          (base + header).loadUnaligned(fromByteOffset: 8, as: UInt64.self),
-                                          frameLength: frameLength)
-        let dst = addresses.destination, vlan = addresses.vlan
+        let w0 = (base + header).loadUnaligned(as: UInt64.self)
+        let w1 = (base + header).loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+        let dst = w0 & 0xFFFF_FFFF_FFFF
         guard dst & 1 == 0 else { return false }   // broadcast or multicast: flooded by forwardFrame
-        learn(addresses.source, vlan: vlan, port: p)
+        let src = (w0 >> 48) | (w1 & 0xFFFF_FFFF) << 16
+        let tpid = UInt16(truncatingIfNeeded: w1 >> 32).byteSwapped
+        let vlan: UInt16 = tpid == 0x8100 && frameLength >= 18 ? UInt16(truncatingIfNeeded: w1 >> 48).byteSwapped & 0xfff : 0
+        learn(src, vlan: vlan, port: p)
         let bridge = bridges + Int(slot.pointee.bridge)
         let out = bridge.pointee.table.unsafelyUnwrapped.lookup(MacTable.key(mac: dst, vlan: vlan), now: hot.pointee.now)
         guard out >= 0, Int(out) != p else { return false }
@@ -57,10 +59,16 @@ extension ForwardingEngine {
         let rxHeader = destination.pointee.headerLength
         let needed = rxHeader + frameLength
         guard rx.length >= needed else { return false }
-        // No offloads. SAFETY: needed <= rx.length, and rx was bounds-checked by singleBuffer.
-        Self.fillSingleBuffer(q, head: head, buffer: rx, header: rxHeader, headerWord: 0, csumOffset: 0,
-                              frame: base + header, length: frameLength)
-        markDirty(port: d, queue: qi)
+        // No offloads, num_buffers 1. SAFETY: needed <= rx.length, checked by singleBuffer.
+        FrameCopy.writeHeader(0, 1 << 16, length: rxHeader, at: rx.base)
+        (rx.base + rxHeader).copyMemory(from: base + header, byteCount: frameLength)
+        q.pointee.pushUsed(id: head, length: UInt32(truncatingIfNeeded: needed))
+        q.pointee.consume(1)
+        if destination.pointee.dirtyMask == 0 {
+            dirtyPorts[hot.pointee.dirtyCount] = Int32(d)
+            hot.pointee.dirtyCount &+= 1
+        }
+        destination.pointee.dirtyMask |= 1 &<< UInt32(truncatingIfNeeded: qi)   // qi < 32: a running queue
         slot.pointee.lastDestination = out
         let rxCounters = slot.pointee.counters.unsafelyUnwrapped
         rxCounters.add(.rxPackets)
@@ -88,22 +96,9 @@ extension ForwardingEngine {
         var j = 0
         while j < m {
             guard let head = q.pointee.head(at: j), let b = q.pointee.singleBuffer(head: head, writable: true) else { return }
-            Self.prefetchFirstLines(of: b, forWriting: true)
-            j &+= 1
-        }
-    }
-
-    /// The first two cache lines of a buffer: the virtio-net and Ethernet headers (for a
-    /// 64 B frame, all of it).
-    @inline(__always)
-    static func prefetchFirstLines(of b: BufferSegment, forWriting: Bool) {
-        let second = b.base + min(b.length &- 1, 64)
-        if forWriting {
             vs_prefetch_write(b.base)
-            vs_prefetch_write(second)
-        } else {
-            vs_prefetch(b.base)
-            vs_prefetch(second)
+            vs_prefetch_write(b.base + min(b.length &- 1, 64))
+            j &+= 1
         }
     }
 
@@ -120,7 +115,8 @@ extension ForwardingEngine {
             guard let head = q.pointee.head(at: j) else { return j }
             if let b = q.pointee.singleBuffer(head: head, writable: false) {
                 batchBuffers[j] = b
-                Self.prefetchFirstLines(of: b, forWriting: false)
+                vs_prefetch(b.base)
+                vs_prefetch(b.base + min(b.length &- 1, 64))
             } else {
                 batchBuffers[j] = BufferSegment(base: localBuffer, length: 0)
             }

@@ -94,15 +94,19 @@ extension ForwardingEngine {
         counters.add(.rxBytes, UInt64(frameLength))
         if slot.pointee.sendsOffloads { readOffloadHeader() } else { hot.pointee.offloadHeader = 0 }
         let (w0, w1) = FrameCopy.peek16(txScratch.pointee, at: header)
-        let addresses = EthernetAddresses(w0, w1, frameLength: frameLength)
-        let dst = addresses.destination, src = addresses.source, vlan = addresses.vlan
+        let dst = w0 & 0xFFFF_FFFF_FFFF
+        let src = (w0 >> 48) | (w1 & 0xFFFF_FFFF) << 16
+        // 802.1Q: TPID 0x8100 at bytes 12-13 (big-endian on the wire), VID in bytes 14-15.
+        let tpid = UInt16(truncatingIfNeeded: w1 >> 32).byteSwapped
+        let vlan: UInt16 = tpid == 0x8100 && frameLength >= 18
+            ? UInt16(truncatingIfNeeded: w1 >> 48).byteSwapped & 0xfff : 0
         let b = Int(slot.pointee.bridge)
         let bridge = bridges + b
         let watched = bridge.pointee.captureMask | slot.pointee.captureRx
         if watched != 0 { captureFrame(watched, offset: header, length: frameLength) }
         if bridge.pointee.vlanAware {
             forwardVlanAware(from: p, frameLength: frameLength, header: header, dst: dst, src: src,
-                             tagged: addresses.tagged, vid: vlan)
+                             tagged: tpid == 0x8100 && frameLength >= 18, vid: vlan)
             return
         }
         learn(src, vlan: vlan, port: p)
@@ -182,8 +186,7 @@ extension ForwardingEngine {
         if slot.pointee.rxSlowPath {   // several RX queues, or packed ones
             if slot.pointee.rxQueueCount > 1 {
                 let (w0, w1) = FrameCopy.peek16(txScratch.pointee, at: sourceHeader)
-                let addresses = EthernetAddresses(w0, w1, frameLength: sourceLength)
-                qi = slot.pointee.rxQueue(forAddresses: addresses.destination, addresses.source)
+                qi = slot.pointee.rxQueue(forAddresses: w0 & 0xFFFF_FFFF_FFFF, (w0 >> 48) | (w1 & 0xFFFF_FFFF) << 16)
             }
             if slot.pointee.packedMask & (1 << UInt32(qi)) != 0 {
                 deliverPacked(to: d, queue: qi, frameLength: frameLength, sourceLength: sourceLength,
@@ -210,9 +213,11 @@ extension ForwardingEngine {
            let head = q.pointee.head(at: 0), let buffer = q.pointee.singleBuffer(head: head, writable: true),
            buffer.length >= needed {
             // SAFETY: needed = header + frameLength <= buffer.length; the source range was just checked.
-            Self.fillSingleBuffer(q, head: head, buffer: buffer, header: header, headerWord: hot.pointee.passHeader,
-                                  csumOffset: hot.pointee.passCsumOffset, frame: txScratch.pointee[0].base + sourceHeader,
-                                  length: frameLength)
+            FrameCopy.writeHeader(hot.pointee.passHeader, UInt32(hot.pointee.passCsumOffset) | 1 << 16,
+                                  length: header, at: buffer.base)
+            (buffer.base + header).copyMemory(from: txScratch.pointee[0].base + sourceHeader, byteCount: frameLength)
+            q.pointee.pushUsed(id: head, length: UInt32(truncatingIfNeeded: needed))
+            q.pointee.consume(1)
             finishDelivery(to: d, queue: qi, frameLength: frameLength, sourceLength: sourceLength, sourceHeader: sourceHeader)
             return
         }
@@ -279,35 +284,16 @@ extension ForwardingEngine {
     @inline(__always)
     func finishDelivery(to d: Int, queue qi: Int, frameLength: Int, sourceLength: Int, sourceHeader: Int) {
         let slot = ports + d
-        markDirty(port: d, queue: qi)
+        if slot.pointee.dirtyMask == 0 {
+            dirtyPorts[hot.pointee.dirtyCount] = Int32(d)
+            hot.pointee.dirtyCount &+= 1
+        }
+        slot.pointee.dirtyMask |= 1 << UInt32(qi)
         let counters = slot.pointee.counters.unsafelyUnwrapped
         counters.add(.txPackets)
         counters.add(.txBytes, UInt64(frameLength))
         let watched = slot.pointee.captureTx
         if watched != 0 { captureFrame(watched, offset: sourceHeader, length: sourceLength) }
-    }
-
-    /// Fills the one-buffer chain `head` of split RX queue `q`: the virtio-net header
-    /// (`headerWord` = bytes 0-7, then `csumOffset`, num_buffers 1), the frame, the used
-    /// entry. The caller has checked that `header + length <= buffer.length`.
-    @inline(__always)
-    static func fillSingleBuffer(_ q: UnsafeMutablePointer<SplitQueue>, head: UInt16, buffer: BufferSegment, header: Int,
-                                 headerWord: UInt64, csumOffset: UInt16, frame: UnsafeRawPointer, length: Int) {
-        FrameCopy.writeHeader(headerWord, UInt32(csumOffset) | 1 << 16, length: header, at: buffer.base)
-        (buffer.base + header).copyMemory(from: frame, byteCount: length)
-        q.pointee.pushUsed(id: head, length: UInt32(truncatingIfNeeded: header + length))
-        q.pointee.consume(1)
-    }
-
-    /// Queue `qi` of port `d` has used entries for `publishDirtyRx` to publish.
-    @inline(__always)
-    func markDirty(port d: Int, queue qi: Int) {
-        let slot = ports + d
-        if slot.pointee.dirtyMask == 0 {
-            dirtyPorts[hot.pointee.dirtyCount] = Int32(d)
-            hot.pointee.dirtyCount &+= 1
-        }
-        slot.pointee.dirtyMask |= 1 &<< UInt32(truncatingIfNeeded: qi)   // qi < 32: a running queue
     }
 
     /// A frame over the port's MTU still fits if it leaves with an 802.1Q tag that the MTU

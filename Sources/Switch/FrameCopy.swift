@@ -14,26 +14,6 @@ enum VlanEdit {
     }
 }
 
-/// A frame's addresses and 802.1Q tag, from its first 16 bytes as `FrameCopy.peek16`
-/// loads them (little-endian words: a MAC's first octet is its low byte).
-struct EthernetAddresses {
-    /// Destination and source MAC, low 48 bits.
-    let destination: UInt64
-    let source: UInt64
-    /// TPID 0x8100 at bytes 12-13 (big-endian on the wire) in a frame long enough for a tag.
-    let tagged: Bool
-    /// The tag's VLAN id (bytes 14-15, low 12 bits), 0 when untagged.
-    let vlan: UInt16
-
-    @inline(__always)
-    init(_ w0: UInt64, _ w1: UInt64, frameLength: Int) {
-        destination = w0 & 0xFFFF_FFFF_FFFF
-        source = (w0 >> 48) | (w1 & 0xFFFF_FFFF) << 16
-        tagged = UInt16(truncatingIfNeeded: w1 >> 32).byteSwapped == 0x8100 && frameLength >= 18
-        vlan = tagged ? UInt16(truncatingIfNeeded: w1 >> 48).byteSwapped & 0xfff : 0
-    }
-}
-
 enum FrameCopy {
     /// Copies `count` bytes from `src` starting at byte `srcOffset` to `dst` starting at
     /// byte `dstOffset`. The caller has checked both lists hold enough bytes.
@@ -105,15 +85,23 @@ enum FrameCopy {
     /// Linux and DPDK guests), instead of a memcpy call of a variable length.
     @inline(__always)
     static func writeHeader(_ w0: UInt64, _ w1: UInt32, length: Int, to dst: SegmentList) {
-        if length <= dst[0].length && (length == 12 || length == 10) {
-            writeHeader(w0, w1, length: length, at: dst[0].base)   // SAFETY: fits in the first segment
-            return
+        if length <= dst[0].length {
+            // SAFETY: `length` bytes fit in the first segment; storeBytes is unaligned-safe.
+            let p = dst[0].base
+            p.storeBytes(of: w0, as: UInt64.self)
+            if length == 12 {
+                p.storeBytes(of: w1, toByteOffset: 8, as: UInt32.self)
+                return
+            }
+            if length == 10 {
+                p.storeBytes(of: UInt16(truncatingIfNeeded: w1), toByteOffset: 8, as: UInt16.self)
+                return
+            }
         }
         writeHeaderSlowly(w0, w1, length: length, to: dst)
     }
 
-    /// `writeHeader` into one buffer known to hold `length` (10 or 12) bytes (storeBytes
-    /// is unaligned-safe).
+    /// `writeHeader` into one buffer known to hold `length` (10 or 12) bytes.
     @inline(__always)
     static func writeHeader(_ w0: UInt64, _ w1: UInt32, length: Int, at p: UnsafeMutableRawPointer) {
         p.storeBytes(of: w0, as: UInt64.self)

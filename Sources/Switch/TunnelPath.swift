@@ -80,10 +80,10 @@ extension ForwardingEngine {
         let port = vx.pointee.dstPort
         var first = 0
         var last = vx.pointee.remoteCount
-        let addresses = EthernetAddresses(w0, w1, frameLength: sourceLength)
-        let dst = addresses.destination
+        let dst = w0 & 0xFFFF_FFFF_FFFF
         if last > 1 && dst & 1 == 0 {
-            var vlan = addresses.vlan
+            let tpid = UInt16(truncatingIfNeeded: w1 >> 32).byteSwapped
+            var vlan: UInt16 = tpid == 0x8100 && sourceLength >= 18 ? UInt16(truncatingIfNeeded: w1 >> 48).byteSwapped & 0xfff : 0
             if edit != VlanEdit.none { vlan = edit == VlanEdit.pop ? 0 : UInt16(truncatingIfNeeded: edit) & 0xfff }
             let r = vx.pointee.remote(for: MacTable.key(mac: dst, vlan: vlan), now: hot.pointee.now)
             if r >= 0 { first = r; last = r &+ 1 }
