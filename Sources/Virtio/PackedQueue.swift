@@ -242,6 +242,13 @@ public struct PackedQueue {
     /// An indirect table: len / 16 descriptors walked in order. Only WRITE means anything
     /// in them (2.8.8: other flags are reserved and ignored), so there is nothing to follow
     /// and no way to nest.
+    ///
+    /// WRITE is checked on device-writable (RX) queues only. DPDK's virtio driver (22.11
+    /// and later) presets WRITE on every entry of its packed TX indirect tables, header
+    /// included, and DPDK's own vhost library reads TX tables without looking at the bit:
+    /// refusing them dropped every multi-segment frame of a DPDK frontend. Reading a
+    /// buffer the driver also lets us write is harmless; writing one it marked read-only
+    /// is not, so RX stays strict.
     @inlinable
     func walkIndirect(_ addr: UInt64, _ len: UInt32, writable: Bool, into segments: inout SegmentList,
                       limit: Int) -> ChainError? {
@@ -255,7 +262,7 @@ public struct PackedQueue {
             let a = d.loadUnaligned(as: UInt64.self)
             let l = d.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
             let flags = d.loadUnaligned(fromByteOffset: 14, as: UInt16.self)
-            if (flags & Self.descFlagWrite != 0) != writable { return .wrongDirection }
+            if writable && flags & Self.descFlagWrite == 0 { return .wrongDirection }
             if let e = segments.appendGuestBuffer(a, l, memory: memory, limit: limit) { return e }
             i &+= 1
         }
