@@ -267,11 +267,30 @@ public final class VhostUserDevice {
 
     private func start(_ i: Int, _ layout: SplitRingLayout, _ memory: GuestMemory) {
         let q = queues[i]
-        let config = VringConfiguration(index: i, layout: layout, lastAvail: q.base, kickFd: q.kickFd,
+        let base = isPacked ? q.base : resumePoint(queue: i, base: q.base, layout: layout)
+        let config = VringConfiguration(index: i, layout: layout, lastAvail: base, kickFd: q.kickFd,
                                         callFd: q.callFd, memory: memory, features: ackedFeatures)
         backend.startQueue(config)
         queues[i].running = true
-        logger.debug("queue \(i) started", metadata: ["size": "\(layout.size)", "base": "\(q.base)",
+        logger.debug("queue \(i) started", metadata: ["size": "\(layout.size)", "base": "\(base)",
                                                       "ring": "\(isPacked ? "packed" : "split")"])
+    }
+
+    /// Where a split ring resumes. The switch returns every chain it takes, in order, before
+    /// a ring stops, so a ring always restarts at its used index, and a frontend's
+    /// SET_VRING_BASE normally says just that (QEMU sends what GET_VRING_BASE returned, or
+    /// after losing the backend restores it from the used index itself). DPDK's
+    /// virtio-user sends 0 whenever it reconnects to a backend that went away (the port
+    /// deleted and added again, vswitchd restarted): taking 0 then put the avail index
+    /// thousands of chains ahead and stopped the ring as corrupt. Like DPDK's vhost
+    /// library, trust the used index in guest memory when the two disagree. A hostile
+    /// value can only misplace this guest's own ring (avail is still checked per batch).
+    private func resumePoint(queue i: Int, base: UInt16, layout: SplitRingLayout) -> UInt16 {
+        // SAFETY: the used ring was translated with usedBytes(size) bytes; offset 2 is idx.
+        let used = vs_load_acquire_u16(layout.used + 2)
+        guard used != base else { return base }
+        logger.warning("frontend's ring base is not where its used ring stands; resuming at the used index",
+                       metadata: ["queue": "\(i)", "base": "\(base)", "used": "\(used)"])
+        return used
     }
 }

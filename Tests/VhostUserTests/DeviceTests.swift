@@ -13,6 +13,8 @@ final class RecordingBackend: VhostUserBackend {
     func startQueue(_ config: VringConfiguration) { started[config.index] = config }
     func stopQueue(_ index: Int) -> UInt16 {
         stopped.append(index)
+        // Like the data plane: a stopped split ring has returned every chain it took.
+        if let c = started[index], c.packedLayout == nil { vs_store_release_u16(c.layout.used + 2, stopIndex) }
         started[index] = nil
         return stopIndex
     }
@@ -99,6 +101,33 @@ final class DeviceTests: XCTestCase {
         XCTAssertEqual(reply, VringState(index: 1, num: 42).encoded)
         XCTAssertEqual(backend.stopped, [1])
         XCTAssertNil(backend.started[1])
+    }
+
+
+    /// DPDK virtio-user sends base 0 when it reconnects (the port re-added, vswitchd
+    /// restarted) while its used ring stands at thousands: the ring resumes at the used
+    /// index (issue 22), and a base that matches it is taken as it is.
+    func testSplitRingResumesAtItsUsedIndexWhateverTheBaseSays() throws {
+        func setUsed(_ v: UInt16) {
+            for q in 0..<2 { guest.host(guest.rings[q].used + 2).storeBytes(of: v, as: UInt16.self) }
+        }
+        func reconnect(base: UInt32) throws {
+            device = nil   // disconnects (stopping its rings) before its backend goes
+            setUp()
+            try startRings(protocolFeatures: false, base: base)
+        }
+        setUsed(40_000)
+        try startRings(protocolFeatures: false, base: 0)
+        XCTAssertEqual(backend.started[0]?.lastAvail, 40_000)
+        XCTAssertEqual(backend.started[1]?.lastAvail, 40_000)
+        backend.stopIndex = 40_000
+        try reconnect(base: 40_000)
+        XCTAssertEqual(backend.started[1]?.lastAvail, 40_000)
+        device = nil
+        setUsed(0)   // a fresh ring: used index 0, base 0
+        setUp()
+        try startRings(protocolFeatures: false, base: 0)
+        XCTAssertEqual(backend.started[1]?.lastAvail, 0)
     }
 
     /// QEMU sends the avail position and wrap counter in bits 0-15 and the used ones in
