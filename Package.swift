@@ -1,9 +1,14 @@
 // swift-tools-version:5.9
 import PackageDescription
 
-// Dependencies point one way:
-//   CShims -> Virtio -> VhostUser -> Switch -> vswitchd
-//   Control (wire protocol only) -> VSwitchCLI -> vswitch, and Control -> vswitchd
+// Modules by plane; dependencies point one way (README "Architecture", docs/architecture.md):
+//   CShims -> Virtio -> VhostUser
+//   SwitchModel (value types: port kinds, specs, snapshots, counters, errors)
+//   CShims, Virtio, SwitchModel -> Datapath (the forwarding engine; no VhostUser, no libpcap)
+//   Datapath, CPcap -> CaptureWriter (libpcap writer threads)
+//   Datapath, CaptureWriter, VhostUser -> Switch (control plane: SwitchController, port objects)
+//   CShims, SwitchModel -> Control (wire protocol; never the data plane) -> VSwitchCLI -> vswitch
+//   Switch, Control -> vswitchd
 let package = Package(
     name: "vswitch",
     platforms: [.macOS(.v13)],
@@ -11,7 +16,7 @@ let package = Package(
         .executable(name: "vswitchd", targets: ["vswitchd"]),
         .executable(name: "vswitch", targets: ["vswitch"]),
         // For the fuzzing package in Tests/Fuzz (it depends on this one by path).
-        .library(name: "SwitchForFuzzing", targets: ["Switch", "GuestSimulator", "VhostUser"]),
+        .library(name: "SwitchForFuzzing", targets: ["Datapath", "GuestSimulator", "VhostUser"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -23,29 +28,34 @@ let package = Package(
         .target(name: "VhostUser", dependencies: ["CShims", "Virtio", .product(name: "Logging", package: "swift-log")]),
         // libpcap (libpcap-dev) for capture ports and live capture.
         .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
-        .target(name: "Switch", dependencies: ["CShims", "CPcap", "Virtio", "VhostUser", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "Control", dependencies: ["CShims"]),  // CShims: SO_PEERCRED
+        .target(name: "SwitchModel"),
+        .target(name: "Datapath", dependencies: ["CShims", "Virtio", "SwitchModel", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "CaptureWriter", dependencies: ["CShims", "CPcap", "Datapath", "SwitchModel"]),
+        .target(name: "Switch", dependencies: ["CShims", "Virtio", "VhostUser", "SwitchModel", "Datapath", "CaptureWriter",
+                                               .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Control", dependencies: ["CShims", "SwitchModel"]),  // CShims: SO_PEERCRED
         // A virtio-net driver simulated in memfd memory: tests and the microbenchmark.
         .target(name: "GuestSimulator", dependencies: ["CShims", "Virtio", "VhostUser"]),
         .executableTarget(name: "vswitchd", dependencies: [
-            "Switch", "Control", "VhostUser",
+            "Switch", "SwitchModel", "Datapath", "CaptureWriter", "Control", "VhostUser",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "VSwitchCLI", dependencies: [
-            "Control",
+            "Control", "SwitchModel",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "vswitch", dependencies: ["VSwitchCLI"]),
         // Benchmarks (see Benchmarks/README.md).
         .target(name: "MallocCounter", path: "Benchmarks/MallocCounter"),
         .executableTarget(name: "vswitch-microbench", dependencies: [
-            "Switch", "GuestSimulator", "CShims", "MallocCounter",
+            "Datapath", "GuestSimulator", "CShims", "Virtio", "MallocCounter",
             .product(name: "Logging", package: "swift-log"),
         ], path: "Benchmarks/Microbench"),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "CShims", "GuestSimulator"]),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "Virtio", "CShims", "GuestSimulator"]),
-        .testTarget(name: "SwitchTests", dependencies: ["Switch", "Virtio", "VhostUser", "CShims", "CPcap", "GuestSimulator"]),
-        .testTarget(name: "ControlTests", dependencies: ["Control", "VSwitchCLI"]),
+        .testTarget(name: "SwitchTests", dependencies: ["Switch", "SwitchModel", "Datapath", "CaptureWriter", "Virtio", "VhostUser",
+                                                      "CShims", "CPcap", "GuestSimulator"]),
+        .testTarget(name: "ControlTests", dependencies: ["Control", "VSwitchCLI", "SwitchModel"]),
     ]
 )

@@ -27,7 +27,7 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 cp "$bin" "$tmp/mb"; strip --strip-debug "$tmp/mb"
 ir() {  # instructions inside pollOnce for a run of $1 frames (warm-up included)
     valgrind --tool=callgrind --callgrind-out-file="$tmp/cg" \
-        --toggle-collect='$s6Switch16ForwardingEngineC8pollOnceSiyF' \
+        --toggle-collect='$s8Datapath16ForwardingEngineC8pollOnceSiyF' \
         "$tmp/mb" --size "$size" --frames "$1" --rounds 1 ${ring[@]+"${ring[@]}"} >/dev/null 2>&1
     callgrind_annotate "$tmp/cg" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}'
 }

@@ -13,7 +13,7 @@ import Foundation
 import GuestSimulator
 import Logging
 import MallocCounter
-import Switch
+import Datapath
 import Virtio
 
 var frames = 2_000_000

@@ -1,3 +1,6 @@
+import CaptureWriter
+import Datapath
+import SwitchModel
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -59,7 +62,7 @@ extension SwitchController {
         let existed = access(file, F_OK) == 0
         let sink = try PcapFileSink(format: format, path: file, rotateBytes: spec.rotateBytes,
                                     rotateCount: spec.rotateCount ?? Self.defaultRotateCount)
-        let session = CaptureSession(engine: engine, format: format, sink: sink)
+        let session = CaptureSession(engine: engine, format: format, file: sink)
         guard session.attach(bridge: target.bridgeSlot, port: target.portSlot, rx: target.rx, tx: target.tx) else {
             sink.close()
             if !existed { unlink(file) }
@@ -81,7 +84,7 @@ extension SwitchController {
         let format = try PcapFormat(snaplen: snaplen ?? PcapFormat.maxSnaplen, filter: filter)
         guard engine.sync({ $0.freeCaptureTaps }) > 0 else { throw .tooMany("captures (at most \(ForwardingEngine.maxCaptureTaps))") }
         let sink = try PcapStreamSink(format: format, socket: fd)
-        let session = CaptureSession(engine: engine, format: format, sink: sink, limit: count)
+        let session = CaptureSession(engine: engine, format: format, stream: sink, limit: count)
         guard session.attach(bridge: target.bridgeSlot, port: target.portSlot, rx: target.rx, tx: target.tx) else {
             sink.close()
             throw .tooMany("captures")

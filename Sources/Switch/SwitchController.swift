@@ -1,3 +1,6 @@
+import CaptureWriter
+import Datapath
+import SwitchModel
 import CShims
 import Logging
 import VhostUser
@@ -5,78 +8,6 @@ import Virtio
 #if canImport(Glibc)
 import Glibc
 #endif
-
-public enum PortKind: String, Sendable {
-    case vhostUser = "vhostuser"
-    case vhostUserClient = "vhostuserclient"
-    case tap
-    case pcap
-    case vxlan
-
-    var isVhost: Bool { self == .vhostUser || self == .vhostUserClient }
-}
-
-public enum SwitchError: Error, Equatable, CustomStringConvertible {
-    case invalidName(String)
-    case bridgeExists(String)
-    case noSuchBridge(String)
-    case portExists(String)
-    case noSuchPort(bridge: String, port: String)
-    case pathInUse(path: String, port: String)
-    case invalidPath(String)
-    case invalidAging(Int)
-    case tooMany(String)
-    case socket(String)
-    case missingOption(String, kind: String)
-    case invalidOption(String)
-    case unsupported(String)
-
-    public var description: String {
-        switch self {
-        case .invalidName(let n): return "invalid name '\(n)': use 1-15 characters from A-Z a-z 0-9 _ . -"
-        case .bridgeExists(let b): return "a bridge named \(b) already exists"
-        case .noSuchBridge(let b): return "no bridge named \(b)"
-        case .portExists(let p): return "a port named \(p) already exists"
-        case .noSuchPort(let b, let p): return "bridge \(b) has no port named \(p)"
-        case .pathInUse(let path, let p): return "socket path \(path) is already used by port \(p)"
-        case .invalidPath(let p): return "invalid socket path '\(p)': must be non-empty and shorter than 108 bytes"
-        case .invalidAging(let s): return "invalid MAC aging time \(s): use 1...86400 seconds"
-        case .tooMany(let what): return "too many \(what)"
-        case .socket(let m): return m
-        case .missingOption(let o, let k): return "a \(k) port needs \(o)"
-        case .invalidOption(let m): return m
-        case .unsupported(let m): return m
-        }
-    }
-}
-
-/// Snapshots for `show`, `fdb show` and `port stats`.
-public struct PortSnapshot: Sendable {
-    public var name: String
-    public var kind: PortKind
-    public var path: String
-    public var state: String
-    public var linkUp: Bool
-    public var features: UInt64
-    public var protocolFeatures: UInt64
-    public var mtu: Int?
-    public var queues: [(index: Int, size: Int, enabled: Bool, running: Bool)]
-    /// Kind-specific facts for `show` (interface name, file, remote, capture drops...).
-    public var options: [String: String] = [:]
-}
-
-public struct BridgeSnapshot: Sendable {
-    public var name: String
-    public var agingSeconds: Int
-    public var ports: [PortSnapshot]
-}
-
-public struct FdbRow: Sendable {
-    public var mac: String
-    public var port: String
-    public var vlan: Int
-    public var ageSeconds: Int
-}
 
 /// The switch's configuration and management, on the control `EventLoop` thread:
 /// bridges, ports and their vhost-user endpoints. Ring state lives in the engine.

@@ -1,3 +1,6 @@
+import Virtio
+import Datapath
+import SwitchModel
 import VhostUser
 
 /// Connects a vhost-user device (control thread) to its port slot in the forwarding

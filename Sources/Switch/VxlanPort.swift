@@ -1,3 +1,5 @@
+import Datapath
+import SwitchModel
 /// `add-port --type vxlan`: the tunnel's sockets come first, then the engine slot, so a bad
 /// option or a busy UDP port leaves nothing behind.
 extension SwitchController {

@@ -10,8 +10,8 @@ import Glibc
 /// hands a checked `VringConfiguration` to the backend (vhost-user.rst, "Starting and
 /// stopping rings").
 public final class VhostUserDevice {
-    public static let maxQueuePairs = 8
-    public static let maxQueues = 2 * maxQueuePairs
+    public static let maxQueuePairs = VirtioNetQueues.maxPairs
+    public static let maxQueues = VirtioNetQueues.maxQueues
 
     /// Features offered to the frontend: checksum and TCP segmentation offloads (finished
     /// in software for destinations without them), packed rings, no dirty logging, no

@@ -1,3 +1,5 @@
+import CaptureWriter
+import SwitchModel
 import Control
 import Switch
 import VhostUser

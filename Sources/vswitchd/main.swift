@@ -1,3 +1,4 @@
+import Datapath
 import ArgumentParser
 import Control
 import Foundation

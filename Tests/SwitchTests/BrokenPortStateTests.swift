@@ -2,7 +2,10 @@ import Foundation
 import Logging
 import VhostUser
 import XCTest
+import SwitchModel
 @testable import Switch
+@testable import Datapath
+@testable import CaptureWriter
 
 /// `vswitch show` reports a port whose ring was stopped as corrupt as "broken", and goes
 /// back to the endpoint's own state once the mark is cleared.

@@ -1,7 +1,10 @@
 import CShims
 import Virtio
 import XCTest
+import SwitchModel
 @testable import Switch
+@testable import Datapath
+@testable import CaptureWriter
 
 /// The capture ring on its own: records in order, wrap-around, a full ring drops and counts.
 final class CaptureRingTests: XCTestCase {

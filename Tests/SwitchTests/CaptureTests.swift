@@ -4,7 +4,10 @@ import GuestSimulator
 import Logging
 import Virtio
 import XCTest
+import SwitchModel
 @testable import Switch
+@testable import Datapath
+@testable import CaptureWriter
 #if canImport(Glibc)
 import Glibc
 #endif

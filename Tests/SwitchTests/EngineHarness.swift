@@ -4,7 +4,10 @@ import GuestSimulator
 import Logging
 import Virtio
 import XCTest
+import SwitchModel
 @testable import Switch
+@testable import Datapath
+@testable import CaptureWriter
 
 /// The real forwarding thread with simulated guests on one bridge, kicked through
 /// eventfds the way a guest kicks: what the hostile-guest and soak tests drive.

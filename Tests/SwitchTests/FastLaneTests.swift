@@ -2,7 +2,10 @@ import GuestSimulator
 import Logging
 import Virtio
 import XCTest
+import SwitchModel
 @testable import Switch
+@testable import Datapath
+@testable import CaptureWriter
 
 /// The fast lane (FastLane.swift) against the general path: what the lane delivers must
 /// be exactly what the general path would, and every frame the lane declines must still

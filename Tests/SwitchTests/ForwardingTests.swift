@@ -2,7 +2,10 @@ import GuestSimulator
 import Logging
 import Virtio
 import XCTest
+import SwitchModel
 @testable import Switch
+@testable import Datapath
+@testable import CaptureWriter
 
 /// The forwarding engine against simulated guests: the real ring and copy code, no sockets.
 final class ForwardingTests: XCTestCase {

@@ -2,7 +2,10 @@ import CShims
 import GuestSimulator
 import Virtio
 import XCTest
+import SwitchModel
 @testable import Switch
+@testable import Datapath
+@testable import CaptureWriter
 
 /// A hostile guest next to a good pair on one bridge, the real forwarding thread between
 /// them (issue 6, promise 1). For every kind of bad ring or descriptor: the bad frame is

@@ -1,5 +1,8 @@
 import XCTest
+import SwitchModel
 @testable import Switch
+@testable import Datapath
+@testable import CaptureWriter
 
 final class MacTableTests: XCTestCase {
     func testLearnLookupMoveAndAge() {

@@ -2,7 +2,10 @@ import GuestSimulator
 import Logging
 import Virtio
 import XCTest
+import SwitchModel
 @testable import Switch
+@testable import Datapath
+@testable import CaptureWriter
 
 /// Checksum and TCP segmentation offloads between simulated guests: metadata passed on to
 /// a destination that negotiated it, finished in software for one that did not.

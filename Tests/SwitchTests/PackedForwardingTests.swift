@@ -2,7 +2,10 @@ import GuestSimulator
 import Logging
 import Virtio
 import XCTest
+import SwitchModel
 @testable import Switch
+@testable import Datapath
+@testable import CaptureWriter
 
 /// The forwarding engine between packed-ring and split-ring guests (simulated, no sockets).
 final class PackedForwardingTests: XCTestCase {

@@ -2,7 +2,10 @@ import GuestSimulator
 import Logging
 import Virtio
 import XCTest
+import SwitchModel
 @testable import Switch
+@testable import Datapath
+@testable import CaptureWriter
 
 /// Random mixes of single, chained and indirect TX buffers, some of them malformed, on a
 /// packed ring, with buffer ids in ring order (IN_ORDER, as DPDK's default) and out of

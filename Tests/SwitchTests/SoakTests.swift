@@ -2,7 +2,10 @@ import CShims
 import Foundation
 import GuestSimulator
 import XCTest
+import SwitchModel
 @testable import Switch
+@testable import Datapath
+@testable import CaptureWriter
 
 /// Load (issue 6, promise 6): 16 simulated guests on one bridge, all sending at once
 /// through the real forwarding thread, one of them short of RX buffers so drops happen.

@@ -2,7 +2,10 @@ import GuestSimulator
 import Logging
 import Virtio
 import XCTest
+import SwitchModel
 @testable import Switch
+@testable import Datapath
+@testable import CaptureWriter
 
 /// 802.1Q policies (access, trunk, native VLAN), the per-port MTU limit and the choice of
 /// RX queue on multiqueue ports, against simulated guests.

@@ -3,7 +3,7 @@
 // the switch (every crash here becomes a named test in Tests/SwitchTests).
 import GuestSimulator
 import Logging
-import Switch
+import Datapath
 import CShims
 import Virtio
 

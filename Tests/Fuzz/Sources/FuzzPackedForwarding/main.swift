@@ -4,7 +4,7 @@
 // too) receives. Nothing the guest writes may crash the switch.
 import GuestSimulator
 import Logging
-import Switch
+import Datapath
 import Virtio
 
 let features = SimulatedGuest.defaultFeatures | VirtioFeature.ringPacked | VirtioFeature.ringEventIndex

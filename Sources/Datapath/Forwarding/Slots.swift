@@ -1,8 +1,9 @@
+import SwitchModel
 import Virtio
 
 /// What sits behind a port slot. vhost-user ports move frames through guest rings; the
 /// others through a file descriptor the forwarding thread reads when epoll says so.
-enum SlotKind: UInt8 {
+public enum SlotKind: UInt8 {
     case vhost = 0
     /// A TAP device: one frame per read(2)/writev(2), no virtio-net header.
     case tap = 1

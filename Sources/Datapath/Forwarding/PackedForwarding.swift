@@ -1,3 +1,4 @@
+import SwitchModel
 import Virtio
 
 /// The forwarding path for packed virtqueues (virtio 1.2, 2.8). The same steps as the split

@@ -2,15 +2,15 @@
 /// Plain values and raw pointers only: the send and receive paths read it without reference
 /// counting. `VxlanTunnel` (control plane) allocates it before the port slot exists and
 /// frees it after the slot is gone, so the forwarding thread never sees it half-built.
-struct VxlanState {
+public struct VxlanState {
     /// RFC 7348, 5: outer IPv4 (20) + UDP (8) + VXLAN (8) bytes around the inner Ethernet
     /// frame; the outer Ethernet header (14) makes the usual "50 bytes" of overhead.
-    static let ipUdpVxlanOverhead = 36
-    static let maxRemotes = 16
+    public static let ipUdpVxlanOverhead = 36
+    public static let maxRemotes = 16
     /// Send sockets, each bound to its own UDP source port (see `flowHash`).
-    static let sendSockets = 8
+    public static let sendSockets = 8
     /// Learned inner MAC -> remote entries (open addressing, power of two).
-    static let tableSize = 4096
+    public static let tableSize = 4096
     static let probeLimit = 8
     /// Seconds a learned remote is trusted; after that a unicast frame is flooded to every
     /// remote again (the bridge's own MAC table decides whether it goes to the tunnel at all).
@@ -18,27 +18,47 @@ struct VxlanState {
 
     /// The 8-byte VXLAN header, ready to send (network byte order): flags 0x08 (I: the VNI
     /// is valid), 24 reserved bits, the VNI, 8 reserved bits.
-    var header: UnsafeMutablePointer<UInt64>
+    public var header: UnsafeMutablePointer<UInt64>
     /// The VNI as it appears in bytes 4-7 of a received header (VNI << 8, big-endian).
-    var vniWord: UInt32
-    var dstPort: UInt16
-    var remoteCount: Int
+    public var vniWord: UInt32
+    public var dstPort: UInt16
+    public var remoteCount: Int
     /// Remote addresses (IPv4, network byte order) and the largest inner Ethernet frame
     /// that fits the underlay MTU towards each.
-    var remotes: UnsafeMutablePointer<UInt32>
-    var maxFrame: UnsafeMutablePointer<Int>
-    var sendFds: UnsafeMutablePointer<Int32>
-    var sendCount: Int
-    var learned: UnsafeMutablePointer<LearnedRemote>
+    public var remotes: UnsafeMutablePointer<UInt32>
+    public var maxFrame: UnsafeMutablePointer<Int>
+    public var sendFds: UnsafeMutablePointer<Int32>
+    public var sendCount: Int
+    public var learned: UnsafeMutablePointer<LearnedRemote>
 
-    struct LearnedRemote {
+    public struct LearnedRemote {
         /// `MacTable.key` of the inner source (MAC + VLAN); UInt64.max: empty.
         var key = UInt64.max
         var remote: Int32 = 0
         var seen: UInt32 = 0
+        public init() {}
+        init(key: UInt64, remote: Int32, seen: UInt32) {
+            self.key = key
+            self.remote = remote
+            self.seen = seen
+        }
     }
 
-    static func header(vni: UInt32) -> UInt64 {
+    public init(header: UnsafeMutablePointer<UInt64>, vniWord: UInt32, dstPort: UInt16, remoteCount: Int,
+                remotes: UnsafeMutablePointer<UInt32>, maxFrame: UnsafeMutablePointer<Int>,
+                sendFds: UnsafeMutablePointer<Int32>, sendCount: Int, learned: UnsafeMutablePointer<LearnedRemote>) {
+        self.header = header
+        self.vniWord = vniWord
+        self.dstPort = dstPort
+        self.remoteCount = remoteCount
+        self.remotes = remotes
+        self.maxFrame = maxFrame
+        self.sendFds = sendFds
+        self.sendCount = sendCount
+        self.learned = learned
+    }
+
+    public static func header(vni: UInt32) -> UInt64 {
         // Bytes on the wire: 08 00 00 00 | v2 v1 v0 00. Little-endian load of those bytes:
         let word1 = UInt64((vni << 8).bigEndian)
         return 0x08 | word1 << 32

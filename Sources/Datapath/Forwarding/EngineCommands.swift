@@ -1,5 +1,5 @@
+import SwitchModel
 import CShims
-import VhostUser
 import Virtio
 #if canImport(Glibc)
 import Glibc

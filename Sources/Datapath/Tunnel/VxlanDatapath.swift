@@ -1,3 +1,4 @@
+import SwitchModel
 import CShims
 #if canImport(Glibc)
 import Glibc

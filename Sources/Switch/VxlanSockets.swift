@@ -1,3 +1,5 @@
+import Datapath
+import SwitchModel
 import CShims
 #if canImport(Glibc)
 import Glibc

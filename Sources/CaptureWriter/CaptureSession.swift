@@ -1,3 +1,5 @@
+import Datapath
+import SwitchModel
 import CPcap
 import CShims
 import Foundation
@@ -41,6 +43,16 @@ public final class CaptureSession: @unchecked Sendable {
         words.initialize(repeating: 0, count: 5)
     }
 
+    /// A pcap port's session: frames go to `sink`'s file.
+    public convenience init(engine: ForwardingEngine, format: PcapFormat, file sink: PcapFileSink) {
+        self.init(engine: engine, format: format, sink: sink)
+    }
+
+    /// A live capture's session: frames go to the control connection, `limit` of them at most.
+    public convenience init(engine: ForwardingEngine, format: PcapFormat, stream sink: PcapStreamSink, limit: Int?) {
+        self.init(engine: engine, format: format, sink: sink, limit: limit)
+    }
+
     deinit {
         detach()
         words.deallocate()
@@ -60,7 +72,7 @@ public final class CaptureSession: @unchecked Sendable {
     // MARK: engine
 
     /// Installs the tap: from now on the forwarding thread copies frames into the ring.
-    func attach(bridge: Int, port: Int?, rx: Bool, tx: Bool) -> Bool {
+    public func attach(bridge: Int, port: Int?, rx: Bool, tx: Bool) -> Bool {
         let ring = buffer.ring
         let snaplen = format.snaplen
         let t = engine.sync { $0.addCaptureTap(ring: ring, snaplen: snaplen, bridge: bridge, port: port, rx: rx, tx: tx) }
@@ -81,7 +93,7 @@ public final class CaptureSession: @unchecked Sendable {
     // MARK: writer
 
     /// Runs the writer on a new thread (pcap ports).
-    func startThread() {
+    public func startThread() {
         let sem = DispatchSemaphore(value: 0)
         lock.withLock { done = sem }
         let t = Thread { [self] in
@@ -95,7 +107,7 @@ public final class CaptureSession: @unchecked Sendable {
 
     /// Stops the capture: no new frames, the writer writes what the ring holds, closes its
     /// sink and ends; returns when it has. The file is then complete.
-    func finish() {
+    public func finish() {
         detach()
         vs_store_relaxed_u64(words + 3, 1)
         _ = vs_eventfd_signal(buffer.ring.wakeFd)

@@ -1,7 +1,7 @@
+import SwitchModel
 import CShims
 import Foundation
 import Logging
-import VhostUser
 import Virtio
 #if canImport(Glibc)
 import Glibc
@@ -16,7 +16,7 @@ import Glibc
 public final class ForwardingEngine: @unchecked Sendable {
     public static let maxPorts = 256
     public static let maxBridges = 64
-    static let maxQueues = VhostUserDevice.maxQueues
+    static let maxQueues = VirtioNetQueues.maxQueues
     /// Chains taken from one TX queue per visit.
     public var batchSize: Int {
         get { hot.pointee.batchSize }

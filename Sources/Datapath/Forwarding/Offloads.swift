@@ -1,3 +1,4 @@
+import SwitchModel
 import Virtio
 
 /// Checksum and segmentation offloads (virtio 1.2, 5.1.6.2). A guest that negotiated

@@ -1,3 +1,5 @@
+import Datapath
+import SwitchModel
 import CPcap
 import CShims
 import Foundation
@@ -77,16 +79,16 @@ protocol CaptureSink: AnyObject {
 /// by size: when FILE reaches `rotateBytes` it becomes FILE.1 (FILE.1 becomes FILE.2, ...),
 /// at most `rotateCount` files are kept (FILE and FILE.1 ... FILE.<count-1>), and a new FILE
 /// starts. Every file is a complete pcap file that starts with its own header.
-final class PcapFileSink: CaptureSink {
+public final class PcapFileSink: CaptureSink {
     let format: PcapFormat
     let path: String
-    let rotateBytes: Int?
-    let rotateCount: Int
+    public let rotateBytes: Int?
+    public let rotateCount: Int
     private var dumper: OpaquePointer?
     private let rotationCount = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
-    var rotations: UInt64 { vs_counter_load(rotationCount) }
+    public var rotations: UInt64 { vs_counter_load(rotationCount) }
 
-    init(format: PcapFormat, path: String, rotateBytes: Int?, rotateCount: Int) throws(SwitchError) {
+    public init(format: PcapFormat, path: String, rotateBytes: Int?, rotateCount: Int) throws(SwitchError) {
         self.format = format
         self.path = path
         self.rotateBytes = rotateBytes
@@ -121,7 +123,7 @@ final class PcapFileSink: CaptureSink {
         return pcap_dump_flush(d) == 0 && ferror(pcap_dump_file(d)) == 0
     }
 
-    func close() {
+    public func close() {
         if let d = dumper { pcap_dump_close(d) }
         dumper = nil
     }
@@ -149,10 +151,10 @@ final class PcapFileSink: CaptureSink {
 
 /// A pcap stream over a socket (live capture): libpcap writes the file header and records
 /// through a stdio stream whose writes never raise SIGPIPE.
-final class PcapStreamSink: CaptureSink {
+public final class PcapStreamSink: CaptureSink {
     private var dumper: OpaquePointer?
 
-    init(format: PcapFormat, socket fd: Int32) throws(SwitchError) {
+    public init(format: PcapFormat, socket fd: Int32) throws(SwitchError) {
         guard let stream = vs_socket_stream(fd) else { throw .socket("cannot create a stream on the control socket") }
         guard let d = pcap_dump_fopen(format.handle, stream) else {
             fclose(stream)
@@ -175,7 +177,7 @@ final class PcapStreamSink: CaptureSink {
         return pcap_dump_flush(d) == 0 && ferror(pcap_dump_file(d)) == 0
     }
 
-    func close() {
+    public func close() {
         if let d = dumper { pcap_dump_close(d) }   // fclose: the cookie leaves the socket open
         dumper = nil
     }

@@ -1,3 +1,4 @@
+import SwitchModel
 import CShims
 import Virtio
 #if canImport(Glibc)
@@ -40,7 +41,7 @@ public struct CaptureRing {
     /// Bytes in `data`: a power of two.
     let capacity: Int
     /// eventfd the producer signals when the consumer sleeps.
-    let wakeFd: Int32
+    public let wakeFd: Int32
 
     // MARK: producer (forwarding thread)
 
@@ -171,13 +172,13 @@ public struct CaptureRing {
     public var dropped: UInt64 { vs_counter_load(control + Self.droppedWord) }
 
     /// The writer announces it is about to sleep, then must look at the ring once more.
-    func setSleeping(_ on: Bool) {
+    public func setSleeping(_ on: Bool) {
         vs_store_relaxed_u64(control + Self.sleepingWord, on ? 1 : 0)
         vs_fence_seq_cst()
     }
 
     /// Set by the engine when what the capture watches (its bridge or port) is removed.
-    var isClosed: Bool { vs_counter_load(control + Self.closedWord) != 0 }
+    public var isClosed: Bool { vs_counter_load(control + Self.closedWord) != 0 }
     func markClosed() {
         vs_store_relaxed_u64(control + Self.closedWord, 1)
         _ = vs_eventfd_signal(wakeFd)

@@ -1,3 +1,4 @@
+import SwitchModel
 import Virtio
 
 /// Scatter-gather copy between two translated chains: the single copy of a frame from the

@@ -1,0 +1,78 @@
+/// Every per-port counter, once. Its order is the layout of the data plane's counter block
+/// (`PortCounters`, one UInt64 each), its case names are the JSON field names of
+/// `port stats`, and `label` is what the CLI prints: add a counter here and all three follow.
+/// Directions are the switch's: rx = received from the port, tx = delivered to it.
+public enum PortCounter: Int, CaseIterable, Sendable {
+    case rxPackets, rxBytes, txPackets, txBytes
+    /// Guest TX chains rejected: bad address, loop, too long, writable descriptor, ...
+    case rxDropBadDescriptor
+    /// Frames shorter than an Ethernet header.
+    case rxDropRunt
+    /// The destination RX ring had no (or not enough) buffers, or the port was down.
+    case txDropNoBuffers
+    /// Destination RX buffers malformed (bad address, read-only descriptor, ...).
+    case txDropBadDescriptor
+    /// Frames the port's VLAN policy refused (tagged on an access port, VLAN not trunked).
+    case rxDropVlan
+    /// Frames longer than the destination port's MTU (for a VXLAN port: the underlay's).
+    case txDropTooBig
+    /// Offload metadata (partial checksum, TSO) that could not be finished for this port:
+    /// offsets outside the frame, not TCP, MSS below 64.
+    case txDropBadOffload
+    /// VXLAN: datagrams for another VNI (or without the I flag).
+    case rxDropVni
+    /// VXLAN: datagrams from an address that is not a remote of the port.
+    case rxDropUnknownRemote
+
+    /// The field name in `port stats --format json` (the case name).
+    public var name: String { String(describing: self) }
+
+    /// Only tunnel ports report it (absent from other ports' JSON and text).
+    public var tunnelOnly: Bool { self == .rxDropVni || self == .rxDropUnknownRemote }
+
+    /// What `vswitch port stats` prints.
+    public var label: String {
+        switch self {
+        case .rxPackets: return "rx packets"
+        case .rxBytes: return "rx bytes"
+        case .txPackets: return "tx packets"
+        case .txBytes: return "tx bytes"
+        case .rxDropBadDescriptor: return "rx dropped, bad descriptor"
+        case .rxDropRunt: return "rx dropped, runt frame"
+        case .txDropNoBuffers: return "tx dropped, no guest buffers"
+        case .txDropBadDescriptor: return "tx dropped, bad descriptor"
+        case .rxDropVlan: return "rx dropped, VLAN not allowed"
+        case .txDropTooBig: return "tx dropped, larger than MTU"
+        case .txDropBadOffload: return "tx dropped, bad offload metadata"
+        case .rxDropVni: return "rx dropped, other VNI"
+        case .rxDropUnknownRemote: return "rx dropped, unknown remote"
+        }
+    }
+}
+
+/// One port's counters as a value: the layout of the data plane's counter block, one
+/// UInt64 per `PortCounter` in its order (a unit test checks every field's offset). The
+/// named fields are for code that wants one counter; `subscript` for code that walks them.
+public struct PortCounters: Equatable, Sendable {
+    public var rxPackets: UInt64 = 0
+    public var rxBytes: UInt64 = 0
+    public var txPackets: UInt64 = 0
+    public var txBytes: UInt64 = 0
+    public var rxDropBadDescriptor: UInt64 = 0
+    public var rxDropRunt: UInt64 = 0
+    public var txDropNoBuffers: UInt64 = 0
+    public var txDropBadDescriptor: UInt64 = 0
+    public var rxDropVlan: UInt64 = 0
+    public var txDropTooBig: UInt64 = 0
+    public var txDropBadOffload: UInt64 = 0
+    public var rxDropVni: UInt64 = 0
+    public var rxDropUnknownRemote: UInt64 = 0
+    public init() {}
+
+    public static let count = PortCounter.allCases.count
+
+    public subscript(_ c: PortCounter) -> UInt64 {
+        get { withUnsafeBytes(of: self) { $0.load(fromByteOffset: 8 * c.rawValue, as: UInt64.self) } }
+        set { withUnsafeMutableBytes(of: &self) { $0.storeBytes(of: newValue, toByteOffset: 8 * c.rawValue, as: UInt64.self) } }
+    }
+}
