@@ -5,7 +5,10 @@
 // connection may carry several request/response pairs in order. Lines longer than
 // `ControlWire.maxLineBytes` are rejected.
 //
-// This module is deliberately independent of the data plane: the CLI links only this.
+// This module is deliberately independent of the data plane: the CLI links only this
+// and SwitchModel's value types.
+
+import SwitchModel
 
 /// Default control socket path when neither `--control` nor `$VSWITCH_SOCK` is given.
 public enum ControlDefaults {
@@ -40,19 +43,9 @@ public enum ControlCommand: String, Codable, Sendable, CaseIterable {
     case capture = "capture"
 }
 
-/// Port types a user can add. Raw values are what the CLI's `--type` accepts.
-public enum PortType: String, Codable, Sendable, CaseIterable {
-    /// The switch listens on `path`; QEMU connects (`-chardev socket,...,reconnect=1`).
-    case vhostUser = "vhostuser"
-    /// QEMU listens on `path` (`server=on`); the switch connects and reconnects.
-    case vhostUserClient = "vhostuserclient"
-    /// A TAP interface (`ifname`) to the host kernel.
-    case tap
-    /// A capture: copies of the bridge's (or one port's) frames written to a pcap `file`.
-    case pcap
-    /// A VXLAN tunnel to `remote` hosts.
-    case vxlan
-}
+/// Port types a user can add: `PortKind` (SwitchModel), the one list the CLI's `--type`,
+/// the wire protocol and the configuration file share. Its raw values never change.
+public typealias PortType = PortKind
 
 /// One request line. Fields not used by a command are omitted.
 public struct ControlRequest: Codable, Sendable, Equatable {
@@ -234,50 +227,51 @@ public struct FdbTable: Codable, Sendable, Equatable {
 }
 
 /// Counters from the switch's point of view: `rx` = frames the switch received from the
-/// port (the guest transmitted), `tx` = frames the switch delivered to the port.
+/// port (the guest transmitted), `tx` = frames the switch delivered to the port. The fields
+/// are `PortCounter`'s cases, in its order: `{"port": "vm1", "rxPackets": 10, ...}`.
+/// A counter that does not apply to the port (the VXLAN ones elsewhere) is absent.
 public struct PortStats: Codable, Sendable, Equatable {
     public var port: String
-    public var rxPackets: UInt64
-    public var rxBytes: UInt64
-    public var txPackets: UInt64
-    public var txBytes: UInt64
-    /// Guest TX chains rejected: bad address, loop, too long, writable descriptor, ...
-    public var rxDropBadDescriptor: UInt64
-    /// Frames shorter than an Ethernet header.
-    public var rxDropRunt: UInt64
-    /// Destination RX ring had no (or not enough) buffers.
-    public var txDropNoBuffers: UInt64
-    /// Destination RX buffers malformed (bad address, read-only descriptor, ...).
-    public var txDropBadDescriptor: UInt64
-    /// Frames the port's VLAN policy refused (tagged on an access port, VLAN not trunked).
-    public var rxDropVlan: UInt64?
-    /// Frames longer than the destination port's MTU (for a VXLAN port: the underlay's).
-    public var txDropTooBig: UInt64?
-    /// Offload metadata (partial checksum, TSO) the switch could not finish for this port.
-    public var txDropBadOffload: UInt64?
-    /// VXLAN: datagrams for another VNI, from a host that is not a remote. Absent for other
-    /// port types.
-    public var rxDropVni: UInt64?
-    public var rxDropUnknownRemote: UInt64?
-    public init(port: String, rxPackets: UInt64 = 0, rxBytes: UInt64 = 0, txPackets: UInt64 = 0,
-                txBytes: UInt64 = 0, rxDropBadDescriptor: UInt64 = 0, rxDropRunt: UInt64 = 0,
-                txDropNoBuffers: UInt64 = 0, txDropBadDescriptor: UInt64 = 0, rxDropVlan: UInt64? = nil,
-                txDropTooBig: UInt64? = nil, txDropBadOffload: UInt64? = nil, rxDropVni: UInt64? = nil,
-                rxDropUnknownRemote: UInt64? = nil) {
-        self.txDropBadOffload = txDropBadOffload
-        self.rxDropVlan = rxDropVlan
-        self.rxDropVni = rxDropVni
-        self.rxDropUnknownRemote = rxDropUnknownRemote
-        self.txDropTooBig = txDropTooBig
+    /// Indexed by `PortCounter.rawValue`; nil: absent.
+    public private(set) var values: [UInt64?]
+
+    public subscript(_ c: PortCounter) -> UInt64? {
+        get { values[c.rawValue] }
+        set { values[c.rawValue] = newValue }
+    }
+
+    /// Every counter that applies to every port set to 0 (or to `set`), tunnel-only ones absent.
+    public init(port: String, _ set: [PortCounter: UInt64] = [:]) {
         self.port = port
-        self.rxPackets = rxPackets
-        self.rxBytes = rxBytes
-        self.txPackets = txPackets
-        self.txBytes = txBytes
-        self.rxDropBadDescriptor = rxDropBadDescriptor
-        self.rxDropRunt = rxDropRunt
-        self.txDropNoBuffers = txDropNoBuffers
-        self.txDropBadDescriptor = txDropBadDescriptor
+        values = PortCounter.allCases.map { c in set[c] ?? (c.tunnelOnly ? nil : 0) }
+    }
+
+    /// What the daemon reports for a port; `tunnel` adds the tunnel-only counters.
+    public init(port: String, counters: PortCounters, tunnel: Bool) {
+        self.port = port
+        values = PortCounter.allCases.map { c in c.tunnelOnly && !tunnel ? nil : counters[c] }
+    }
+
+    private struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(_ s: String) { stringValue = s }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: Key.self)
+        port = try c.decode(String.self, forKey: Key("port"))
+        values = try PortCounter.allCases.map { try c.decodeIfPresent(UInt64.self, forKey: Key($0.name)) }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: Key.self)
+        try c.encode(port, forKey: Key("port"))
+        for counter in PortCounter.allCases {
+            if let v = self[counter] { try c.encode(v, forKey: Key(counter.name)) }
+        }
     }
 }
 

@@ -1,3 +1,4 @@
+import SwitchModel
 import Control
 import Foundation
 
@@ -80,21 +81,12 @@ public enum TextRendering {
     public static func stats(_ stats: [PortStats]) -> String {
         if stats.isEmpty { return "no ports" }
         return stats.map { s in
-            var counters: [(String, UInt64)] = [
-                ("rx packets", s.rxPackets),
-                ("rx bytes", s.rxBytes),
-                ("tx packets", s.txPackets),
-                ("tx bytes", s.txBytes),
-                ("rx dropped, bad descriptor", s.rxDropBadDescriptor),
-                ("rx dropped, runt frame", s.rxDropRunt),
-                ("tx dropped, no guest buffers", s.txDropNoBuffers),
-                ("tx dropped, bad descriptor", s.txDropBadDescriptor),
-                ("rx dropped, VLAN not allowed", s.rxDropVlan ?? 0),
-                ("tx dropped, larger than MTU", s.txDropTooBig ?? 0),   // VXLAN: the underlay's
-                ("tx dropped, bad offload metadata", s.txDropBadOffload ?? 0),
-            ]
-            if let v = s.rxDropVni { counters.append(("rx dropped, other VNI", v)) }
-            if let v = s.rxDropUnknownRemote { counters.append(("rx dropped, unknown remote", v)) }
+            // Every counter that applies to every port, 0 if an older daemon left it out;
+            // the tunnel-only ones where present.
+            let counters: [(String, UInt64)] = PortCounter.allCases.compactMap { c in
+                if let v = s[c] { return (c.label, v) }
+                return c.tunnelOnly ? nil : (c.label, 0)
+            }
             let labelWidth = counters.map(\.0.count).max() ?? 0
             let valueWidth = counters.map { String($0.1).count }.max() ?? 0
             let body = counters.map { "    " + pad($0.0 + ":", labelWidth + 1) + " " + pad(String($0.1), valueWidth, right: true) }

@@ -48,15 +48,8 @@ struct RequestHandler {
             case .portStats:
                 let bridge = try need(r.bridge, "bridge")
                 let rows = try controller.stats(bridge: bridge, port: r.port)
-                let tunnel = { (port: String) in controller.isTunnel(bridge: bridge, port: port) }
                 return .success(ControlResult(stats: rows.map { name, c in
-                    PortStats(port: name, rxPackets: c.rxPackets, rxBytes: c.rxBytes, txPackets: c.txPackets,
-                              txBytes: c.txBytes, rxDropBadDescriptor: c.rxDropBadDescriptor, rxDropRunt: c.rxDropRunt,
-                              txDropNoBuffers: c.txDropNoBuffers, txDropBadDescriptor: c.txDropBadDescriptor,
-                              rxDropVlan: c.rxDropVlan, txDropTooBig: c.txDropTooBig,
-                              txDropBadOffload: c.txDropBadOffload,
-                              rxDropVni: tunnel(name) ? c.rxDropVni : nil,
-                              rxDropUnknownRemote: tunnel(name) ? c.rxDropUnknownRemote : nil)
+                    PortStats(port: name, counters: c, tunnel: controller.isTunnel(bridge: bridge, port: name))
                 }))
             case .capture:
                 return .failure("capture streams pcap: it is served by LiveCapture, not here")
@@ -73,29 +66,11 @@ struct RequestHandler {
     struct MissingField: Error { let name: String }
 
     static func portSpec(_ r: ControlRequest) throws -> PortSpec {
-        let kind: PortKind
-        switch r.type ?? .vhostUser {
-        case .vhostUser: kind = .vhostUser
-        case .vhostUserClient: kind = .vhostUserClient
-        case .tap: kind = .tap
-        case .pcap: kind = .pcap
-        case .vxlan: kind = .vxlan
-        }
-        return PortSpec(kind: kind, path: r.path, ifname: r.ifname, file: r.file, filter: r.filter,
-                        snaplen: r.snaplen, rotateBytes: r.rotateBytes, rotateCount: r.rotateCount,
-                        watchPort: r.watchPort, direction: r.direction, remotes: r.remotes ?? [], vni: r.vni,
-                        local: r.local, dstPort: r.dstPort, vlanMode: r.vlanMode, tag: r.tag, trunks: r.trunks,
-                        mtu: r.mtu, queues: r.queues)
-    }
-
-    static func portType(_ k: PortKind) -> PortType {
-        switch k {
-        case .vhostUser: return .vhostUser
-        case .vhostUserClient: return .vhostUserClient
-        case .tap: return .tap
-        case .pcap: return .pcap
-        case .vxlan: return .vxlan
-        }
+        PortSpec(kind: r.type ?? .vhostUser, path: r.path, ifname: r.ifname, file: r.file, filter: r.filter,
+                 snaplen: r.snaplen, rotateBytes: r.rotateBytes, rotateCount: r.rotateCount,
+                 watchPort: r.watchPort, direction: r.direction, remotes: r.remotes ?? [], vni: r.vni,
+                 local: r.local, dstPort: r.dstPort, vlanMode: r.vlanMode, tag: r.tag, trunks: r.trunks,
+                 mtu: r.mtu, queues: r.queues)
     }
 
     private func need<T>(_ v: T?, _ name: String) throws -> T {
@@ -105,7 +80,7 @@ struct RequestHandler {
 
     static func bridgeInfo(_ b: BridgeSnapshot) -> BridgeInfo {
         BridgeInfo(name: b.name, agingSeconds: b.agingSeconds, ports: b.ports.map { p in
-            PortInfo(name: p.name, type: portType(p.kind), path: p.path,
+            PortInfo(name: p.name, type: p.kind, path: p.path,
                      state: p.state, link: p.linkUp ? "up" : "down",
                      features: VirtioFeature.describe(p.features),
                      protocolFeatures: VhostUserProtocolFeature.describe(p.protocolFeatures),

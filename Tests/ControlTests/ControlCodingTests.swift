@@ -1,3 +1,4 @@
+import SwitchModel
 import Control
 import Foundation
 import XCTest
@@ -22,7 +23,7 @@ final class ControlCodingTests: XCTestCase {
             .success(ControlResult(bridges: [BridgeInfo(name: "br0", agingSeconds: 300, ports: [port])])),
             .success(ControlResult(fdb: FdbTable(bridge: "br0", entries: [
                 FdbEntry(mac: "52:54:00:00:00:01", port: "vm1", vlan: 0, ageSeconds: 3)]))),
-            .success(ControlResult(stats: [PortStats(port: "vm1", rxPackets: .max, txDropNoBuffers: 7)])),
+            .success(ControlResult(stats: [PortStats(port: "vm1", [.rxPackets: .max, .txDropNoBuffers: 7])])),
         ]
         for response in responses {
             let data = try ControlCoding.encode(response)

@@ -1,3 +1,4 @@
+import SwitchModel
 import Control
 import Foundation
 import VSwitchCLI
@@ -47,8 +48,8 @@ final class TextRenderingTests: XCTestCase {
 
     func testStatsBlockPerPort() {
         let text = TextRendering.stats([
-            PortStats(port: "vm1", rxPackets: 10, rxBytes: 1200, txPackets: 8, txBytes: 960,
-                      rxDropBadDescriptor: 1, rxDropRunt: 2, txDropNoBuffers: 3, txDropBadDescriptor: 4),
+            PortStats(port: "vm1", [.rxPackets: 10, .rxBytes: 1200, .txPackets: 8, .txBytes: 960,
+                                    .rxDropBadDescriptor: 1, .rxDropRunt: 2, .txDropNoBuffers: 3, .txDropBadDescriptor: 4]),
             PortStats(port: "vm2"),
         ])
         let blocks = text.components(separatedBy: "\n\n")
