@@ -76,8 +76,9 @@ public struct PackedQueue {
     @usableFromInline var pendingFirst = 0
     @usableFromInline var pendingFlags: UInt16 = 0
     @usableFromInline var pending = false
-    /// Set when the ring is corrupt (a chain longer than the ring, a half-available chain).
-    public var broken = false
+
+    /// The base given at start was past the ring: every `availableCount()` says corrupt.
+    @usableFromInline let badBase: Bool
 
     /// `base`: position | wrap << 15, from SET_VRING_BASE. The used side resumes there too:
     /// a stopped ring has returned every chain it consumed.
@@ -88,10 +89,8 @@ public struct PackedQueue {
         self.eventIndex = eventIndex
         self.indirect = indirect
         var start = base
-        if Int(base & ~Self.wrapBit) >= Int(layout.size) {   // the device checks; never trust it here
-            start = Self.wrapBit
-            broken = true
-        }
+        badBase = Int(base & ~Self.wrapBit) >= Int(layout.size)   // the device refuses these; never trust it here
+        if badBase { start = Self.wrapBit }
         nextAvail = start
         scanCursor = start
         usedNext = start
@@ -132,7 +131,7 @@ public struct PackedQueue {
     /// chains, at most one ring's worth of slots), or nil if the ring is corrupt.
     @inlinable
     public mutating func availableCount() -> Int? {
-        if broken { return nil }
+        if badBase { return nil }
         // Locals, written back once: stores into the side tables could alias `self`.
         var cursor = scanCursor
         var count = scanned
@@ -154,11 +153,11 @@ public struct PackedQueue {
             var last = cursor
             var f = flags
             while f & Self.descFlagNext != 0 {
-                guard usedSlots &+ slots < size else { broken = true; return nil }
+                guard usedSlots &+ slots < size else { return nil }   // the caller stops the ring
                 last = advance(last, by: 1)
                 // SAFETY: as above, the position is < size.
                 f = vs_load_relaxed_u16(desc + 16 * Int(last & ~Self.wrapBit) + 14)
-                guard Self.isAvailable(f, wrap: last & Self.wrapBit) else { broken = true; return nil }
+                guard Self.isAvailable(f, wrap: last & Self.wrapBit) else { return nil }
                 slots &+= 1
             }
             // The buffer id is in the chain's last descriptor (2.8.6).

@@ -110,8 +110,6 @@ public struct SplitQueue {
     public var usedIndex: UInt16
     /// used.idx as the guest last saw it (for the event-idx notification decision).
     public var signalledUsed: UInt16
-    /// Set when the ring itself is broken (avail.idx jumped more than size): stop using it.
-    public var broken = false
     /// avail.idx as last read (see `cachedAvailableCount`).
     public var availSeen: UInt16 = 0
 
@@ -140,7 +138,7 @@ public struct SplitQueue {
         // SAFETY: avail was translated with availBytes(size) bytes at start; offset 2 is idx.
         let idx = vs_load_acquire_u16(layout.avail + 2)
         let n = idx &- lastAvail
-        guard n <= layout.size else { broken = true; return nil }
+        guard n <= layout.size else { return nil }   // the caller stops the ring (RingFaults.swift)
         availSeen = idx
         return Int(n)
     }

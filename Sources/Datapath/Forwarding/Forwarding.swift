@@ -24,13 +24,13 @@ extension ForwardingEngine {
             }
             i &+= 1
         }
-        if hot.pointee.localCount > 0 && (frames == 0 || loopCounters[0] & 7 == 0) {
+        if hot.pointee.localCount > 0 && (frames == 0 || loopCounters[LoopCounter.polls.rawValue] & 7 == 0) {
             frames &+= pollLocalPorts()
         }
         publishDirtyRx()
         // Relaxed atomic stores (same instructions as plain ones): loopStatistics() reads them.
-        vs_counter_add(loopCounters, 1)
-        if frames == 0 { vs_counter_add(loopCounters + 1, 1) } else { vs_counter_add(loopCounters + 3, UInt64(frames)) }
+        bump(.polls)
+        if frames == 0 { bump(.emptyPolls) } else { bump(.frames, UInt64(frames)) }
         return frames
     }
 

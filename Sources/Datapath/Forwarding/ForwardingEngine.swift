@@ -83,9 +83,8 @@ public final class ForwardingEngine: @unchecked Sendable {
     var dirtyPorts: UnsafeMutablePointer<Int32>
     /// Capture taps (pcap ports, live capture), indexed by their bit in the capture masks.
     let captureTaps = ForwardingEngine.makeCaptureTapTable()
-    /// Statistics of the thread itself, for benchmarks (busy vs idle).
-    /// polls, emptyPolls, sleeps, frames, busyCycles, awakeCycles (TSC).
-    public let loopCounters = UnsafeMutablePointer<UInt64>.allocate(capacity: 6)
+    /// Statistics of the thread itself, for benchmarks (busy vs idle), one per `LoopCounter`.
+    public let loopCounters = UnsafeMutablePointer<UInt64>.allocate(capacity: LoopCounter.allCases.count)
 
     public init(logger: Logger) {
         self.logger = logger
@@ -96,7 +95,7 @@ public final class ForwardingEngine: @unchecked Sendable {
         _ = vs_epoll_ctl(epollFd, vs_epoll_op_add(), commandFd, vs_epollin(), Self.commandToken)
         _ = vs_epoll_ctl(epollFd, vs_epoll_op_add(), localEpollFd, vs_epollin(), Self.localToken)
         pendingTasks.initialize(to: 0)
-        loopCounters.initialize(repeating: 0, count: 6)
+        loopCounters.initialize(repeating: 0, count: LoopCounter.allCases.count)
         ports = .allocate(capacity: Self.maxPorts)
         for i in 0..<Self.maxPorts { (ports + i).initialize(to: PortSlot()) }
         bridges = .allocate(capacity: Self.maxBridges)
@@ -227,8 +226,8 @@ public final class ForwardingEngine: @unchecked Sendable {
                 // Busy time as the TSC counts it: how saturated the thread really is (a
                 // share of polls would mislead: an empty pass is 100x cheaper than a full one).
                 let t1 = vs_rdtsc()
-                vs_counter_add(loopCounters + 4, t1 &- t0)
-                vs_counter_add(loopCounters + 5, t1 &- loopStart)
+                bump(.busyCycles, t1 &- t0)
+                bump(.awakeCycles, t1 &- loopStart)
                 loopStart = t1
                 idlePolls = 0
                 // MAC aging needs the clock even when the thread never sleeps: refresh it
@@ -247,9 +246,9 @@ public final class ForwardingEngine: @unchecked Sendable {
                 setKicks(enabled: false)
                 continue
             }
-            vs_counter_add(loopCounters + 2, 1)
+            bump(.sleeps)
             let beforeSleep = vs_rdtsc()
-            vs_counter_add(loopCounters + 5, beforeSleep &- loopStart)
+            bump(.awakeCycles, beforeSleep &- loopStart)
             let timeout: Int32 = hot.pointee.kicklessQueues > 0 ? 1 : -1
             let n = vs_epoll_wait(epollFd, &tokens, &events, 64, timeout)
             for k in 0..<Int(max(n, 0)) {
@@ -322,15 +321,26 @@ struct HotState {
     var spinNanoseconds: UInt64 = 50_000
 }
 
+/// What the forwarding loop counts, in `loopCounters` order: passes over the polled queues,
+/// passes that found nothing, sleeps in epoll, frames taken from guests, TSC cycles in
+/// passes that forwarded something, TSC cycles awake.
+public enum LoopCounter: Int, CaseIterable {
+    case polls, emptyPolls, sleeps, frames, busyCycles, awakeCycles
+}
+
 extension ForwardingEngine {
     /// Loop counters (read racily from another thread: relaxed, monotonic, good enough).
     /// `busyCycles`: TSC cycles spent in passes that forwarded something; `awakeCycles`:
     /// TSC cycles the thread was awake (not sleeping in epoll). busy/awake is the load.
     public func loopStatistics() -> (polls: UInt64, emptyPolls: UInt64, sleeps: UInt64, frames: UInt64,
                                      busyCycles: UInt64, awakeCycles: UInt64) {
-        (vs_counter_load(loopCounters), vs_counter_load(loopCounters + 1), vs_counter_load(loopCounters + 2),
-         vs_counter_load(loopCounters + 3), vs_counter_load(loopCounters + 4), vs_counter_load(loopCounters + 5))
+        func load(_ c: LoopCounter) -> UInt64 { vs_counter_load(loopCounters + c.rawValue) }
+        return (load(.polls), load(.emptyPolls), load(.sleeps), load(.frames), load(.busyCycles), load(.awakeCycles))
     }
+
+    /// The forwarding thread's own counters (relaxed stores by it alone).
+    @inline(__always)
+    func bump(_ c: LoopCounter, _ n: UInt64 = 1) { vs_counter_add(loopCounters + c.rawValue, n) }
 
     /// CPU time (user + system) of the forwarding thread, from /proc.
     public func threadCPUSeconds() -> Double {

@@ -11,9 +11,7 @@ extension ForwardingEngine {
         let slot = ports + p
         let q = slot.pointee.packedQueues.unsafelyUnwrapped + qi
         guard let available = q.pointee.availableCount() else {
-            logger.error("guest TX ring is corrupt (packed descriptor list longer than the ring); stopping the queue",
-                         metadata: ["port": "\(p)", "queue": "\(qi)"])
-            detachQueue(port: p, queue: qi)
+            ringFailed(port: p, queue: qi, .packedList)
             return 0
         }
         let n = min(available, hot.pointee.batchSize)
@@ -44,7 +42,12 @@ extension ForwardingEngine {
         let slot = ports + d
         let counters = slot.pointee.counters.unsafelyUnwrapped
         let q = slot.pointee.packedQueues.unsafelyUnwrapped + qi
-        guard var available = q.pointee.cachedAvailableCount(), available > 0 else {
+        guard var available = q.pointee.cachedAvailableCount() else {
+            counters.add(.txDropNoBuffers)
+            ringFailed(port: d, queue: qi, .packedList)
+            return
+        }
+        guard available > 0 else {
             counters.add(.txDropNoBuffers)
             return
         }
@@ -55,7 +58,14 @@ extension ForwardingEngine {
         // With mergeable buffers a frame may take several chains (virtio 1.2, 5.1.6.4).
         let maxChains = slot.pointee.mergeable ? 256 : 1
         while rxScratch.pointee.totalLength < needed {
-            if chains == available { available = q.pointee.availableCount() ?? 0 }   // look for more
+            if chains == available {   // look for more
+                guard let more = q.pointee.availableCount() else {
+                    counters.add(.txDropNoBuffers)
+                    ringFailed(port: d, queue: qi, .packedList)
+                    return
+                }
+                available = more
+            }
             guard chains < available, chains < maxChains, let head = q.pointee.head(at: chains) else {
                 counters.add(.txDropNoBuffers)
                 return

@@ -2,8 +2,10 @@ import SwitchModel
 import CShims
 import Virtio
 
-/// What the forwarding thread does with a guest ring it cannot trust any more (avail index
-/// jumped past the ring size, a head index out of range): the queue is detached, the port
+/// What the forwarding thread does with a guest ring it cannot trust any more (a split
+/// ring's avail index jumped past the ring size or a head index is out of range, a packed
+/// ring's descriptor list is longer than the ring or only half available), on TX and RX
+/// queues of both kinds alike: the queue is detached, the port
 /// is marked broken (`vswitch show` says so) and one line is logged, at most one per port
 /// per second, so a guest that breaks its rings in a loop cannot flood the log. Other ports
 /// are not affected. The mark goes away when the guest sets the queue up again.
@@ -11,6 +13,7 @@ extension ForwardingEngine {
     enum RingFault: String {
         case availIndexJump = "avail index jumped past the ring size"
         case headOutOfRange = "descriptor head index out of range"
+        case packedList = "packed descriptor list longer than the ring or only half available"
     }
 
     /// Detaches queue `q` of port `p` and marks the port broken. Forwarding thread only.
