@@ -96,7 +96,7 @@ public enum TextRendering {
 
     // MARK: - Helpers
 
-    /// Rows padded so columns line up; columns in `rightAligned` are right-justified (numbers).
+    /// The forwarding thread's own counters, with the load and cycles per frame worked out.
     public static func datapath(_ d: DatapathStats) -> String {
         let load = d.awakeCycles == 0 ? 0 : 100 * Double(d.busyCycles) / Double(d.awakeCycles)
         let perFrame = d.frames == 0 ? 0 : Double(d.busyCycles) / Double(d.frames)
@@ -113,6 +113,7 @@ public enum TextRendering {
             """
     }
 
+    /// Rows padded so columns line up; columns in `rightAligned` are right-justified (numbers).
     static func table(header: [String], rows: [[String]], rightAligned: Set<Int>) -> [String] {
         let all = [header] + rows
         let widths = header.indices.map { col in all.map { $0[col].count }.max() ?? 0 }

@@ -5,7 +5,7 @@
 #   round 1: testpmd listens (server=1), switch ports are vhostuserclient
 #   round 2: the switch listens (vhostuser ports), testpmd connects
 #   round 3: like 1 with mrg_rxbuf=0,in_order=1 (no mergeable RX buffers; IN_ORDER offered by
-#            testpmd, not negotiated by the switch)
+#            both sides and negotiated)
 #   round 4: like 1 with queues=2 (--rxq=2 --txq=2): multiqueue from a DPDK frontend
 # Pass: in each round both switch ports' rx counters grow while testpmd runs, and testpmd's
 # final statistics show RX-packets > 0 on both of its ports.

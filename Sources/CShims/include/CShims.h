@@ -81,24 +81,6 @@ static inline uint64_t vs_rdtsc(void) {
     return __builtin_ia32_rdtsc();
 #else
     return 0;
-// ---- UDP for VXLAN tunnels (udp.c). IPv4 addresses are uint32_t in network byte order,
-// ---- ports in host order.
-
-/// A dotted quad or a host name (getaddrinfo, AF_INET) -> address; 0 or a getaddrinfo error.
-int vs_resolve4(const char *host, uint32_t *addr_be);
-const char *vs_resolve_error(int rc);
-/// Nonblocking UDP socket bound to addr:port (port 0: an ephemeral one); -1 and errno on
-/// error (EADDRINUSE: another socket has the port). `rcvbuf` > 0 sets the receive buffer.
-int vs_udp_open(uint32_t addr_be, uint16_t port, int rcvbuf);
-/// The port a UDP socket is bound to, or -1.
-int vs_udp_local_port(int fd);
-/// The MTU of the route to remote (IP_MTU of a connected socket, from `local` if not 0), or -1.
-int vs_udp_path_mtu(uint32_t local_be, uint32_t remote_be, uint16_t port);
-/// One datagram from `iovcnt` struct iovec entries to addr:port (MSG_DONTWAIT). Retries EINTR.
-ssize_t vs_udp_sendv(int fd, const void *iov, int iovcnt, uint32_t addr_be, uint16_t port);
-/// One datagram (MSG_DONTWAIT); the sender's address goes to `*from_be`. Retries EINTR.
-ssize_t vs_udp_recv(int fd, void *buf, size_t len, uint32_t *from_be);
-
 #endif
 }
 /// Best effort: forbid shrinking a memfd we are about to map (F_SEAL_SHRINK), so the

@@ -307,10 +307,10 @@ struct HotState {
     /// Non-vhost ports (TAP, VXLAN) registered in `localEpollFd`.
     var localCount = 0
     var batchSize = 32
-    /// The current frame's offload fields (virtio-net header bytes 0-7, 0 = none) and
-    /// csum_offset; whether it was copied to `offloadBuffer`.
     /// Capture taps with records not yet published to their writers.
     var unpublishedCaptures: UInt32 = 0
+    /// The current frame's offload fields (virtio-net header bytes 0-7, 0 = none) and
+    /// csum_offset; whether it was copied to `offloadBuffer`.
     var offloadHeader: UInt64 = 0
     var offloadCsumOffset: UInt16 = 0
     var linearized = false

@@ -1,8 +1,6 @@
 import SwitchModel
 import Virtio
 
-/// Scatter-gather copy between two translated chains: the single copy of a frame from the
-/// source guest's TX buffers into the destination guest's RX buffers.
 /// How a frame's 802.1Q tag changes on its way to one destination: 0 nothing, `pop`, or
 /// the 32-bit tag to insert (TPID 0x8100 in the high half, the VLAN id in the low half).
 enum VlanEdit {
@@ -15,6 +13,8 @@ enum VlanEdit {
     }
 }
 
+/// Scatter-gather copy between two translated chains: the single copy of a frame from the
+/// source guest's TX buffers into the destination guest's RX buffers.
 enum FrameCopy {
     /// Copies `count` bytes from `src` starting at byte `srcOffset` to `dst` starting at
     /// byte `dstOffset`. The caller has checked both lists hold enough bytes.

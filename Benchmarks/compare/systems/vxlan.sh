@@ -10,6 +10,7 @@
 # veth and UDP receive path of the other in the same softirq), so the figure is what one CPU
 # does for two switches and the kernel's UDP stack; the generator has CPU 0 as for the others.
 # Switch figures (busy, cycles/pkt) are A's; B's dp-stats and port stats go to the run's logs.
+# shellcheck disable=SC2034 # VSWD_PID is read by systems/vswitch.sh
 
 VX_NS_A=vswcmpA$$
 VX_NS_B=vswcmpB$$
