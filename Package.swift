@@ -2,12 +2,12 @@
 import PackageDescription
 
 // Modules by plane; dependencies point one way (README "Architecture", docs/architecture.md):
-//   CShims -> Virtio -> VhostUser
+//   CShims -> Virtio -> VhostUser (and Syscalls: the control plane's EINTR convention)
 //   SwitchModel (value types: port kinds, specs, snapshots, counters, errors)
 //   CShims, Virtio, SwitchModel -> Datapath (the forwarding engine; no VhostUser, no libpcap)
 //   Datapath, CPcap -> CaptureWriter (libpcap writer threads)
 //   Datapath, CaptureWriter, VhostUser -> Switch (control plane: SwitchController, port objects)
-//   CShims, SwitchModel -> Control (wire protocol; never the data plane) -> VSwitchCLI -> vswitch
+//   CShims, SwitchModel, Syscalls -> Control (wire protocol; never the data plane) -> VSwitchCLI -> vswitch
 //   Switch, Control -> vswitchd
 let package = Package(
     name: "vswitch",
@@ -25,7 +25,9 @@ let package = Package(
     targets: [
         .target(name: "CShims"),
         .target(name: "Virtio", dependencies: ["CShims"]),
-        .target(name: "VhostUser", dependencies: ["CShims", "Virtio", .product(name: "Logging", package: "swift-log")]),
+        // The control plane's EINTR convention (Syscall.retrying); not for the hot path.
+        .target(name: "Syscalls"),
+        .target(name: "VhostUser", dependencies: ["CShims", "Virtio", "Syscalls", .product(name: "Logging", package: "swift-log")]),
         // libpcap (libpcap-dev) for capture ports and live capture.
         .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
         .target(name: "SwitchModel"),
@@ -33,7 +35,7 @@ let package = Package(
         .target(name: "CaptureWriter", dependencies: ["CShims", "CPcap", "Datapath", "SwitchModel"]),
         .target(name: "Switch", dependencies: ["CShims", "Virtio", "VhostUser", "SwitchModel", "Datapath", "CaptureWriter",
                                                .product(name: "Logging", package: "swift-log")]),
-        .target(name: "Control", dependencies: ["CShims", "SwitchModel"]),  // CShims: SO_PEERCRED
+        .target(name: "Control", dependencies: ["CShims", "SwitchModel", "Syscalls"]),  // CShims: SO_PEERCRED
         // A virtio-net driver simulated in memfd memory: tests and the microbenchmark.
         .target(name: "GuestSimulator", dependencies: ["CShims", "Virtio", "VhostUser"]),
         .executableTarget(name: "vswitchd", dependencies: [

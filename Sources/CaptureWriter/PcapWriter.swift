@@ -155,10 +155,10 @@ public final class PcapStreamSink: CaptureSink {
     private var dumper: OpaquePointer?
 
     public init(format: PcapFormat, socket fd: Int32) throws(SwitchError) {
-        guard let stream = vs_socket_stream(fd) else { throw .socket("cannot create a stream on the control socket") }
+        guard let stream = vs_socket_stream(fd) else { throw .captureStream }
         guard let d = pcap_dump_fopen(format.handle, stream) else {
             fclose(stream)
-            throw .socket("libpcap: \(String(cString: pcap_geterr(format.handle)))")
+            throw .libpcap(String(cString: pcap_geterr(format.handle)))
         }
         dumper = d
     }

@@ -1,3 +1,4 @@
+import Syscalls
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -34,11 +35,8 @@ public enum ConfigFile {
         var data = Data()
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw .systemCall(call: "read", path: path, errno: errno)
-            }
+            let (n, e) = Syscall.retrying { chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) } }
+            if n < 0 { throw .systemCall(call: "read", path: path, errno: e) }
             if n == 0 { break }
             data.append(contentsOf: chunk[0..<n])
             guard data.count <= maxBytes else { throw .badFile(path: path, detail: "grew past \(maxBytes) bytes while read") }
@@ -121,19 +119,7 @@ public enum ConfigFile {
 
     /// nil, or the errno of a failed write.
     private static func writeAll(_ fd: Int32, _ data: Data) -> Int32? {
-        data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> Int32? in
-            guard let base = raw.baseAddress else { return nil }
-            var offset = 0
-            while offset < raw.count {
-                let n = Glibc.write(fd, base + offset, raw.count - offset)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    return errno
-                }
-                if n == 0 { return EIO }
-                offset += n
-            }
-            return nil
-        }
+        let e = data.withUnsafeBytes { raw in Syscall.writeAll(raw) { Glibc.write(fd, $0, $1) } }
+        return e == 0 ? nil : e
     }
 }

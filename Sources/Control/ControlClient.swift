@@ -58,19 +58,8 @@ public struct ControlClient: Sendable {
     /// Connects, sends `request`, and returns the daemon's response (which may be `ok: false`;
     /// only transport and protocol failures throw).
     public func send(_ request: ControlRequest) throws -> ControlResponse {
-        guard let addr = UnixSocket.address(for: path) else {
-            throw ControlClientError.pathTooLong(path: path)
-        }
-        let fd = UnixSocket.makeStreamSocket()
-        guard fd >= 0 else { throw ControlClientError.connectFailed(path: path, errno: errno) }
+        let fd = try UnixSocket.connectToDaemon(path: path, timeout: timeout)
         defer { close(fd) }
-        // Set before connect: a Unix connect blocks (until SO_SNDTIMEO) when the backlog is full.
-        UnixSocket.setTimeout(fd, option: SO_SNDTIMEO, seconds: timeout)
-        UnixSocket.setTimeout(fd, option: SO_RCVTIMEO, seconds: timeout)
-
-        let rc = UnixSocket.connect(fd, to: addr)
-        if rc == EAGAIN { throw ControlClientError.timedOut(path: path, seconds: timeout) }
-        guard rc == 0 else { throw ControlClientError.connectFailed(path: path, errno: rc) }
 
         let line = try ControlCoding.encode(request)
         let sendError = UnixSocket.sendAll(fd, line)

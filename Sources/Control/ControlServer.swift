@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import Syscalls
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -213,11 +214,10 @@ public final class ControlServer: @unchecked Sendable {
         }
         while true {
             // accept4 is not exported by the Glibc module; set FD_CLOEXEC right after instead.
-            let fd = accept(listenFD, nil, nil)
+            let (fd, code) = Syscall.retrying { accept(listenFD, nil, nil) }
             if fd < 0 {
-                let code = errno
                 if isStopped { return }
-                if code != EINTR && code != ECONNABORTED {
+                if code != ECONNABORTED {
                     usleep(100_000)  // EMFILE and friends: back off instead of spinning
                 }
                 continue

@@ -1,3 +1,4 @@
+import Syscalls
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -27,14 +28,8 @@ public struct ControlStreamClient: Sendable {
     /// `output` (so a refused request creates no file), copies the stream to the descriptor
     /// it returns, and returns how the stream ended.
     public func run(_ request: ControlRequest, output: () throws -> Int32) throws -> (ControlResponse, End?) {
-        guard let addr = UnixSocket.address(for: path) else { throw ControlClientError.pathTooLong(path: path) }
-        let fd = UnixSocket.makeStreamSocket()
-        guard fd >= 0 else { throw ControlClientError.connectFailed(path: path, errno: errno) }
+        let fd = try UnixSocket.connectToDaemon(path: path, timeout: timeout)
         defer { close(fd) }
-        UnixSocket.setTimeout(fd, option: SO_SNDTIMEO, seconds: timeout)
-        UnixSocket.setTimeout(fd, option: SO_RCVTIMEO, seconds: timeout)
-        let rc = UnixSocket.connect(fd, to: addr)
-        guard rc == 0 else { throw ControlClientError.connectFailed(path: path, errno: rc) }
         let sendError = UnixSocket.sendAll(fd, try ControlCoding.encode(request))
         guard sendError == 0 else { throw ControlClientError.ioFailed(path: path, errno: sendError) }
 
@@ -43,12 +38,11 @@ public struct ControlStreamClient: Sendable {
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
         var newline: Int?
         while newline == nil {
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            let (n, e) = Syscall.retrying { chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) } }
             if n == 0 { throw ControlClientError.noResponse(path: path) }
             if n < 0 {
-                if errno == EINTR { continue }
-                if errno == EAGAIN { throw ControlClientError.timedOut(path: path, seconds: timeout) }
-                throw ControlClientError.ioFailed(path: path, errno: errno)
+                if e == EAGAIN { throw ControlClientError.timedOut(path: path, seconds: timeout) }
+                throw ControlClientError.ioFailed(path: path, errno: e)
             }
             pending += chunk[..<n]
             newline = pending.firstIndex(of: UInt8(ascii: "\n"))
@@ -73,29 +67,15 @@ public struct ControlStreamClient: Sendable {
                 let e = Self.writeAll(out, rest)
                 if e != 0 { return (response, .outputClosed(errno: e)) }
             }
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            let (n, e) = Syscall.retrying { chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) } }
             if n == 0 { return (response, .finished) }
-            if n < 0 {
-                if errno == EINTR { rest = []; continue }
-                throw ControlClientError.ioFailed(path: path, errno: errno)
-            }
+            if n < 0 { throw ControlClientError.ioFailed(path: path, errno: e) }
             rest = Array(chunk[..<n])
         }
     }
 
     /// write(2) of all bytes; 0 or errno (EPIPE when the reader closed its end).
     static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Int32 {
-        bytes.withUnsafeBytes { raw -> Int32 in
-            var off = 0
-            while off < raw.count {
-                let n = write(fd, raw.baseAddress! + off, raw.count - off)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    return errno
-                }
-                off += n
-            }
-            return 0
-        }
+        bytes.withUnsafeBytes { raw in Syscall.writeAll(raw) { write(fd, $0, $1) } }
     }
 }

@@ -1,3 +1,4 @@
+import Syscalls
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -28,15 +29,36 @@ enum UnixSocket {
         socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     }
 
-    /// connect(2); returns 0 or errno.
+    /// connect(2); returns 0 or errno. A connect interrupted by a signal goes on in the
+    /// kernel: calling it again reports EISCONN once it is done, which is success.
     static func connect(_ fd: Int32, to addr: sockaddr_un) -> Int32 {
         var addr = addr
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+        let (_, e) = Syscall.retrying {
+            withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
             }
         }
-        return rc == 0 ? 0 : errno
+        return e == EISCONN ? 0 : e
+    }
+
+    /// A connected socket to the daemon at `path`, with `timeout` on connecting, sending
+    /// and receiving: what every control client starts with. The caller closes it.
+    static func connectToDaemon(path: String, timeout: Double) throws(ControlClientError) -> Int32 {
+        guard let addr = address(for: path) else { throw .pathTooLong(path: path) }
+        let fd = makeStreamSocket()
+        guard fd >= 0 else { throw .connectFailed(path: path, errno: errno) }
+        // Set before connect: a Unix connect blocks (until SO_SNDTIMEO) when the backlog is full.
+        setTimeout(fd, option: SO_SNDTIMEO, seconds: timeout)
+        setTimeout(fd, option: SO_RCVTIMEO, seconds: timeout)
+        let rc = connect(fd, to: addr)
+        guard rc == 0 else {
+            close(fd)
+            if rc == EAGAIN { throw .timedOut(path: path, seconds: timeout) }
+            throw .connectFailed(path: path, errno: rc)
+        }
+        return fd
     }
 
     /// bind(2); returns 0 or errno.
@@ -60,18 +82,7 @@ enum UnixSocket {
     /// Writes all of `data`; returns 0 or errno. MSG_NOSIGNAL turns a peer that went away
     /// into EPIPE instead of a process-killing SIGPIPE.
     static func sendAll(_ fd: Int32, _ data: Data) -> Int32 {
-        data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> Int32 in
-            var offset = 0
-            while offset < raw.count {
-                let n = send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    return errno
-                }
-                offset += n
-            }
-            return 0
-        }
+        data.withUnsafeBytes { raw in Syscall.writeAll(raw) { send(fd, $0, $1, Int32(MSG_NOSIGNAL)) } }
     }
 }
 
@@ -111,7 +122,7 @@ struct LineReader {
             }
             scanned = buffer.count
             if buffer.count > maxLineBytes { return .tooLong }
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            let (n, e) = Syscall.retrying { chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) } }
             if n > 0 {
                 buffer.append(contentsOf: chunk[0..<n])
             } else if n == 0 {
@@ -120,12 +131,10 @@ struct LineReader {
                 buffer = Data()
                 scanned = 0
                 return .line(line)
-            } else if errno == EINTR {
-                continue
-            } else if errno == EAGAIN || errno == EWOULDBLOCK {
+            } else if e == EAGAIN || e == EWOULDBLOCK {
                 return .timedOut
             } else {
-                return .failed(errno)
+                return .failed(e)
             }
         }
     }

@@ -155,7 +155,7 @@ public final class SwitchController {
             try endpoint.start()
         } catch {
             engine.sync { $0.removePort(slot) }
-            throw .socket("\(error)")
+            throw .endpoint(path: path, reason: "\(error)")
         }
         return Port(name: name, spec: spec, path: path, slot: slot, attachment: .vhost(backend, endpoint))
     }
@@ -163,7 +163,7 @@ public final class SwitchController {
     private func makeTapPort(bridge b: Int, name: String, spec: PortSpec) throws(SwitchError) -> Port {
         guard let ifname = spec.ifname, !ifname.isEmpty else { throw .missingOption("--ifname", kind: "tap") }
         if let other = bridges.flatMap(\.ports).first(where: { $0.kind == .tap && $0.path == ifname }) {
-            throw .socket("TAP \(ifname) is already port \(other.name)")
+            throw .tapInUse(ifname: ifname, port: other.name)
         }
         let device = try TapDevice(name: ifname)
         let bridgeSlot = bridges[b].slot

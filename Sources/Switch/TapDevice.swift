@@ -26,7 +26,7 @@ final class TapDevice {
         if vs_if_set_up(name, 1) != 0 {
             let e = errno
             close(fd)
-            throw .socket("TAP \(name): cannot set the link up: \(String(cString: strerror(e)))")
+            throw .tap(ifname: name, .linkUp(errno: e))
         }
     }
 
@@ -35,19 +35,15 @@ final class TapDevice {
     static func openError(name: String, errno e: Int32, existed: Bool) -> SwitchError {
         switch e {
         case ENOENT, ENODEV:
-            return .socket("TAP \(name): /dev/net/tun is missing (load the tun module: modprobe tun)")
+            return .tap(ifname: name, .noTunDevice)
         case EBUSY:
-            return .socket("TAP \(name): the device is already in use by another program")
+            return .tap(ifname: name, .busy)
         case EPERM, EACCES:
-            return .socket(existed
-                ? "TAP \(name): the device belongs to another user (ip tuntap add ... user/group)"
-                : "TAP \(name): not permitted (needs CAP_NET_ADMIN)")
+            return .tap(ifname: name, existed ? .otherOwner : .notPermitted)
         case EINVAL:
-            return .socket(existed
-                ? "TAP \(name): an interface of that name exists and is not a TAP device"
-                : "TAP \(name): invalid name")
+            return .tap(ifname: name, existed ? .notATap : .invalidName)
         default:
-            return .socket("TAP \(name): \(String(cString: strerror(e)))")
+            return .tap(ifname: name, .system(errno: e))
         }
     }
 }

@@ -9,7 +9,7 @@ extension SwitchController {
             if case .vxlan(let t) = $0.attachment { return t.dstPort == port } else { return false }
         }) {
             // One receive socket per UDP port: a second tunnel would need demultiplexing by VNI.
-            throw .socket("VXLAN: UDP port \(port) is already used by tunnel port \(other.name)")
+            throw .udpPortInUse(port, port: other.name)
         }
         let tunnel = try VxlanTunnel(spec: spec)
         let bridgeSlot = bridges[b].slot

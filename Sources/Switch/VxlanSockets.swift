@@ -70,7 +70,7 @@ final class VxlanTunnel {
             guard fd >= 0 else {
                 let e = errno
                 for f in fds + [rfd] { close(f) }
-                throw .socket("VXLAN: cannot open a UDP send socket: \(String(cString: strerror(e)))")
+                throw .vxlan(.sendSocket(errno: e))
             }
             fds.append(fd)
             ports.append(Int(vs_udp_local_port(fd)))
@@ -146,14 +146,13 @@ final class VxlanTunnel {
     static func bindError(_ e: Int32, address: String, port: Int) -> SwitchError {
         switch e {
         case EADDRINUSE:
-            return .socket("VXLAN: UDP port \(port) on \(address) is already in use by another program "
-                + "(a kernel vxlan device with dstport \(port) in this network namespace, or another vswitchd?)")
+            return .vxlan(.addressInUse(address: address, udpPort: port))
         case EADDRNOTAVAIL:
-            return .socket("VXLAN: local address \(address) is not an address of this host")
+            return .vxlan(.notLocal(address: address))
         case EACCES:
-            return .socket("VXLAN: not permitted to bind UDP port \(port) (ports below 1024 need root)")
+            return .vxlan(.bindNotPermitted(udpPort: port))
         default:
-            return .socket("VXLAN: cannot bind UDP \(address):\(port): \(String(cString: strerror(e)))")
+            return .vxlan(.bind(address: address, udpPort: port, errno: e))
         }
     }
 }

@@ -1,3 +1,4 @@
+import Syscalls
 import CShims
 #if canImport(Glibc)
 import Glibc
@@ -38,8 +39,7 @@ public enum VhostUserConnection {
     private static func readExactly(_ fd: Int32, _ buffer: inout [UInt8], from start: Int) -> Bool {
         var have = start
         while have < buffer.count {
-            let r = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + have, $0.count - have, 0) }
-            if r < 0 && errno == EINTR { continue }
+            let (r, _) = Syscall.retrying { buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + have, $0.count - have, 0) } }
             guard r > 0 else { return false }
             have += r
         }

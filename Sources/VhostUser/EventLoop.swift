@@ -1,3 +1,4 @@
+import Syscalls
 import CShims
 import Foundation
 #if canImport(Glibc)
@@ -93,8 +94,8 @@ public final class EventLoop: @unchecked Sendable {
         var tokens = [UInt64](repeating: 0, count: 32)
         var events = [UInt32](repeating: 0, count: 32)
         while !stopping {
-            let n = vs_epoll_wait(epollFd, &tokens, &events, 32, nextTimeoutMs())
-            if n < 0 && errno != EINTR { break }
+            let (n, _) = Syscall.retrying { vs_epoll_wait(epollFd, &tokens, &events, 32, nextTimeoutMs()) }
+            if n < 0 { break }
             for k in 0..<Int(max(n, 0)) {
                 let fd = Int32(bitPattern: UInt32(truncatingIfNeeded: tokens[k]))
                 if fd == wakeFd {

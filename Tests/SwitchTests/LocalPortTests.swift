@@ -127,6 +127,7 @@ final class LocalPortTests: XCTestCase {
             throw XCTSkip("needs root and /dev/net/tun")
         }
         XCTAssertThrowsError(try TapDevice(name: "lo")) { error in
+            XCTAssertEqual(error as? SwitchError, .tap(ifname: "lo", .notATap))
             XCTAssertTrue("\(error)".contains("not a TAP device"), "\(error)")
         }
         XCTAssertThrowsError(try TapDevice(name: "bad/name")) { error in
@@ -135,6 +136,7 @@ final class LocalPortTests: XCTestCase {
         let tap = try TapDevice(name: "vstest\(getpid() % 10000)")
         XCTAssertEqual(vs_if_exists(tap.name), 1)
         XCTAssertThrowsError(try TapDevice(name: tap.name)) { error in
+            XCTAssertEqual(error as? SwitchError, .tap(ifname: tap.name, .busy))
             XCTAssertTrue("\(error)".contains("in use"), "\(error)")
         }
     }

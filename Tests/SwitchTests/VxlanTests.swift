@@ -261,6 +261,7 @@ final class VxlanTests: XCTestCase {
         XCTAssertTrue(controller.isTunnel(bridge: "br0", port: "vx0"))
         XCTAssertThrowsError(try controller.addPort(bridge: "br0", name: "vx1", spec: PortSpec(
             kind: .vxlan, remotes: ["127.0.0.4"], vni: 43, dstPort: port))) {
+            XCTAssertEqual($0 as? SwitchError, .udpPortInUse(port, port: "vx0"), "a typed value, not a string")
             XCTAssertTrue("\($0)".contains("already used by tunnel port vx0"), "\($0)")
         }
         try controller.deletePort(bridge: "br0", port: "vx0")
