@@ -93,7 +93,7 @@ extension SwitchController {
         return session
     }
 
-    func pcapSnapshot(_ p: Port, _ info: PcapPortInfo) -> PortSnapshot {
+    func pcapSnapshot(_ p: Port, _ info: PcapPortInfo) -> PortInfo {
         let s = info.session
         let state: String
         switch s.end {
@@ -109,8 +109,7 @@ extension SwitchController {
         if let r = info.sink.rotateBytes {
             options["rotate"] = "\(r) bytes, \(info.sink.rotateCount) files, \(info.sink.rotations) rotations"
         }
-        return PortSnapshot(name: p.name, kind: p.kind, path: p.path, state: state, linkUp: s.end == nil,
-                            features: 0, protocolFeatures: 0, mtu: nil, queues: [], options: options)
+        return self.info(p, state: state, linkUp: s.end == nil, mtu: nil, options: options)
     }
 
     /// `port stats` of a pcap port: frames written count as transmitted to it; frames the

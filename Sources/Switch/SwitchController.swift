@@ -198,19 +198,33 @@ public final class SwitchController {
 
     // MARK: queries
 
-    public func snapshot() -> [BridgeSnapshot] {
+    public func snapshot() -> [BridgeInfo] {
         bridges.map { b in
-            BridgeSnapshot(name: b.name, agingSeconds: b.agingSeconds, ports: b.ports.map(portSnapshot))
+            BridgeInfo(name: b.name, agingSeconds: b.agingSeconds, ports: b.ports.map(portSnapshot))
         }
     }
 
-    private func portSnapshot(_ p: Port) -> PortSnapshot {
+    private func portSnapshot(_ p: Port) -> PortInfo {
         var snapshot = attachmentSnapshot(p)
-        if let policy = try? PortPolicy(p.spec) { snapshot.options.merge(policy.description) { a, _ in a } }
+        if let policy = try? PortPolicy(p.spec), !policy.description.isEmpty {
+            snapshot.options = (snapshot.options ?? [:]).merging(policy.description) { a, _ in a }
+        }
         return snapshot
     }
 
-    private func attachmentSnapshot(_ p: Port) -> PortSnapshot {
+    /// A port's `show` entry: link "up"/"down", feature bits as their names, no options when
+    /// there are none.
+    func info(_ p: Port, state: String, linkUp: Bool, features: UInt64 = 0, protocolFeatures: UInt64 = 0,
+              mtu: Int?, queues: [(index: Int, size: Int, enabled: Bool, running: Bool)] = [],
+              options: [String: String] = [:]) -> PortInfo {
+        PortInfo(name: p.name, type: p.kind, path: p.path, state: state, link: linkUp ? "up" : "down",
+                 features: VirtioFeature.describe(features),
+                 protocolFeatures: VhostUserProtocolFeature.describe(protocolFeatures), mtu: mtu,
+                 queues: queues.map { QueueInfo(index: $0.index, size: $0.size, enabled: $0.enabled, running: $0.running) },
+                 options: options.isEmpty ? nil : options)
+    }
+
+    private func attachmentSnapshot(_ p: Port) -> PortInfo {
         switch p.attachment {
         case .vhost(_, let endpoint):
             let d = endpoint.device
@@ -218,16 +232,14 @@ public final class SwitchController {
             let up = q.contains { $0.running && $0.index % 2 == 0 } && q.contains { $0.running && $0.index % 2 == 1 }
             let slot = p.slot
             let broken = engine.sync { $0.isBroken(port: slot) }   // a corrupt ring was stopped
-            return PortSnapshot(name: p.name, kind: p.kind, path: p.path,
-                                state: broken ? "broken" : endpoint.state.rawValue, linkUp: up, features: d.ackedFeatures, protocolFeatures: d.ackedProtocolFeatures,
-                                mtu: d.mtu, queues: q)
+            return info(p, state: broken ? "broken" : endpoint.state.rawValue, linkUp: up, features: d.ackedFeatures,
+                        protocolFeatures: d.ackedProtocolFeatures, mtu: d.mtu, queues: q)
         case .tap(let device):
             let mtu = vs_if_mtu(device.name)
             // The interface may have moved to another network namespace: then it is not
             // visible here, but the descriptor still carries its frames.
-            return PortSnapshot(name: p.name, kind: p.kind, path: p.path, state: "attached", linkUp: true,
-                                features: 0, protocolFeatures: 0, mtu: mtu > 0 ? Int(mtu) : nil, queues: [],
-                                options: ["ifname": device.name,
+            return info(p, state: "attached", linkUp: true, mtu: mtu > 0 ? Int(mtu) : nil,
+                        options: ["ifname": device.name,
                                           "namespace": vs_if_exists(device.name) == 1 ? "host" : "other"])
         case .pcap(let info):
             return pcapSnapshot(p, info)
@@ -236,12 +248,12 @@ public final class SwitchController {
         }
     }
 
-    public func fdb(bridge name: String) throws(SwitchError) -> [FdbRow] {
+    public func fdb(bridge name: String) throws(SwitchError) -> [FdbEntry] {
         let b = try bridgeIndex(name)
         let slot = bridges[b].slot
         let names = Dictionary(uniqueKeysWithValues: bridges[b].ports.filter { $0.slot >= 0 }.map { ($0.slot, $0.name) })
         return engine.sync { $0.fdbEntries(bridge: slot) }
-            .map { FdbRow(mac: MacTable.format(mac: $0.key & 0xFFFF_FFFF_FFFF), port: names[$0.port] ?? "?",
+            .map { FdbEntry(mac: MacTable.format(mac: $0.key & 0xFFFF_FFFF_FFFF), port: names[$0.port] ?? "?",
                           vlan: Int($0.key >> 48), ageSeconds: $0.age) }
             .sorted { ($0.port, $0.vlan, $0.mac) < ($1.port, $1.vlan, $1.mac) }
     }

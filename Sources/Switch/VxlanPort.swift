@@ -23,11 +23,10 @@ extension SwitchController {
         return Port(name: name, spec: spec, path: remotes, slot: slot, attachment: .vxlan(tunnel))
     }
 
-    func vxlanSnapshot(_ p: Port, _ t: VxlanTunnel) -> PortSnapshot {
+    func vxlanSnapshot(_ p: Port, _ t: VxlanTunnel) -> PortInfo {
         let mtus = t.underlayMtu.map { $0 > 0 ? String($0) : "?" }.joined(separator: ",")
-        return PortSnapshot(name: p.name, kind: p.kind, path: p.path, state: "attached", linkUp: true,
-                            features: 0, protocolFeatures: 0, mtu: t.guestMtu, queues: [],
-                            options: ["remote": t.remoteNames.joined(separator: ","),
+        return info(p, state: "attached", linkUp: true, mtu: t.guestMtu,
+                    options: ["remote": t.remoteNames.joined(separator: ","),
                                       "remote_ip": t.remoteAddresses.map(VxlanTunnel.format).joined(separator: ","),
                                       "vni": String(t.vni), "dst_port": String(t.dstPort), "local": t.local,
                                       "src_ports": t.sourcePorts.map(String.init).joined(separator: ","),

@@ -1,53 +1,81 @@
-/// Snapshots for `show`, `fdb show` and `port stats`.
-public struct PortSnapshot: Sendable {
-    public var name: String
-    public var kind: PortKind
-    public var path: String
-    public var state: String
-    public var linkUp: Bool
-    public var features: UInt64
-    public var protocolFeatures: UInt64
-    public var mtu: Int?
-    public var queues: [(index: Int, size: Int, enabled: Bool, running: Bool)]
-    /// Kind-specific facts for `show` (interface name, file, remote, capture drops...).
-    public var options: [String: String] = [:]
-
-    public init(name: String, kind: PortKind, path: String, state: String, linkUp: Bool, features: UInt64,
-                protocolFeatures: UInt64, mtu: Int?, queues: [(index: Int, size: Int, enabled: Bool, running: Bool)],
-                options: [String: String] = [:]) {
-        self.name = name
-        self.kind = kind
-        self.path = path
-        self.state = state
-        self.linkUp = linkUp
-        self.features = features
-        self.protocolFeatures = protocolFeatures
-        self.mtu = mtu
-        self.queues = queues
-        self.options = options
-    }
-}
-
-public struct BridgeSnapshot: Sendable {
+/// What `show` and `fdb show` report, as the control protocol carries it (JSON, keys
+/// sorted) and as the control plane builds it: one set of types for both, so the wire and
+/// the switch cannot drift. Feature names are the virtio / vhost-user names.
+public struct BridgeInfo: Codable, Sendable, Equatable {
     public var name: String
     public var agingSeconds: Int
-    public var ports: [PortSnapshot]
-    public init(name: String, agingSeconds: Int, ports: [PortSnapshot]) {
+    public var ports: [PortInfo]
+    public init(name: String, agingSeconds: Int, ports: [PortInfo]) {
         self.name = name
         self.agingSeconds = agingSeconds
         self.ports = ports
     }
 }
 
-public struct FdbRow: Sendable {
-    public var mac: String
+public struct QueueInfo: Codable, Sendable, Equatable {
+    /// Virtqueue index: even = guest RX (switch -> guest), odd = guest TX (guest -> switch).
+    public var index: Int
+    public var size: Int
+    public var enabled: Bool
+    /// Running in the forwarding thread (memory, addresses, kick fd all set and enabled).
+    public var running: Bool
+    public init(index: Int, size: Int, enabled: Bool, running: Bool) {
+        self.index = index
+        self.size = size
+        self.enabled = enabled
+        self.running = running
+    }
+}
+
+public struct PortInfo: Codable, Sendable, Equatable {
+    public var name: String
+    public var type: PortKind
+    public var path: String
+    /// "listening", "connecting", "connected", "stopped".
+    public var state: String
+    /// "up" when at least one RX and one TX queue are running.
+    public var link: String
+    /// Negotiated virtio feature names, e.g. ["VERSION_1", "MRG_RXBUF"].
+    public var features: [String]
+    public var protocolFeatures: [String]
+    public var mtu: Int?
+    public var queues: [QueueInfo]
+    /// Type-specific facts: TAP interface and namespace, pcap file and drops, VXLAN VNI...
+    public var options: [String: String]?
+    public init(name: String, type: PortKind, path: String, state: String, link: String,
+                features: [String], protocolFeatures: [String], mtu: Int?, queues: [QueueInfo],
+                options: [String: String]? = nil) {
+        self.options = options
+        self.name = name
+        self.type = type
+        self.path = path
+        self.state = state
+        self.link = link
+        self.features = features
+        self.protocolFeatures = protocolFeatures
+        self.mtu = mtu
+        self.queues = queues
+    }
+}
+
+public struct FdbEntry: Codable, Sendable, Equatable {
+    public var mac: String   // "52:54:00:00:00:01"
     public var port: String
-    public var vlan: Int
+    public var vlan: Int     // 0 = untagged
     public var ageSeconds: Int
     public init(mac: String, port: String, vlan: Int, ageSeconds: Int) {
         self.mac = mac
         self.port = port
         self.vlan = vlan
         self.ageSeconds = ageSeconds
+    }
+}
+
+public struct FdbTable: Codable, Sendable, Equatable {
+    public var bridge: String
+    public var entries: [FdbEntry]
+    public init(bridge: String, entries: [FdbEntry]) {
+        self.bridge = bridge
+        self.entries = entries
     }
 }

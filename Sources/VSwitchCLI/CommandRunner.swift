@@ -1,3 +1,4 @@
+import SwitchModel
 import ArgumentParser
 import Control
 import Foundation

@@ -29,13 +29,11 @@ struct RequestHandler {
                 try controller.deletePort(bridge: try need(r.bridge, "bridge"), port: try need(r.port, "port"))
                 return .success()
             case .show:
-                return .success(ControlResult(bridges: controller.snapshot().map(Self.bridgeInfo)))
+                return .success(ControlResult(bridges: controller.snapshot()))
             case .fdbShow:
                 let bridge = try need(r.bridge, "bridge")
                 let rows = try controller.fdb(bridge: bridge)
-                return .success(ControlResult(fdb: FdbTable(bridge: bridge, entries: rows.map {
-                    FdbEntry(mac: $0.mac, port: $0.port, vlan: $0.vlan, ageSeconds: $0.ageSeconds)
-                })))
+                return .success(ControlResult(fdb: FdbTable(bridge: bridge, entries: rows)))
             case .fdbFlush:
                 try controller.flushFdb(bridge: try need(r.bridge, "bridge"))
                 return .success()
@@ -76,17 +74,5 @@ struct RequestHandler {
     private func need<T>(_ v: T?, _ name: String) throws -> T {
         guard let v else { throw MissingField(name: name) }
         return v
-    }
-
-    static func bridgeInfo(_ b: BridgeSnapshot) -> BridgeInfo {
-        BridgeInfo(name: b.name, agingSeconds: b.agingSeconds, ports: b.ports.map { p in
-            PortInfo(name: p.name, type: p.kind, path: p.path,
-                     state: p.state, link: p.linkUp ? "up" : "down",
-                     features: VirtioFeature.describe(p.features),
-                     protocolFeatures: VhostUserProtocolFeature.describe(p.protocolFeatures),
-                     mtu: p.mtu,
-                     queues: p.queues.map { QueueInfo(index: $0.index, size: $0.size, enabled: $0.enabled, running: $0.running) },
-                     options: p.options.isEmpty ? nil : p.options)
-        })
     }
 }

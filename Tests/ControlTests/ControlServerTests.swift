@@ -1,3 +1,4 @@
+import SwitchModel
 import Control
 import Foundation
 import Glibc

@@ -254,10 +254,10 @@ final class VxlanTests: XCTestCase {
         try controller.addPort(bridge: "br0", name: "vx0", spec: PortSpec(kind: .vxlan, remotes: ["127.0.0.2", "127.0.0.3"],
                                                                           vni: 42, dstPort: port))
         let p = try XCTUnwrap(controller.snapshot().first?.ports.first)
-        XCTAssertEqual(p.options["vni"], "42")
-        XCTAssertEqual(p.options["remote"], "127.0.0.2,127.0.0.3")
-        XCTAssertEqual(p.options["dst_port"], String(port))
-        XCTAssertEqual(p.options["local"], "0.0.0.0")
+        XCTAssertEqual(p.options?["vni"], "42")
+        XCTAssertEqual(p.options?["remote"], "127.0.0.2,127.0.0.3")
+        XCTAssertEqual(p.options?["dst_port"], String(port))
+        XCTAssertEqual(p.options?["local"], "0.0.0.0")
         XCTAssertTrue(controller.isTunnel(bridge: "br0", port: "vx0"))
         XCTAssertThrowsError(try controller.addPort(bridge: "br0", name: "vx1", spec: PortSpec(
             kind: .vxlan, remotes: ["127.0.0.4"], vni: 43, dstPort: port))) {
