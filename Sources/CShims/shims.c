@@ -64,6 +64,7 @@ int vs_eventfd(unsigned int initval) { return eventfd(initval, EFD_NONBLOCK | EF
 int vs_eventfd_signal(int fd) { uint64_t one = 1; return write(fd, &one, 8) == 8 ? 0 : -1; }
 int vs_eventfd_drain(int fd) { uint64_t v; return read(fd, &v, 8) == 8 ? 0 : -1; }
 int vs_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+int vs_memfd_create_sealable(const char *name) { return memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING); }
 
 int vs_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 int vs_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token) {

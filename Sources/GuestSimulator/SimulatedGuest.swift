@@ -70,6 +70,13 @@ public final class SimulatedGuest {
         close(fd)
     }
 
+    /// What a hostile frontend can do with a memfd created without sealing: shrink it to 0
+    /// under the switch's mapping. The driver side must not touch its memory afterwards
+    /// (this process has no guard on the driver's own mapping).
+    public func truncateMemory() {
+        _ = ftruncate(fd, 0)
+    }
+
     public static let defaultFeatures: UInt64 = VirtioFeature.version1 | VirtioFeature.netMergeableRxBuffers
         | VirtioFeature.ringIndirectDescriptors | VirtioFeature.vhostUserProtocolFeatures
 

@@ -191,6 +191,12 @@ public final class SwitchController {
         logger.info("port deleted", metadata: ["bridge": "\(bridge)", "port": "\(name)"])
     }
 
+    /// Disconnects every frontend whose memory file shrank under the switch. Called on the
+    /// loop thread when the SIGBUS guard's eventfd fires (vswitchd), or by tests.
+    public func checkMemoryFaults() {
+        for case .vhost(_, let endpoint) in bridges.flatMap(\.ports).map(\.attachment) { endpoint.checkMemory() }
+    }
+
     /// Closes every port (daemon shutdown).
     public func shutdown() {
         for b in bridges { try? deleteBridge(b.name) }
@@ -233,7 +239,8 @@ public final class SwitchController {
             let slot = p.slot
             let broken = engine.sync { $0.isBroken(port: slot) }   // a corrupt ring was stopped
             return info(p, state: broken ? "broken" : endpoint.state.rawValue, linkUp: up, features: d.ackedFeatures,
-                        protocolFeatures: d.ackedProtocolFeatures, mtu: d.mtu, queues: q)
+                        protocolFeatures: d.ackedProtocolFeatures, mtu: d.mtu, queues: q,
+                        options: endpoint.memoryFaults > 0 ? ["memoryFaults": String(endpoint.memoryFaults)] : [:])
         case .tap(let device):
             let mtu = vs_if_mtu(device.name)
             // The interface may have moved to another network namespace: then it is not

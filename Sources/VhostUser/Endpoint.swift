@@ -49,6 +49,8 @@ public final class VhostUserEndpoint {
     public static let socketMode: mode_t = 0o660
     /// Device and inode of the socket file we bound, so `close()` removes only our own file.
     private var socketIdentity: (dev: UInt, ino: UInt)?
+    /// Times a frontend's memory file shrank under the switch (each cost its connection).
+    public private(set) var memoryFaults = 0
     /// Called on the loop thread after a frontend connects or disconnects.
     public var onStateChange: ((State) -> Void)?
 
@@ -200,6 +202,19 @@ public final class VhostUserEndpoint {
                 dropConnection(reconnect: true)
             }
         }
+    }
+
+    /// Disconnects the frontend if a file behind its memory table shrank under the switch
+    /// (the SIGBUS guard replaced that mapping with zeros); as after any disconnect, the
+    /// port then accepts or reconnects again. Loop thread; true if it disconnected.
+    @discardableResult
+    public func checkMemory() -> Bool {
+        guard connFd >= 0, let region = device.memory?.faultedRegion else { return false }
+        memoryFaults += 1
+        logger.error("memory file shrunk under the switch: the frontend truncated the file behind a memory region; disconnecting",
+                     metadata: ["path": "\(path)", "region": "\(region)"])
+        dropConnection(reconnect: true)
+        return true
     }
 
     private static func hasReply(_ r: VhostUserRequest) -> Bool {

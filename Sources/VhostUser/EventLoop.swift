@@ -88,6 +88,7 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Runs the loop on the calling thread until `stop()`.
     public func run() {
+        _ = vs_memguard_altstack()   // the SIGBUS guard's handler may run on this thread
         lock.lock()
         thread = pthread_self()
         lock.unlock()

@@ -102,6 +102,8 @@ public final class GuestMemory: @unchecked Sendable {
     public let descriptions: [MemoryRegionDescription]
     private let storage: UnsafeMutablePointer<MappedRegion>
     private let mappings: [(UnsafeMutableRawPointer, Int)]
+    /// Each mapping's slot in the SIGBUS guard's table (-1: the table was full).
+    private let guardSlots: [Int32]
     public var view: GuestMemoryView { GuestMemoryView(regions: storage, count: descriptions.count) }
 
     /// Maps every region; takes ownership of `fds` (all closed before returning, mapped or not).
@@ -127,13 +129,22 @@ public final class GuestMemory: @unchecked Sendable {
         }
         descriptions = regions
         mappings = mapped
+        guardSlots = mapped.map { vs_memguard_add($0.0, $0.1) }
         storage = .allocate(capacity: max(entries.count, 1))
         storage.initialize(from: entries, count: entries.count)
     }
 
     deinit {
+        for slot in guardSlots { vs_memguard_remove(slot) }
         for (base, len) in mappings { munmap(base, len) }
         storage.deallocate()
+    }
+
+    /// The first region whose file shrank under a mapping (the SIGBUS handler replaced the
+    /// mapping with zeros: memguard.c), or nil. Its contents are gone; the owner must drop
+    /// this memory table and the connection that sent it.
+    public var faultedRegion: Int? {
+        guardSlots.firstIndex { vs_memguard_faults($0) > 0 }
     }
 
     private static func validate(_ r: MemoryRegionDescription, index i: Int,

@@ -1,5 +1,6 @@
 import Datapath
 import ArgumentParser
+import CShims
 import Control
 import Foundation
 import Logging
@@ -60,6 +61,9 @@ struct VSwitchd: ParsableCommand {
         }
         let logger = Logger(label: "vswitchd")
         signal(SIGPIPE, SIG_IGN)
+        // Before any guest memory is mapped: a frontend that truncates the file behind its
+        // memory must cost its own connection, not the daemon (memguard.c).
+        let memoryGuard = vs_memguard_install()
         try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
 
         let engine = ForwardingEngine(logger: logger)
@@ -69,6 +73,15 @@ struct VSwitchd: ParsableCommand {
         let loop = EventLoop()
         let controller = SwitchController(engine: engine, loop: loop, runDirectory: runDir, logger: logger)
         let handler = RequestHandler(controller: controller)
+        if memoryGuard >= 0 {
+            loop.register(memoryGuard) { _ in
+                var n: UInt64 = 0
+                _ = read(memoryGuard, &n, 8)
+                controller.checkMemoryFaults()
+            }
+        } else {
+            logger.warning("cannot install the SIGBUS guard: a frontend that shrinks its memory file would kill vswitchd")
+        }
         let configPath = config ?? runDir + "/vswitchd.json"
         let persistence: ConfigPersistence
         do {

@@ -18,6 +18,8 @@ final class EngineHarness {
     private(set) var kickFds: [Int32] = []
     /// Port slot and kick eventfd of each attached guest.
     private var attached: [ObjectIdentifier: (port: Int, kick: Int32)] = [:]
+    /// The switch-side memory of each attached guest.
+    private(set) var memories: [ObjectIdentifier: GuestMemory] = [:]
 
     init(batchSize: Int? = nil) {
         let log = self.log
@@ -48,10 +50,21 @@ final class EngineHarness {
             return p
         })
         attached[ObjectIdentifier(guest)] = (port, kick)
+        memories[ObjectIdentifier(guest)] = memory
         return port
     }
 
     func port(_ g: SimulatedGuest) -> Int { attached[ObjectIdentifier(g)]!.port }
+
+    func memory(_ g: SimulatedGuest) -> GuestMemory { memories[ObjectIdentifier(g)]! }
+
+    /// Removes the guest's port (what a disconnect does), dropping the switch's memory of it.
+    func detach(_ g: SimulatedGuest) {
+        let p = port(g)
+        engine.sync { $0.removePort(p) }
+        attached[ObjectIdentifier(g)] = nil
+        memories[ObjectIdentifier(g)] = nil
+    }
 
     /// What a guest does after adding TX buffers: kick the switch.
     func kick(_ g: SimulatedGuest) { _ = vs_eventfd_signal(attached[ObjectIdentifier(g)]!.kick) }

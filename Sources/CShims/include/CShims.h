@@ -25,6 +25,8 @@ int vs_eventfd(unsigned int initval);          // EFD_NONBLOCK | EFD_CLOEXEC
 int vs_eventfd_signal(int fd);                 // write 1; 0 or -1
 int vs_eventfd_drain(int fd);                  // read and discard the counter; 0 or -1
 int vs_memfd_create(const char *name);         // MFD_CLOEXEC
+/// A memfd that allows sealing (what QEMU's memory-backend-memfd creates); for tests.
+int vs_memfd_create_sealable(const char *name);
 
 int vs_epoll_create(void);
 /// Register/modify/remove `fd` for `events` (EPOLLIN...) carrying the 64-bit `token`.
@@ -155,5 +157,19 @@ int vs_udp_path_mtu(uint32_t local_be, uint32_t remote_be, uint16_t port);
 ssize_t vs_udp_sendv(int fd, const void *iov, int iovcnt, uint32_t addr_be, uint16_t port);
 /// One datagram (MSG_DONTWAIT); the sender's address goes to `*from_be`. Retries EINTR.
 ssize_t vs_udp_recv(int fd, void *buf, size_t len, uint32_t *from_be);
+
+
+// ---- Guest memory that shrinks under the switch (memguard.c) ----
+/// Installs the SIGBUS handler once; returns the eventfd it signals after replacing a
+/// faulting guest mapping (the same fd on later calls), or -1.
+int vs_memguard_install(void);
+int vs_memguard_eventfd(void);
+/// Gives the calling thread an alternate signal stack (64 KiB) for the handler.
+int vs_memguard_altstack(void);
+/// Registers a guest mapping; the slot for vs_memguard_remove / vs_memguard_faults, or -1.
+int vs_memguard_add(void *base, size_t len);
+void vs_memguard_remove(int slot);
+/// How many times the mapping in `slot` faulted (and was replaced by anonymous memory).
+uint64_t vs_memguard_faults(int slot);
 
 #endif

@@ -1,0 +1,110 @@
+// Surviving guest memory that shrinks under the switch (a frontend truncating the file
+// behind a region after SET_MEM_TABLE). Touching a shared mapping past the end of its file
+// raises SIGBUS; without this the whole daemon dies with every guest's link.
+//
+// Each guest mapping is registered in a fixed table. The SIGBUS handler (SA_SIGINFO, on the
+// thread's alternate stack if it has one) looks the faulting address up. If it lies in a
+// registered mapping, the whole mapping is replaced by private anonymous memory (mmap
+// MAP_FIXED: async-signal-safe, and whole mappings so hugetlbfs VMAs are never split), the
+// fault is counted and the control thread woken through an eventfd; the interrupted
+// instruction then completes on zeros. Any other address gets the previous action back and
+// faults again: a real bug still crashes (with the Swift runtime's backtrace).
+#define _GNU_SOURCE
+#include "CShims.h"
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define GUARD_SLOTS 1024
+
+struct guard_slot {
+    _Atomic uintptr_t start;   // 0: free
+    _Atomic uintptr_t end;
+    _Atomic uint64_t faults;
+};
+
+static struct guard_slot slots[GUARD_SLOTS];
+static _Atomic int guard_eventfd = -1;
+static _Atomic int installed = 0;
+static struct sigaction previous;   // the runtime's crash handler (Swift's backtracer), if any
+
+static void on_sigbus(int sig, siginfo_t *si, void *ctx) {
+    (void)ctx;
+    uintptr_t a = (uintptr_t)si->si_addr;
+    for (int i = 0; i < GUARD_SLOTS; i++) {
+        uintptr_t s = atomic_load_explicit(&slots[i].start, memory_order_acquire);
+        if (s == 0 || a < s) continue;
+        uintptr_t e = atomic_load_explicit(&slots[i].end, memory_order_acquire);
+        if (a >= e) continue;
+        void *r = mmap((void *)s, e - s, PROT_READ | PROT_WRITE,
+                       MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (r == MAP_FAILED) break;
+        atomic_fetch_add_explicit(&slots[i].faults, 1, memory_order_release);
+        int fd = atomic_load_explicit(&guard_eventfd, memory_order_acquire);
+        if (fd >= 0) {
+            uint64_t one = 1;
+            ssize_t w = write(fd, &one, sizeof one);
+            (void)w;
+        }
+        return;
+    }
+    // Not guest memory: put back what was there before us (the default action, or the Swift
+    // runtime's backtracer); returning re-executes the faulting instruction, which then
+    // crashes the process as it would have without us.
+    sigaction(sig, &previous, NULL);
+}
+
+int vs_memguard_install(void) {
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&installed, &expected, 1)) return atomic_load(&guard_eventfd);
+    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    atomic_store(&guard_eventfd, fd);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGBUS, &sa, &previous) != 0) return -1;
+    return fd;
+}
+
+int vs_memguard_eventfd(void) { return atomic_load(&guard_eventfd); }
+
+int vs_memguard_altstack(void) {
+    stack_t ss;
+    memset(&ss, 0, sizeof ss);
+    ss.ss_size = 64 * 1024;
+    ss.ss_sp = malloc(ss.ss_size);   // lives as long as the thread (threads here live as long as the process)
+    if (ss.ss_sp == NULL) return -1;
+    return sigaltstack(&ss, NULL);
+}
+
+int vs_memguard_add(void *base, size_t len) {
+    uintptr_t s = (uintptr_t)base;
+    for (int i = 0; i < GUARD_SLOTS; i++) {
+        uintptr_t zero = 0;
+        // Claim the slot by its end first (a reader checks start, then end).
+        if (atomic_load(&slots[i].start) != 0) continue;
+        if (!atomic_compare_exchange_strong(&slots[i].end, &zero, s + len)) continue;
+        atomic_store(&slots[i].faults, 0);
+        atomic_store_explicit(&slots[i].start, s, memory_order_release);
+        return i;
+    }
+    return -1;
+}
+
+void vs_memguard_remove(int slot) {
+    if (slot < 0 || slot >= GUARD_SLOTS) return;
+    atomic_store_explicit(&slots[slot].start, 0, memory_order_release);
+    atomic_store_explicit(&slots[slot].end, 0, memory_order_release);
+}
+
+uint64_t vs_memguard_faults(int slot) {
+    if (slot < 0 || slot >= GUARD_SLOTS) return 0;
+    return atomic_load_explicit(&slots[slot].faults, memory_order_acquire);
+}
