@@ -14,7 +14,6 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -76,12 +75,30 @@ int vs_memguard_install(void) {
 int vs_memguard_eventfd(void) { return atomic_load(&guard_eventfd); }
 
 int vs_memguard_altstack(void) {
+    stack_t old;
+    // Keep a stack someone else gave this thread (the sanitizers' runtimes do, and unmap it
+    // themselves when the thread ends).
+    if (sigaltstack(NULL, &old) == 0 && !(old.ss_flags & SS_DISABLE)) return 0;
     stack_t ss;
     memset(&ss, 0, sizeof ss);
     ss.ss_size = 64 * 1024;
-    ss.ss_sp = malloc(ss.ss_size);   // lives as long as the thread (threads here live as long as the process)
-    if (ss.ss_sp == NULL) return -1;
-    return sigaltstack(&ss, NULL);
+    ss.ss_sp = mmap(NULL, ss.ss_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (ss.ss_sp == MAP_FAILED) return -1;
+    if (sigaltstack(&ss, NULL) != 0) {
+        munmap(ss.ss_sp, ss.ss_size);
+        return -1;
+    }
+    return 1;
+}
+
+void vs_memguard_altstack_release(int given) {
+    if (given != 1) return;   // 0: the stack was someone else's; -1: none was set up
+    stack_t old;
+    if (sigaltstack(NULL, &old) != 0 || (old.ss_flags & SS_DISABLE)) return;
+    stack_t off;
+    memset(&off, 0, sizeof off);
+    off.ss_flags = SS_DISABLE;
+    if (sigaltstack(&off, NULL) == 0) munmap(old.ss_sp, old.ss_size);
 }
 
 int vs_memguard_add(void *base, size_t len) {

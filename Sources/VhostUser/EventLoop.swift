@@ -88,7 +88,8 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Runs the loop on the calling thread until `stop()`.
     public func run() {
-        _ = vs_memguard_altstack()   // the SIGBUS guard's handler may run on this thread
+        let altStack = vs_memguard_altstack()   // the SIGBUS guard's handler may run on this thread
+        defer { vs_memguard_altstack_release(altStack) }
         lock.lock()
         thread = pthread_self()
         lock.unlock()

@@ -164,8 +164,11 @@ ssize_t vs_udp_recv(int fd, void *buf, size_t len, uint32_t *from_be);
 /// faulting guest mapping (the same fd on later calls), or -1.
 int vs_memguard_install(void);
 int vs_memguard_eventfd(void);
-/// Gives the calling thread an alternate signal stack (64 KiB) for the handler.
+/// Gives the calling thread an alternate signal stack (64 KiB) for the handler, unless it
+/// has one: 1 (ours: release it with vs_memguard_altstack_release before the thread ends),
+/// 0 (it had one), -1 (failed).
 int vs_memguard_altstack(void);
+void vs_memguard_altstack_release(int given);
 /// Registers a guest mapping; the slot for vs_memguard_remove / vs_memguard_faults, or -1.
 int vs_memguard_add(void *base, size_t len);
 void vs_memguard_remove(int slot);

@@ -154,7 +154,8 @@ public final class ForwardingEngine: @unchecked Sendable {
         running = true
         let t = Thread { [unowned self] in
             vs_set_thread_name("vswitch-fwd")
-            _ = vs_memguard_altstack()   // guest memory that shrinks faults on this thread
+            let altStack = vs_memguard_altstack()   // guest memory that shrinks faults on this thread
+            defer { vs_memguard_altstack_release(altStack) }
             if let cpu { Self.pin(to: cpu) }
             self.lock.lock()   // read by sync() on other threads (ThreadSanitizer)
             self.threadId = pthread_self()
