@@ -11,15 +11,19 @@
 #   7-8. mrg_rxbuf=1, 8000-byte frames sent as 4 x 2000 (indirect TX, mergeable RX): packed, split
 #   9-10. split, then packed: testpmd's port stop all / port start all, then del-port and
 #        add-port of one switch port while testpmd runs, then kill -9 of vswitchd and a
-#        restart: both directions forward again each time
+#        restart, again and again: both directions forward again each time
 #   11. the Linux kernel through a TAP port: ping -s 8000 and -s 8972 -M do (8028- and
 #       9000-byte packets) to testpmd's icmpecho on a packed port
+#   12. like 9 with 2 queue pairs per port
+#   13. testpmd quit and started again under a running switch
+# vswitchd is restarted E2E_RESYNC_RESTARTS times (10) in rounds 9, 10 and 12, and testpmd
+# relaunched as often in round 13.
 # Not here: packed with in_order=0 and the 1-9 segment mix. DPDK's driver then leaves a
 # stale buffer id in the ring descriptor of each indirect frame (it writes the id into the
 # table instead) and loses track of its own TX ring, with DPDK's own vhost backend as well
 # (docs/frontends.md).
 # Pass: in each round both switch ports forward both ways (rx and tx grow by more than 1000
-# frames in 2 s: testpmd takes what the switch delivers), nothing is dropped as a bad
+# frames in a sample of 2 s, 1 s in the restart loops: testpmd takes what the switch delivers), nothing is dropped as a bad
 # descriptor, testpmd stays alive; every ping of round 11 is answered. Rates (Mpps per
 # port) go to multiseg.txt in the log dir.
 source "$(dirname "$0")/lib.sh"
@@ -34,6 +38,7 @@ vsw_hugepages_setup "${E2E_HUGEPAGES:-1024}" || true
 free=$(vsw_hugepages_free)
 ((free >= 256)) || e2e_fail "testpmd needs 256 free 2 MiB hugepages (-m 512), have $free"
 RATES="$E2E_LOG_DIR/multiseg.txt"
+RESTARTS=${E2E_RESYNC_RESTARTS:-10}   # vswitchd restarts per re-add round, testpmd relaunches
 : >"$RATES"
 
 tp_files_cleanup() {
@@ -52,12 +57,13 @@ tp_start() {
     rm -f "$E2E_TMP/tp.in"
     mkfifo "$E2E_TMP/tp.in"
     # shellcheck disable=SC2054  # commas belong to the DPDK arguments
-    local cmd=(timeout -k 5 -s INT 120 "$TESTPMD" -l "0,1" --main-lcore 1 --no-pci -m 512
+    local q=${TP_QUEUES:-1}
+    local cmd=(timeout -k 5 -s INT 300 "$TESTPMD" -l "0,1" --main-lcore 1 --no-pci -m 512
         --single-file-segments --file-prefix "vswms$$-$n"
-        --vdev "net_virtio_user0,path=$TP_S0,queues=1,server=1,mac=02:00:00:00:00:00$extra"
-        --vdev "net_virtio_user1,path=$TP_S1,queues=1,server=1,mac=02:00:00:00:00:01$extra"
+        --vdev "net_virtio_user0,path=$TP_S0,queues=$q,server=1,mac=02:00:00:00:00:00$extra"
+        --vdev "net_virtio_user1,path=$TP_S1,queues=$q,server=1,mac=02:00:00:00:00:01$extra"
         -- -i --forward-mode=io --eth-peer=0,02:00:00:00:00:01 --eth-peer=1,02:00:00:00:00:00
-        --nb-cores=1 --total-num-mbufs=32768 "$@")
+        --nb-cores=1 --total-num-mbufs=32768 --rxq="$q" --txq="$q" "$@")
     printf '%q ' "${cmd[@]}" >"$TP_LOG.cmdline"
     "${cmd[@]}" <"$E2E_TMP/tp.in" >"$TP_LOG" 2>&1 &
     TP_PID=$!
@@ -94,17 +100,17 @@ print(a["rxPackets"], a["txPackets"], b["rxPackets"], b["txPackets"], bad)' "$2"
 
 # expect_forwarding LABEL BR P0 P1: both ports forward both ways, no bad descriptors.
 expect_forwarding() {
-    local label=$1 br=$2 p0=$3 p1=$4 a b
-    sleep 1
+    local label=$1 br=$2 p0=$3 p1=$4 a b secs=${SAMPLE_SECS:-2}
+    sleep "${SETTLE_SECS:-1}"
     a=$(counters "$br" "$p0" "$p1")
-    sleep 2
+    sleep "$secs"
     b=$(counters "$br" "$p0" "$p1")
     tp_alive "$label"
     local r0 t0 r1 t1 bad0 R0 T0 R1 T1 bad
     read -r r0 t0 r1 t1 bad0 <<<"$a"
     read -r R0 T0 R1 T1 bad <<<"$b"
     local rate
-    rate=$(awk -v d=$((R0 - r0 + R1 - r1)) 'BEGIN {printf "%.2f", d / 2 / 2 / 1e6}')
+    rate=$(awk -v d=$((R0 - r0 + R1 - r1)) -v s="$secs" 'BEGIN {printf "%.2f", d / 2 / s / 1e6}')
     e2e_msg "$label: $rate Mpps per port (rx $p0 $r0 -> $R0, $p1 $r1 -> $R1), bad descriptors $bad"
     echo "$label mpps_per_port=$rate" >>"$RATES"
     ((bad == 0)) || e2e_fail "$label: $bad frames dropped as bad descriptors"
@@ -144,14 +150,16 @@ traffic_round() {
     vsw_ok del-br "$br" >/dev/null
 }
 
-# readd_round N LABEL VDEV_EXTRA: a port deleted and added again, then vswitchd killed and
-# restarted, under a running testpmd; fresh frames (stop, start tx_first) each time, since
-# frames in flight towards a missing port are lost for good in a closed loop.
+# readd_round N LABEL VDEV_EXTRA [TESTPMD ARGS]: a port deleted and added again, then
+# vswitchd killed and restarted RESTARTS times, under a running testpmd; fresh frames (stop,
+# start tx_first) each time, since frames in flight towards a missing port are lost for good
+# in a closed loop.
 readd_round() {
     local n=$1 label=$2 extra=$3 br="brm$1"
+    shift 3
     e2e_msg "=== round $n: $label"
     vsw_ok add-br "$br" >/dev/null
-    tp_start "$n" "$extra"
+    tp_start "$n" "$extra" "$@"
     vsw_ok add-port "$br" "m${n}a" --type vhostuserclient --path "$TP_S0" >/dev/null
     vsw_ok add-port "$br" "m${n}b" --type vhostuserclient --path "$TP_S1" >/dev/null
     wait_connected "m${n}a"
@@ -171,18 +179,44 @@ readd_round() {
     tp_cmd stop
     tp_cmd "start tx_first 4"
     expect_forwarding "round $n ($label): port re-added" "$br" "m${n}a" "m${n}b"
-    e2e_msg "kill -9 vswitchd (pid $VSWITCHD_PID) and start it again"
-    kill -9 "$VSWITCHD_PID"
-    wait "$VSWITCHD_PID" 2>/dev/null || true
-    VSWITCHD_PID=""
-    vswitchd_start
-    wait_connected "m${n}a"
-    wait_connected "m${n}b"
-    tp_cmd stop
-    tp_cmd "start tx_first 4"
-    expect_forwarding "round $n ($label): vswitchd restarted" "$br" "m${n}a" "m${n}b"
+    local i
+    for ((i = 1; i <= RESTARTS; i++)); do
+        e2e_msg "kill -9 vswitchd (pid $VSWITCHD_PID) and start it again ($i of $RESTARTS)"
+        kill -9 "$VSWITCHD_PID"
+        wait "$VSWITCHD_PID" 2>/dev/null || true
+        VSWITCHD_PID=""
+        vswitchd_start
+        wait_connected "m${n}a"
+        wait_connected "m${n}b"
+        tp_cmd stop
+        tp_cmd "start tx_first 4"
+        SETTLE_SECS=0.5 SAMPLE_SECS=1 expect_forwarding "round $n ($label): vswitchd restart $i" "$br" "m${n}a" "m${n}b"
+    done
     tp_cmd stop
     tp_stop
+    e2e_check_daemon
+    vsw_ok del-br "$br" >/dev/null
+}
+
+# relaunch_round N LABEL VDEV_EXTRA: the switch runs on; testpmd quits and starts again
+# RESTARTS times on the same sockets (the switch's vhostuserclient ports reconnect).
+relaunch_round() {
+    local n=$1 label=$2 extra=$3 br="brm$1" i
+    e2e_msg "=== round $n: $label"
+    vsw_ok add-br "$br" >/dev/null
+    for ((i = 1; i <= RESTARTS; i++)); do
+        tp_start "$n" "$extra"
+        ((i > 1)) || {
+            vsw_ok add-port "$br" "m${n}a" --type vhostuserclient --path "$TP_S0" >/dev/null
+            vsw_ok add-port "$br" "m${n}b" --type vhostuserclient --path "$TP_S1" >/dev/null
+        }
+        wait_connected "m${n}a"
+        wait_connected "m${n}b"
+        tp_cmd "start tx_first 4"
+        SETTLE_SECS=0.5 SAMPLE_SECS=1 expect_forwarding "round $n ($label): testpmd start $i" "$br" "m${n}a" "m${n}b"
+        tp_cmd stop
+        tp_stop
+    done
     e2e_check_daemon
     vsw_ok del-br "$br" >/dev/null
 }
@@ -241,4 +275,6 @@ traffic_round 8 "split, mrg_rxbuf=1, 8000 B as 4 x 2000" ",packed_vq=0,mrg_rxbuf
 readd_round 9 "split, port re-added and vswitchd restarted" ",packed_vq=0"
 readd_round 10 "packed, port re-added and vswitchd restarted" ",packed_vq=1"
 tap_round 11
+TP_QUEUES=2 readd_round 12 "split, 2 queue pairs, port re-added and vswitchd restarted" ",packed_vq=0"
+relaunch_round 13 "split, testpmd relaunched under a running switch" ",packed_vq=0"
 e2e_pass
