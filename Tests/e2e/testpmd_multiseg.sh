@@ -127,6 +127,31 @@ ok = any(p[\"name\"] == sys.argv[1] and p.get(\"state\") == \"connected\" and an
 sys.exit(0 if ok else 1)' $port" || e2e_fail "port $port did not connect and start its rings"
 }
 
+# The switch ports of round N, m<N>a and m<N>b, on testpmd's two sockets (tp_start sets them).
+pair_add_ports() {
+    vsw_ok add-port "$1" "m${2}a" --type vhostuserclient --path "$TP_S0" >/dev/null
+    vsw_ok add-port "$1" "m${2}b" --type vhostuserclient --path "$TP_S1" >/dev/null
+}
+pair_connected() {
+    wait_connected "m${1}a"
+    wait_connected "m${1}b"
+}
+# pair_forwards BR N LABEL: fresh frames in the loop (frames in flight towards a port that
+# went away are lost for good in a closed loop), then both ports must forward both ways.
+# SETTLE_SECS and SAMPLE_SECS pass through to expect_forwarding.
+pair_forwards() {
+    tp_cmd stop
+    tp_cmd "start tx_first 4"
+    expect_forwarding "$3" "$1" "m${2}a" "m${2}b"
+}
+# pair_end BR: testpmd quits, the daemon must still be up, the bridge goes.
+pair_end() {
+    tp_cmd stop
+    tp_stop
+    e2e_check_daemon
+    vsw_ok del-br "$1" >/dev/null
+}
+
 # traffic_round N LABEL VDEV_EXTRA "CMD;CMD..." [TESTPMD ARGS...]
 traffic_round() {
     local n=$1 label=$2 extra=$3 cmds=$4 br="brm$1"
@@ -134,68 +159,47 @@ traffic_round() {
     e2e_msg "=== round $n: $label"
     vsw_ok add-br "$br" >/dev/null
     tp_start "$n" "$extra" "$@"
-    vsw_ok add-port "$br" "m${n}a" --type vhostuserclient --path "$TP_S0" >/dev/null
-    vsw_ok add-port "$br" "m${n}b" --type vhostuserclient --path "$TP_S1" >/dev/null
-    wait_connected "m${n}a"
-    wait_connected "m${n}b"
+    pair_add_ports "$br" "$n"
+    pair_connected "$n"
     local c
     IFS=';' read -ra c <<<"$cmds"
     for x in "${c[@]}"; do tp_cmd "$x"; done
-    tp_cmd "start tx_first 4"
-    expect_forwarding "round $n ($label)" "$br" "m${n}a" "m${n}b"
+    pair_forwards "$br" "$n" "round $n ($label)"
     e2e_snapshot "round $n: $label" "$br"
-    tp_cmd stop
-    tp_stop
-    e2e_check_daemon
-    vsw_ok del-br "$br" >/dev/null
+    pair_end "$br"
 }
 
-# readd_round N LABEL VDEV_EXTRA [TESTPMD ARGS]: a port deleted and added again, then
-# vswitchd killed and restarted RESTARTS times, under a running testpmd; fresh frames (stop,
-# start tx_first) each time, since frames in flight towards a missing port are lost for good
-# in a closed loop.
+# readd_round N LABEL VDEV_EXTRA [TESTPMD ARGS]: testpmd's port stop/start, a port deleted
+# and added again, then vswitchd killed and restarted RESTARTS times, under a running testpmd.
 readd_round() {
-    local n=$1 label=$2 extra=$3 br="brm$1"
+    local n=$1 label=$2 extra=$3 br="brm$1" i
     shift 3
     e2e_msg "=== round $n: $label"
     vsw_ok add-br "$br" >/dev/null
     tp_start "$n" "$extra" "$@"
-    vsw_ok add-port "$br" "m${n}a" --type vhostuserclient --path "$TP_S0" >/dev/null
-    vsw_ok add-port "$br" "m${n}b" --type vhostuserclient --path "$TP_S1" >/dev/null
-    wait_connected "m${n}a"
-    wait_connected "m${n}b"
-    tp_cmd "start tx_first 4"
-    expect_forwarding "round $n ($label): before" "$br" "m${n}a" "m${n}b"
+    pair_add_ports "$br" "$n"
+    pair_connected "$n"
+    pair_forwards "$br" "$n" "round $n ($label): before"
     tp_cmd stop
     tp_cmd "port stop all"
     tp_cmd "port start all"
     sleep 1
-    tp_cmd "start tx_first 4"
-    expect_forwarding "round $n ($label): testpmd port stop/start" "$br" "m${n}a" "m${n}b"
+    pair_forwards "$br" "$n" "round $n ($label): testpmd port stop/start"
     vsw_ok del-port "$br" "m${n}a" >/dev/null
     sleep 1
     vsw_ok add-port "$br" "m${n}a" --type vhostuserclient --path "$TP_S0" >/dev/null
     wait_connected "m${n}a"
-    tp_cmd stop
-    tp_cmd "start tx_first 4"
-    expect_forwarding "round $n ($label): port re-added" "$br" "m${n}a" "m${n}b"
-    local i
+    pair_forwards "$br" "$n" "round $n ($label): port re-added"
     for ((i = 1; i <= RESTARTS; i++)); do
         e2e_msg "kill -9 vswitchd (pid $VSWITCHD_PID) and start it again ($i of $RESTARTS)"
         kill -9 "$VSWITCHD_PID"
         wait "$VSWITCHD_PID" 2>/dev/null || true
         VSWITCHD_PID=""
         vswitchd_start
-        wait_connected "m${n}a"
-        wait_connected "m${n}b"
-        tp_cmd stop
-        tp_cmd "start tx_first 4"
-        SETTLE_SECS=0.5 SAMPLE_SECS=1 expect_forwarding "round $n ($label): vswitchd restart $i" "$br" "m${n}a" "m${n}b"
+        pair_connected "$n"
+        SETTLE_SECS=0.5 SAMPLE_SECS=1 pair_forwards "$br" "$n" "round $n ($label): vswitchd restart $i"
     done
-    tp_cmd stop
-    tp_stop
-    e2e_check_daemon
-    vsw_ok del-br "$br" >/dev/null
+    pair_end "$br"
 }
 
 # relaunch_round N LABEL VDEV_EXTRA: the switch runs on; testpmd quits and starts again
@@ -206,14 +210,9 @@ relaunch_round() {
     vsw_ok add-br "$br" >/dev/null
     for ((i = 1; i <= RESTARTS; i++)); do
         tp_start "$n" "$extra"
-        ((i > 1)) || {
-            vsw_ok add-port "$br" "m${n}a" --type vhostuserclient --path "$TP_S0" >/dev/null
-            vsw_ok add-port "$br" "m${n}b" --type vhostuserclient --path "$TP_S1" >/dev/null
-        }
-        wait_connected "m${n}a"
-        wait_connected "m${n}b"
-        tp_cmd "start tx_first 4"
-        SETTLE_SECS=0.5 SAMPLE_SECS=1 expect_forwarding "round $n ($label): testpmd start $i" "$br" "m${n}a" "m${n}b"
+        ((i > 1)) || pair_add_ports "$br" "$n"
+        pair_connected "$n"
+        SETTLE_SECS=0.5 SAMPLE_SECS=1 pair_forwards "$br" "$n" "round $n ($label): testpmd start $i"
         tp_cmd stop
         tp_stop
     done
