@@ -15,12 +15,10 @@ extension PortCounters {
     }
 }
 
-/// The hot path names counters by their `PortCounter` case; the raw value is the offset.
-typealias Counter = PortCounter
-
 extension UnsafeMutablePointer where Pointee == PortCounters {
+    /// The hot path names a counter by its `PortCounter` case; the raw value is the offset.
     @inline(__always)
-    func add(_ c: Counter, _ n: UInt64 = 1) {
+    func add(_ c: PortCounter, _ n: UInt64 = 1) {
         UnsafeMutableRawPointer(self).assumingMemoryBound(to: UInt64.self).advanced(by: c.rawValue)
             .withMemoryRebound(to: UInt64.self, capacity: 1) { vs_counter_add($0, n) }
     }
