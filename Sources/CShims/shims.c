@@ -82,6 +82,7 @@ int vs_epoll_op_add(void) { return EPOLL_CTL_ADD; }
 int vs_epoll_op_mod(void) { return EPOLL_CTL_MOD; }
 int vs_epoll_op_del(void) { return EPOLL_CTL_DEL; }
 uint32_t vs_epollin(void) { return EPOLLIN; }
+uint32_t vs_epollout(void) { return EPOLLOUT; }
 uint32_t vs_epollerr_hup(void) { return EPOLLERR | EPOLLHUP; }
 
 uint64_t vs_monotonic_ns(void) {

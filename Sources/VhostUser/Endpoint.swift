@@ -51,6 +51,23 @@ public final class VhostUserEndpoint {
     private var socketIdentity: (dev: UInt, ino: UInt)?
     /// Times a frontend's memory file shrank under the switch (each cost its connection).
     public private(set) var memoryFaults = 0
+    /// Connections closed because the frontend stopped in the middle of a message.
+    public private(set) var stalledMessages = 0
+    /// Connections closed because the frontend left more than `ReplyQueue.limit` unread.
+    public private(set) var unreadReplies = 0
+    /// How long a frontend may take to finish a message it started.
+    public var stallTimeout = 5.0
+    /// Whole messages handled per readiness event before the loop serves others.
+    static let messagesPerWakeup = 64
+    private var assembler = MessageAssembler()
+    private var replies = ReplyQueue()
+    private var stallTimer: Int?
+    /// The connections this endpoint cut to protect the others, by cause, for `vswitch show`
+    /// (only causes that happened).
+    public var faultCounts: [String: String] {
+        let counts = [("memoryFaults", memoryFaults), ("stalledMessages", stalledMessages), ("unreadReplies", unreadReplies)]
+        return Dictionary(uniqueKeysWithValues: counts.filter { $0.1 > 0 }.map { ($0.0, String($0.1)) })
+    }
     /// Called on the loop thread after a frontend connects or disconnects.
     public var onStateChange: ((State) -> Void)?
 
@@ -165,21 +182,60 @@ public final class VhostUserEndpoint {
         connFd = fd
         state = .connected
         logger.info("frontend connected", metadata: ["path": "\(path)"])
-        loop.register(fd) { [weak self] _ in self?.readable() }
+        loop.register(fd) { [weak self] events in self?.ready(events) }
         onStateChange?(.connected)
     }
 
+    private func ready(_ events: UInt32) {
+        if events & vs_epollout() != 0 { flushReplies() }
+        if connFd >= 0 && events & ~vs_epollout() != 0 { readable() }
+    }
+
+    /// Handles every whole message the socket has, up to a batch, so one busy frontend
+    /// cannot keep the loop from the others (epoll reports the rest again).
     private func readable() {
-        guard connFd >= 0 else { return }
-        let message: VhostUserMessage
-        do {
-            message = try VhostUserConnection.read(connFd)
-        } catch {
-            if error != .peerClosed { logger.warning("bad message from frontend: \(error); disconnecting", metadata: ["path": "\(path)"]) }
-            dropConnection(reconnect: true)
-            return
+        for _ in 0..<Self.messagesPerWakeup {
+            guard connFd >= 0 else { return }
+            let step: MessageAssembler.Step
+            do {
+                step = try assembler.receive(from: connFd)
+            } catch {
+                logger.warning("bad message from frontend: \(error); disconnecting", metadata: ["path": "\(path)"])
+                dropConnection(reconnect: true)
+                return
+            }
+            switch step {
+            case .message(let message):
+                process(message)
+            case .needMore:
+                armStallTimer()
+                return
+            case .closed:
+                dropConnection(reconnect: true)
+                return
+            }
         }
-        process(message)
+        armStallTimer()
+    }
+
+    /// A frontend that stops in the middle of a message holds nothing but its own
+    /// connection; after `stallTimeout` the connection is closed (and the port accepts or
+    /// reconnects again, as after any disconnect).
+    private func armStallTimer() {
+        guard stallTimer == nil, let started = assembler.startedAt else { return }
+        let elapsed = Double(vs_monotonic_ns() &- started) / 1e9
+        stallTimer = loop.schedule(after: max(stallTimeout - elapsed, 0)) { [weak self] in self?.stallTimerFired() }
+    }
+
+    private func stallTimerFired() {
+        stallTimer = nil
+        guard connFd >= 0, let started = assembler.startedAt else { return }
+        let elapsed = Double(vs_monotonic_ns() &- started) / 1e9
+        guard elapsed >= stallTimeout else { return armStallTimer() }   // a later message
+        stalledMessages += 1
+        logger.warning("frontend stalled in the middle of a message for \(Int(stallTimeout)) s; disconnecting",
+                       metadata: ["path": "\(path)"])
+        dropConnection(reconnect: true)
     }
 
     private func process(_ message: VhostUserMessage) {
@@ -189,18 +245,47 @@ public final class VhostUserEndpoint {
         do {
             let reply = try device.handle(message)
             if let reply {
-                _ = VhostUserConnection.reply(connFd, to: request, payload: reply)
+                send(reply: reply, to: request)
             } else if wantsAck {
-                _ = VhostUserConnection.reply(connFd, to: request, payload: encodeU64(0))
+                send(reply: encodeU64(0), to: request)
             }
         } catch {
             logger.warning("rejected request \(request): \(error)", metadata: ["path": "\(path)"])
             if wantsAck {
-                _ = VhostUserConnection.reply(connFd, to: request, payload: encodeU64(1))
+                send(reply: encodeU64(1), to: request)
             } else if VhostUserRequest(rawValue: request).map(Self.hasReply) ?? false {
                 // The frontend waits for a reply we cannot give: cut the session.
                 dropConnection(reconnect: true)
             }
+        }
+    }
+
+    private func send(reply payload: [UInt8], to request: UInt32) {
+        guard connFd >= 0 else { return }
+        let header = VhostUserHeader(request: request, flags: VhostUserHeader.version | VhostUserHeader.replyFlag,
+                                     size: UInt32(payload.count))
+        let wasEmpty = replies.isEmpty
+        handle(replies.send(header.encoded + payload, on: connFd), wasWaiting: !wasEmpty)
+    }
+
+    private func flushReplies() {
+        guard connFd >= 0 else { return }
+        handle(replies.flush(on: connFd), wasWaiting: true)
+    }
+
+    private func handle(_ outcome: ReplyQueue.Outcome, wasWaiting: Bool) {
+        switch outcome {
+        case .sent:
+            if wasWaiting { loop.watchWritable(connFd, false) }
+        case .waiting:
+            if !wasWaiting { loop.watchWritable(connFd, true) }
+        case .overflow:
+            unreadReplies += 1
+            logger.warning("frontend does not read its replies (\(ReplyQueue.limit / 1024) KiB waiting); disconnecting",
+                           metadata: ["path": "\(path)"])
+            dropConnection(reconnect: true)
+        case .failed:
+            dropConnection(reconnect: true)
         }
     }
 
@@ -226,6 +311,10 @@ public final class VhostUserEndpoint {
         loop.unregister(connFd)
         Glibc.close(connFd)
         connFd = -1
+        assembler.discard()
+        replies.clear()
+        if let t = stallTimer { loop.cancelTimer(t) }
+        stallTimer = nil
         device.reset()   // stops queues in the data plane first, then closes fds and unmaps
         logger.info("frontend disconnected", metadata: ["path": "\(path)"])
         switch role {

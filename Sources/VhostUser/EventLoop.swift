@@ -47,6 +47,13 @@ public final class EventLoop: @unchecked Sendable {
         _ = vs_epoll_ctl(epollFd, vs_epoll_op_add(), fd, vs_epollin(), UInt64(UInt32(bitPattern: fd)))
     }
 
+    /// Also watch a registered `fd` for writability (while a reply waits to be sent), or stop.
+    public func watchWritable(_ fd: Int32, _ on: Bool) {
+        guard handlers[fd] != nil else { return }
+        let events = on ? vs_epollin() | vs_epollout() : vs_epollin()
+        _ = vs_epoll_ctl(epollFd, vs_epoll_op_mod(), fd, events, UInt64(UInt32(bitPattern: fd)))
+    }
+
     public func unregister(_ fd: Int32) {
         handlers[fd] = nil
         _ = vs_epoll_ctl(epollFd, vs_epoll_op_del(), fd, 0, 0)

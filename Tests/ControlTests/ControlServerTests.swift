@@ -142,6 +142,47 @@ final class ControlServerTests: XCTestCase {
         XCTAssertLessThan(Date().timeIntervalSince(start), 1)
     }
 
+    /// Clients that stall halfway through a request, never read a big answer, or never read
+    /// a stream cost their own connection only: another client is answered at once.
+    func testStalledClientsCostOnlyTheirOwnConnection() throws {
+        let path = try makeTempDir(self) + "/s.sock"
+        let big = (0..<20_000).map { BridgeInfo(name: "br\($0)-" + String(repeating: "x", count: 100), agingSeconds: 300, ports: []) }
+        let server = try ControlServer(path: path) { request in
+            request.command == .show ? .success(ControlResult(bridges: big)) : .failure("no bridge named br9")
+        }
+        server.streamer = { request, fd in
+            guard request.command == .capture else { return nil }
+            return (.success(), {   // a capture that nobody reads: blocks its own thread only
+                let chunk = [UInt8](repeating: 0xAB, count: 65536)
+                while send(fd, chunk, chunk.count, Int32(MSG_NOSIGNAL)) > 0 {}
+            })
+        }
+        server.start()
+        defer { server.stop() }
+        func rawClient(_ line: String) -> Int32 {
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            var addr = sockaddr_un()
+            addr.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
+            _ = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            _ = Array(line.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            return fd
+        }
+        let stalled = [rawClient("{\"command\":"),                       // half a request line
+                       rawClient("{\"command\":\"show\"}\n"),            // ~2 MB answer, never read
+                       rawClient("{\"command\":\"capture\",\"bridge\":\"br0\"}\n")]   // a stream, never read
+        defer { stalled.forEach { close($0) } }
+        usleep(300_000)   // let the big answer and the stream fill their sockets
+        let client = ControlClient(path: path, timeout: 2)
+        for _ in 0..<10 {
+            let start = Date()
+            XCTAssertEqual(try client.send(ControlRequest(command: .deleteBridge, bridge: "br9")), .failure("no bridge named br9"))
+            XCTAssertLessThan(Date().timeIntervalSince(start), 1)
+        }
+    }
+
     func testStaleSocketIsTakenOver() throws {
         let path = try makeTempDir(self) + "/s.sock"
         // Bind and close without unlinking, as a crashed daemon leaves it.

@@ -190,7 +190,9 @@ final class MalformedMessageTests: XCTestCase {
     }
 
     func testTruncatedHeaderThenSilence() {
-        // A frontend that stops mid-header is cut off by the receive timeout (2 s).
+        // A frontend that stops mid-header is cut off after the stall timeout.
+        let ep = endpoint!
+        loop.sync { ep.stallTimeout = 1 }
         expect(.closed, "6 of 12 header bytes, then nothing") { f in
             f.sendRaw(Array(VhostUserHeader(request: 1, flags: 1, size: 0).encoded.prefix(6)))
         }

@@ -38,6 +38,7 @@ int vs_epoll_op_add(void);
 int vs_epoll_op_mod(void);
 int vs_epoll_op_del(void);
 uint32_t vs_epollin(void);
+uint32_t vs_epollout(void);
 uint32_t vs_epollerr_hup(void);
 
 /// Monotonic clock in nanoseconds (CLOCK_MONOTONIC).
