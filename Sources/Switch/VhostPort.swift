@@ -28,4 +28,14 @@ final class VhostPortBackend: VhostUserBackend {
         let slot = self.slot
         engine.sync { $0.updateCallFd(port: slot, queue: index, fd: fd) }
     }
+
+    func setDirtyLog(_ log: DirtyLog?) {
+        let slot = self.slot
+        engine.sync { $0.setDirtyLog(port: slot, log) }
+    }
+
+    func announce(mac: [UInt8]) {
+        let slot = self.slot
+        engine.sync { $0.announce(port: slot, mac: mac) }
+    }
 }

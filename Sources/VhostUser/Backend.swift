@@ -11,4 +11,15 @@ public protocol VhostUserBackend: AnyObject {
     func stopQueue(_ index: Int) -> UInt16
     /// Replace the call eventfd of a running queue (nil: do not interrupt).
     func updateCallFd(_ index: Int, _ fd: Int32?)
+    /// Live migration: log every write into this guest's memory in `log` from now on, or
+    /// stop logging (nil). After it returns the data plane no longer touches an older log.
+    func setDirtyLog(_ log: DirtyLog?)
+    /// Live migration is over: broadcast a RARP from `mac` (6 bytes) into the port's bridge,
+    /// so every MAC table learns where the guest is now (SEND_RARP).
+    func announce(mac: [UInt8])
+}
+
+extension VhostUserBackend {
+    public func setDirtyLog(_ log: DirtyLog?) {}
+    public func announce(mac: [UInt8]) {}
 }

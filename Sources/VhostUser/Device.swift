@@ -14,15 +14,17 @@ public final class VhostUserDevice {
     public static let maxQueues = VirtioNetQueues.maxQueues
 
     /// Features offered to the frontend: checksum and TCP segmentation offloads (finished
-    /// in software for destinations without them), packed rings, no dirty logging, no
-    /// IOMMU: never offer what we do not do.
+    /// in software for destinations without them), packed rings, dirty logging and guest
+    /// announcements for live migration, no IOMMU: never offer what we do not do.
     public static let offeredFeatures: UInt64 =
         VirtioFeature.netOffloads | VirtioFeature.version1 | VirtioFeature.ringIndirectDescriptors | VirtioFeature.ringEventIndex
         | VirtioFeature.netMergeableRxBuffers | VirtioFeature.netMTU | VirtioFeature.netMultiqueue
         | VirtioFeature.anyLayout | VirtioFeature.vhostUserProtocolFeatures | VirtioFeature.ringPacked
-        | VirtioFeature.inOrder
+        | VirtioFeature.inOrder | VirtioFeature.logAll | VirtioFeature.netGuestAnnounce
+    /// No PAGEFAULT: postcopy migration is not offered.
     public static let offeredProtocolFeatures: UInt64 =
         VhostUserProtocolFeature.multiqueue | VhostUserProtocolFeature.replyAck | VhostUserProtocolFeature.mtu
+        | VhostUserProtocolFeature.logShmfd | VhostUserProtocolFeature.rarp
 
     struct Queue {
         var size: UInt32 = 0
@@ -40,6 +42,11 @@ public final class VhostUserDevice {
     public private(set) var ackedProtocolFeatures: UInt64 = 0
     public private(set) var mtu: Int?
     public private(set) var memory: GuestMemory?
+    /// The dirty log from SET_LOG_BASE (kept until replaced or reset), and the one the data
+    /// plane logs into now: the same while LOG_ALL is acked, else nil.
+    public private(set) var dirtyLog: DirtyLog?
+    private var activeLog: DirtyLog?
+    public var isLogging: Bool { activeLog != nil }
     var queues = [Queue](repeating: Queue(), count: maxQueues)
     /// Queue pairs offered in GET_QUEUE_NUM (`add-port --queues`); rings above are refused.
     public var queuePairLimit = maxQueuePairs {
@@ -74,7 +81,7 @@ public final class VhostUserDevice {
         let p = message.payload
         let name = "\(request)"
         if request != .setMemTable && request != .setVringKick && request != .setVringCall
-            && request != .setVringErr && !fds.isEmpty {
+            && request != .setVringErr && request != .setLogBase && request != .setLogFd && !fds.isEmpty {
             throw .badFdCount(request: name, count: fds.count)
         }
         switch request {
@@ -84,6 +91,7 @@ public final class VhostUserDevice {
             let f = try decodeU64(p, name)
             guard f & ~Self.offeredFeatures == 0 else { throw .unsupportedFeatures(f & ~Self.offeredFeatures) }
             ackedFeatures = f
+            applyLogging()   // QEMU turns LOG_ALL on and off while the rings run
             return nil
         case .getProtocolFeatures:
             return encodeU64(Self.offeredProtocolFeatures)
@@ -176,7 +184,31 @@ public final class VhostUserDevice {
             guard (68...65535).contains(m) else { throw .badMtu(m) }
             mtu = Int(m)
             return nil
-        case .sendRarp, .setLogBase, .setLogFd, .setBackendReqFd:
+        case .setLogBase:
+            guard ackedProtocolFeatures & VhostUserProtocolFeature.logShmfd != 0 else { throw .unsupportedRequest(name) }
+            let d = try LogDescription(validating: p)
+            guard fds.count == 1 else { throw .badFdCount(request: name, count: fds.count) }
+            let fd = fds.removeFirst()
+            let log: DirtyLog
+            do {
+                log = try DirtyLog(fd: fd, size: d.size, offset: d.offset)
+                try log.check(covers: memory?.descriptions ?? [])
+            } catch { throw .dirtyLog(error) }
+            dirtyLog = log   // the old one is released once the data plane lets go of it
+            applyLogging()
+            logger.info("dirty log set", metadata: ["bytes": "\(d.size)", "logging": "\(isLogging)"])
+            return []   // QEMU waits for an empty reply
+        case .setLogFd:
+            // An eventfd to tell the frontend the log changed: QEMU reads the log itself.
+            guard ackedProtocolFeatures & VhostUserProtocolFeature.logShmfd != 0 else { throw .unsupportedRequest(name) }
+            guard fds.count == 1 else { throw .badFdCount(request: name, count: fds.count) }
+            return nil
+        case .sendRarp:
+            guard ackedProtocolFeatures & VhostUserProtocolFeature.rarp != 0 else { throw .unsupportedRequest(name) }
+            guard p.count == 8 else { throw .badPayloadSize(request: name, size: p.count) }
+            backend.announce(mac: Array(p[0..<6]))
+            return nil
+        case .setBackendReqFd:
             throw .unsupportedRequest(name)
         }
     }
@@ -190,6 +222,9 @@ public final class VhostUserDevice {
             queues[i] = Queue()
         }
         memory = nil
+        if activeLog != nil { backend.setDirtyLog(nil) }
+        activeLog = nil
+        dirtyLog = nil
         ackedFeatures = 0
         ackedProtocolFeatures = 0
         mtu = nil
@@ -198,6 +233,16 @@ public final class VhostUserDevice {
     // MARK: internals
 
     private var isPacked: Bool { ackedFeatures & VirtioFeature.ringPacked != 0 }
+
+    /// Hands the data plane the log to write into: the dirty log while LOG_ALL is acked,
+    /// else none. Writes made before this need no marks (QEMU copies all memory after it).
+    private func applyLogging() {
+        let wanted = ackedFeatures & VirtioFeature.logAll != 0 ? dirtyLog : nil
+        guard wanted !== activeLog else { return }
+        backend.setDirtyLog(wanted)
+        activeLog = wanted
+        logger.info(wanted == nil ? "dirty logging off" : "dirty logging on (live migration)")
+    }
 
     private func queueIndex(_ raw: UInt32) throws(VhostUserError) -> Int {
         guard raw < UInt32(2 * queuePairLimit) else { throw .badQueueIndex(raw) }
@@ -268,8 +313,9 @@ public final class VhostUserDevice {
     private func start(_ i: Int, _ layout: SplitRingLayout, _ memory: GuestMemory) {
         let q = queues[i]
         let base = isPacked ? q.base : resumePoint(queue: i, base: q.base, layout: layout)
-        let config = VringConfiguration(index: i, layout: layout, lastAvail: base, kickFd: q.kickFd,
+        var config = VringConfiguration(index: i, layout: layout, lastAvail: base, kickFd: q.kickFd,
                                         callFd: q.callFd, memory: memory, features: ackedFeatures)
+        if let a = q.address, a.flags & VringAddress.logFlag != 0 { config.usedLogAddress = a.log }
         backend.startQueue(config)
         queues[i].running = true
         logger.debug("queue \(i) started", metadata: ["size": "\(layout.size)", "base": "\(base)",

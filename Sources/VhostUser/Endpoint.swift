@@ -303,7 +303,7 @@ public final class VhostUserEndpoint {
     }
 
     private static func hasReply(_ r: VhostUserRequest) -> Bool {
-        [.getFeatures, .getProtocolFeatures, .getVringBase, .getQueueNum, .getMaxMemSlots].contains(r)
+        [.getFeatures, .getProtocolFeatures, .getVringBase, .getQueueNum, .getMaxMemSlots, .setLogBase].contains(r)
     }
 
     private func dropConnection(reconnect: Bool) {

@@ -29,12 +29,14 @@ public enum VhostUserRequest: UInt32, Sendable {
 /// vhost-user protocol feature bits (vhost-user.rst, "Protocol features").
 public enum VhostUserProtocolFeature {
     public static let multiqueue: UInt64 = 1 << 0
+    public static let logShmfd: UInt64 = 1 << 1
+    public static let rarp: UInt64 = 1 << 2
     public static let replyAck: UInt64 = 1 << 3
     public static let mtu: UInt64 = 1 << 4
     public static let configureMemSlots: UInt64 = 1 << 15
 
     public static func describe(_ bits: UInt64) -> [String] {
-        let names: [(UInt64, String)] = [(multiqueue, "MQ"), (1 << 1, "LOG_SHMFD"), (1 << 2, "RARP"),
+        let names: [(UInt64, String)] = [(multiqueue, "MQ"), (logShmfd, "LOG_SHMFD"), (rarp, "RARP"),
                                          (replyAck, "REPLY_ACK"), (mtu, "MTU"), (1 << 5, "BACKEND_REQ"),
                                          (configureMemSlots, "CONFIGURE_MEM_SLOTS")]
         return names.filter { bits & $0.0 != 0 }.map(\.1)
@@ -102,6 +104,7 @@ public enum VhostUserError: Error, Equatable, CustomStringConvertible {
     case queueRunning(UInt32)
     case badMtu(UInt64)
     case memory(GuestMemoryError)
+    case dirtyLog(DirtyLogError)
     case ringAddress(queue: UInt32)
     case peerClosed
 
@@ -111,6 +114,8 @@ public enum VhostUserError: Error, Equatable, CustomStringConvertible {
         case .badVersion(let f): return "unsupported protocol version in flags 0x\(String(f, radix: 16))"
         case .badFlags(let f): return "unknown flag bits 0x\(String(f, radix: 16))"
         case .payloadTooLarge(let s): return "payload of \(s) bytes exceeds 4096"
+        case .unknownRequest(let r) where (28...30).contains(r):
+            return "postcopy migration request \(r) is not supported (PAGEFAULT not offered): migrate with precopy"
         case .unknownRequest(let r): return "unknown request \(r)"
         case .unsupportedRequest(let r): return "request \(r) is not supported (feature not offered)"
         case .badPayloadSize(let r, let s): return "\(r): payload of \(s) bytes has the wrong size"
@@ -122,6 +127,7 @@ public enum VhostUserError: Error, Equatable, CustomStringConvertible {
         case .queueRunning(let i): return "queue \(i) is running"
         case .badMtu(let m): return "MTU \(m) out of range 68...65535"
         case .memory(let e): return e.description
+        case .dirtyLog(let e): return e.description
         case .ringAddress(let q): return "queue \(q): ring addresses are not inside guest memory or misaligned"
         case .peerClosed: return "peer closed the connection"
         }

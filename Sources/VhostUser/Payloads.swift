@@ -32,6 +32,8 @@ public struct VringAddress: Equatable, Sendable {
     public var availUser: UInt64
     public var log: UInt64
     static let size = 40
+    /// VHOST_VRING_F_LOG: log used-ring writes at `log` (live migration).
+    public static let logFlag: UInt32 = 1 << 0
     public init(index: UInt32, flags: UInt32, descriptorUser: UInt64, usedUser: UInt64, availUser: UInt64, log: UInt64) {
         self.index = index
         self.flags = flags
@@ -116,4 +118,27 @@ func encodeU64(_ v: UInt64) -> [UInt8] {
     var b = [UInt8]()
     b.appendLE(v)
     return b
+}
+
+/// SET_LOG_BASE: u64 size and u64 offset of the log in the message's fd (vhost-user "Log
+/// description"). The values are checked when the log is mapped (`DirtyLog`).
+public struct LogDescription: Equatable, Sendable {
+    public var size: UInt64
+    public var offset: UInt64
+    static let size = 16
+    public init(size: UInt64, offset: UInt64) {
+        self.size = size
+        self.offset = offset
+    }
+    init(validating p: [UInt8]) throws(VhostUserError) {
+        guard p.count == Self.size else { throw .badPayloadSize(request: "SET_LOG_BASE", size: p.count) }
+        size = p.readLE(UInt64.self, at: 0)
+        offset = p.readLE(UInt64.self, at: 8)
+    }
+    public var encoded: [UInt8] {
+        var b = [UInt8]()
+        b.appendLE(size)
+        b.appendLE(offset)
+        return b
+    }
 }

@@ -15,8 +15,13 @@ public enum VirtioFeature {
     public static let netMergeableRxBuffers: UInt64 = 1 << 15
     public static let netStatus: UInt64 = 1 << 16
     public static let netControlQueue: UInt64 = 1 << 17
+    /// The guest announces itself (gratuitous ARPs) after a live migration, when QEMU asks.
+    public static let netGuestAnnounce: UInt64 = 1 << 21
     public static let netMultiqueue: UInt64 = 1 << 22
     public static let notifyOnEmpty: UInt64 = 1 << 24
+    /// vhost: the backend logs its writes into guest memory in the dirty log while this is
+    /// acked (live migration).
+    public static let logAll: UInt64 = 1 << 26
     public static let anyLayout: UInt64 = 1 << 27
     public static let ringIndirectDescriptors: UInt64 = 1 << 28
     public static let ringEventIndex: UInt64 = 1 << 29
@@ -36,7 +41,7 @@ public enum VirtioFeature {
         (netGuestTso6, "GUEST_TSO6"), (netHostTso4, "HOST_TSO4"), (netHostTso6, "HOST_TSO6"),
         (netMTU, "MTU"), (netMAC, "MAC"), (netMergeableRxBuffers, "MRG_RXBUF"),
         (netStatus, "STATUS"), (netControlQueue, "CTRL_VQ"), (netMultiqueue, "MQ"),
-        (notifyOnEmpty, "NOTIFY_ON_EMPTY"), (anyLayout, "ANY_LAYOUT"),
+        (netGuestAnnounce, "GUEST_ANNOUNCE"), (notifyOnEmpty, "NOTIFY_ON_EMPTY"), (logAll, "LOG_ALL"), (anyLayout, "ANY_LAYOUT"),
         (ringIndirectDescriptors, "INDIRECT_DESC"), (ringEventIndex, "EVENT_IDX"),
         (vhostUserProtocolFeatures, "PROTOCOL_FEATURES"), (version1, "VERSION_1"),
         (accessPlatform, "ACCESS_PLATFORM"), (ringPacked, "RING_PACKED"), (inOrder, "IN_ORDER"),

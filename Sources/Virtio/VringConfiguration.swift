@@ -39,4 +39,7 @@ public struct VringConfiguration {
     public var callFd: Int32?
     public var memory: GuestMemory
     public var features: UInt64
+    /// The guest-physical address the frontend wants used-ring writes logged at during live
+    /// migration (SET_VRING_ADDR's `log` with VHOST_VRING_F_LOG), or nil.
+    public var usedLogAddress: UInt64? = nil
 }

@@ -77,7 +77,7 @@ final class DeviceTests: XCTestCase {
             guard case .unsupportedFeatures = $0 as? VhostUserError else { return XCTFail() }
         }
         XCTAssertEqual(try send(.getQueueNum), u64(8))
-        XCTAssertThrowsError(try send(.setProtocolFeatures, u64(1 << 1)))   // LOG_SHMFD not offered
+        XCTAssertThrowsError(try send(.setProtocolFeatures, u64(1 << 8)))   // PAGEFAULT (postcopy) not offered
         XCTAssertNil(try send(.setProtocolFeatures, u64(VhostUserProtocolFeature.replyAck)))
     }
 

@@ -278,8 +278,8 @@ final class MalformedMessageTests: XCTestCase {
     func testUnknownRequests() {
         expect(.nack, "request 99") { f in f.send(99, u64(0)) }
         expect(.nack, "request 0xffffffff") { f in f.send(0xffff_ffff) }
-        expect(.nack, "SEND_RARP (not offered)") { f in f.send(.sendRarp, [UInt8](repeating: 0, count: 8)) }
-        expect(.nack, "SET_LOG_FD (not offered) with an fd") { f in f.send(.setLogFd, fds: [memfd(4096)]) }
+        expect(.nack, "SEND_RARP (RARP not negotiated)") { f in f.send(.sendRarp, [UInt8](repeating: 0, count: 8)) }
+        expect(.nack, "SET_LOG_FD (LOG_SHMFD not negotiated) with an fd") { f in f.send(.setLogFd, fds: [memfd(4096)]) }
     }
 
     func testFdCountsThatDoNotMatch() {

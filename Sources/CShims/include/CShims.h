@@ -106,6 +106,11 @@ static inline void vs_store_release_u16(void *p, uint16_t v) {
 static inline void vs_store_relaxed_u16(void *p, uint16_t v) {
     __atomic_store_n((uint16_t *)p, v, __ATOMIC_RELAXED);
 }
+/// Dirty-page log bits (live migration): the frontend reads and clears them concurrently,
+/// so a bit is set after the write it marks, and atomically.
+static inline void vs_atomic_or_u8(void *p, uint8_t bits) {
+    __atomic_fetch_or((uint8_t *)p, bits, __ATOMIC_RELEASE);   // after the write it marks
+}
 /// Full barrier: needed between re-enabling notifications and re-reading avail.idx
 /// (a store followed by a load of another location).
 static inline void vs_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }

@@ -37,6 +37,7 @@ extension ForwardingEngine {
         let b = Int(ports[p].bridge)
         bridges[b].table?.remove(port: Int32(p), now: hot.pointee.now)
         ports[p].release()
+        logOwners[p] = nil
         rebuildMembers(bridge: b)
         refreshVlanAware(bridge: b)
     }
@@ -62,6 +63,7 @@ extension ForwardingEngine {
             slot.pointee.packedMask &= ~bit
         }
         memoryOwners[p * Self.maxQueues + c.index] = c.memory
+        slot.pointee.usedLogAddresses![c.index] = c.usedLogAddress ?? .max
         slot.pointee.headerLength = VirtioNetHeader.size(forFeatures: features)
         slot.pointee.mergeable = features & VirtioFeature.netMergeableRxBuffers != 0
         slot.pointee.sendsOffloads = features & VirtioFeature.netCsum != 0

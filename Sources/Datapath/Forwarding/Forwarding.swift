@@ -74,6 +74,7 @@ extension ForwardingEngine {
         }
         q.pointee.consume(n)
         if q.pointee.publishUsed() { signal(slot.pointee.callFds.unsafelyUnwrapped[qi]) }
+        if slot.pointee.dirtyLog != nil && n > 0 { logRing(port: p, queue: qi) }   // once per batch
         // Hand the delivered frames to their guests now, not after the other ports' batches:
         // in a closed loop (or a request/response exchange) that wait is pure latency.
         publishDirtyRx()
@@ -217,6 +218,7 @@ extension ForwardingEngine {
             FrameCopy.writeHeader(hot.pointee.passHeader, UInt32(hot.pointee.passCsumOffset) | 1 << 16,
                                   length: header, at: buffer.base)
             (buffer.base + header).copyMemory(from: txScratch.pointee[0].base + sourceHeader, byteCount: frameLength)
+            if slot.pointee.rxSlowPath, let log = slot.pointee.dirtyLog { logWritten(log, buffer, length: needed, memory: q.pointee.memory) }
             q.pointee.pushUsed(id: head, length: UInt32(truncatingIfNeeded: needed))
             q.pointee.consume(1)
             finishDelivery(to: d, queue: qi, frameLength: frameLength, sourceLength: sourceLength, sourceHeader: sourceHeader)
@@ -266,6 +268,9 @@ extension ForwardingEngine {
         } else {
             FrameCopy.copyEditingTag(from: txScratch.pointee, srcOffset: sourceHeader, to: rxScratch.pointee,
                                      dstOffset: header, count: sourceLength, edit: edit)
+        }
+        if slot.pointee.rxSlowPath, let log = slot.pointee.dirtyLog {
+            logWritten(log, rxScratch.pointee, length: needed, memory: q.pointee.memory)
         }
         var start = 0
         var c = 0
@@ -325,6 +330,7 @@ extension ForwardingEngine {
                                                       : slot.pointee.queues.unsafelyUnwrapped[qi].publishUsed() {
                     signal(slot.pointee.callFds.unsafelyUnwrapped[qi])
                 }
+                if slot.pointee.dirtyLog != nil { logRing(port: Int(dirtyPorts[i]), queue: qi) }
                 m &= m &- 1
             }
             slot.pointee.dirtyMask = 0

@@ -50,6 +50,8 @@ public final class ForwardingEngine: @unchecked Sendable {
     var bridges: UnsafeMutablePointer<BridgeSlot>
     /// Keeps each running queue's guest memory mapped; index port * maxQueues + queue.
     var memoryOwners: [GuestMemory?]
+    /// Keeps each port's dirty log mapped while `PortSlot.dirtyLog` points into it.
+    var logOwners: [DirtyLog?]
     /// Ports with at least one running TX queue, polled in order.
     var pollList: UnsafeMutablePointer<Int32>
     /// Mutable scalars of the forwarding loop, behind a pointer: stored `var`s of a class
@@ -101,6 +103,7 @@ public final class ForwardingEngine: @unchecked Sendable {
         bridges = .allocate(capacity: Self.maxBridges)
         for i in 0..<Self.maxBridges { (bridges + i).initialize(to: BridgeSlot()) }
         memoryOwners = Array(repeating: nil, count: Self.maxPorts * Self.maxQueues)
+        logOwners = Array(repeating: nil, count: Self.maxPorts)
         hot = .allocate(capacity: 1)
         hot.initialize(to: HotState())
         txScratch = .allocate(capacity: 1)
@@ -282,6 +285,7 @@ public final class ForwardingEngine: @unchecked Sendable {
                 q.pointee.enableKicks()
                 if (q.pointee.availableCount() ?? 0) > 0 { work = true }
             }
+            if p.pointee.dirtyLog != nil { logTxRings(port: Int(pollList[i])) }   // the event fields just written
         }
         return work
     }

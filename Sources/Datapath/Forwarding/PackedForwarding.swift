@@ -29,6 +29,7 @@ extension ForwardingEngine {
         }
         q.pointee.consume(k)
         if q.pointee.publishUsed() { signal(slot.pointee.callFds.unsafelyUnwrapped[qi]) }
+        if slot.pointee.dirtyLog != nil && k > 0 { logRing(port: p, queue: qi) }
         publishDirtyRx()
         return k
     }
@@ -88,6 +89,7 @@ extension ForwardingEngine {
             FrameCopy.copyEditingTag(from: txScratch.pointee, srcOffset: sourceHeader, to: rxScratch.pointee,
                                      dstOffset: header, count: sourceLength, edit: edit)
         }
+        if let log = slot.pointee.dirtyLog { logWritten(log, rxScratch.pointee, length: needed, memory: q.pointee.memory) }
         var start = 0
         var c = 0
         while c < chains {

@@ -47,9 +47,14 @@ struct PortSlot {
     /// a flow stays on one queue. Packed 4 bits per queue index.
     var rxQueueList: UInt32 = 0
     var rxQueueCount = 0
-    /// Several RX queues, or a packed one: `deliver` takes its one slower branch. A port
-    /// with one split RX queue tests nothing else.
+    /// Several RX queues, a packed one, or dirty logging: `deliver` takes its one slower
+    /// branch. A port with one split RX queue tests nothing else.
     var rxSlowPath = false
+    /// Live migration: the frontend's dirty-page log, while logging is on (DirtyLogging.swift).
+    var dirtyLog: DirtyLogView? = nil
+    /// Per queue: the guest-physical address the frontend logs the used ring at
+    /// (SET_VRING_ADDR with VHOST_VRING_F_LOG), or UInt64.max for none.
+    var usedLogAddresses: UnsafeMutablePointer<UInt64>? = nil
     /// RX queues with used entries not yet published.
     var dirtyMask: UInt32 = 0
     var counters: UnsafeMutablePointer<PortCounters>? = nil
@@ -88,6 +93,8 @@ struct PortSlot {
         kickFds!.initialize(repeating: -1, count: n)
         callFds = .allocate(capacity: n)
         callFds!.initialize(repeating: -1, count: n)
+        usedLogAddresses = .allocate(capacity: n)
+        usedLogAddresses!.initialize(repeating: .max, count: n)
         counters = .allocate(capacity: 1)
         counters!.initialize(to: PortCounters())
     }
@@ -98,6 +105,7 @@ struct PortSlot {
         packedQueues?.deallocate()
         kickFds?.deallocate()
         callFds?.deallocate()
+        usedLogAddresses?.deallocate()
         counters?.deallocate()
         self = PortSlot()
     }
@@ -132,7 +140,7 @@ struct PortSlot {
             rxQueueCount += 1
             rx &= rx &- 1
         }
-        rxSlowPath = rxQueueCount > 1 || runningMask & ~Self.txMask & packedMask != 0
+        rxSlowPath = rxQueueCount > 1 || runningMask & ~Self.txMask & packedMask != 0 || dirtyLog != nil
     }
 
     /// The RX queue for a frame between MAC addresses `a` and `b` (either order).
