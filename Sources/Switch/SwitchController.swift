@@ -240,7 +240,7 @@ public final class SwitchController {
             let broken = engine.sync { $0.isBroken(port: slot) }   // a corrupt ring was stopped
             return info(p, state: broken ? "broken" : endpoint.state.rawValue, linkUp: up, features: d.ackedFeatures,
                         protocolFeatures: d.ackedProtocolFeatures, mtu: d.mtu, queues: q,
-                        options: endpoint.faultCounts)
+                        options: endpoint.faultCounts.merging(d.isLogging ? ["dirtyLogging": "on"] : [:]) { a, _ in a })
         case .tap(let device):
             let mtu = vs_if_mtu(device.name)
             // The interface may have moved to another network namespace: then it is not

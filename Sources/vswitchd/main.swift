@@ -101,6 +101,10 @@ struct VSwitchd: ParsableCommand {
             group = (g.pointee.gr_gid, controlGroup)
         }
         let socketPath = ControlDefaults.resolveSocketPath(option: control, environment: ProcessInfo.processInfo.environment)
+        if ProcessInfo.processInfo.environment["VSWITCH_TEST_IGNORE_DIRTY_LOG"] == "1" {
+            VhostUserDevice.ignoresDirtyLogForTesting = true
+            logger.warning("VSWITCH_TEST_IGNORE_DIRTY_LOG=1: live migrations will corrupt guest memory (a test of the migration test)")
+        }
         let server: ControlServer
         do {
             server = try ControlServer(
