@@ -20,7 +20,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define GUARD_SLOTS 1024
+// 256 ports (the engine's limit) x 32 regions; a port may use up to 64 (VhostUserDevice.maxMemorySlots).
+#define GUARD_SLOTS 8192
 
 struct guard_slot {
     _Atomic uintptr_t start;   // 0: free

@@ -90,6 +90,9 @@ static inline uint64_t vs_rdtsc(void) {
 /// frontend cannot cut the file under our mapping (SIGBUS). Returns 1 if the file is now
 /// sealed against shrinking, 0 if it cannot be (not a memfd, or sealing not allowed).
 int vs_seal_shrink(int fd);
+/// What backs a guest memory fd, for `vswitch show`: 2 hugetlbfs (fstatfs), 1 a memfd
+/// (its /proc/self/fd link starts with "/memfd:"), 0 any other file.
+int vs_fd_backing(int fd);
 
 // ---- Memory ordering on shared ring memory (virtio 1.2, 2.7.13: the driver and device
 // ---- may run concurrently; avail.idx is read with acquire, used.idx published with release).
