@@ -72,6 +72,11 @@ public final class VhostUserDevice {
         queues.enumerated().filter { $0.element.size != 0 || $0.element.running }
             .map { ($0.offset, Int($0.element.size), $0.element.enabled, $0.element.running) }
     }
+    /// The mapped memory regions for `vswitch show`, in guest-physical order.
+    public var memoryRegions: [(description: MemoryRegionDescription, backing: MemoryBacking, sealed: Bool)] {
+        (memory?.mappings ?? []).map { ($0.description, $0.backing, $0.sealed) }
+            .sorted { $0.description.guestPhysicalAddress < $1.description.guestPhysicalAddress }
+    }
     public var runningQueueCount: Int { queues.filter(\.running).count }
 
     /// Handles one message. Returns the reply payload for requests that have one, nil for
