@@ -135,3 +135,9 @@ uint64_t vs_memguard_faults(int slot) {
     if (slot < 0 || slot >= GUARD_SLOTS) return 0;
     return atomic_load_explicit(&slots[slot].faults, memory_order_acquire);
 }
+
+int vs_memguard_registered(void) {
+    int n = 0;
+    for (int i = 0; i < GUARD_SLOTS; i++) n += atomic_load(&slots[i].start) != 0;
+    return n;
+}

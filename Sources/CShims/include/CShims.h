@@ -183,5 +183,7 @@ int vs_memguard_add(void *base, size_t len);
 void vs_memguard_remove(int slot);
 /// How many times the mapping in `slot` faulted (and was replaced by anonymous memory).
 uint64_t vs_memguard_faults(int slot);
+/// Mappings registered now (tests: a removed memory region must leave the table).
+int vs_memguard_registered(void);
 
 #endif
