@@ -316,6 +316,11 @@ public final class VhostUserDevice {
         let next: GuestMemory
         do { next = try current.adding(r, fd: fd) } catch { throw .memory(error) }
         replaceMemory(with: next)
+        logger.debug("memory region added", metadata: Self.metadata(r, regions: next.mappings.count))
+    }
+
+    private static func metadata(_ r: MemoryRegionDescription, regions: Int) -> Logger.Metadata {
+        ["gpa": "0x\(String(r.guestPhysicalAddress, radix: 16))", "size": "\(r.size)", "regions": "\(regions)"]
     }
 
     /// REM_MEM_REG: the removed region is unmapped once the data plane let go of the old
@@ -326,6 +331,7 @@ public final class VhostUserDevice {
             next = try (memory ?? GuestMemory()).removing(r)
         } catch { throw .memory(error) }
         replaceMemory(with: next.mappings.isEmpty ? nil : next)
+        logger.debug("memory region removed", metadata: Self.metadata(r, regions: next.mappings.count))
     }
 
     /// The data-plane handoff for any change of the memory table: rings translated through
