@@ -20,7 +20,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define GUARD_SLOTS 1024
+// 256 ports (the engine's limit) x 32 regions; a port may use up to 64 (VhostUserDevice.maxMemorySlots).
+#define GUARD_SLOTS 8192
 
 struct guard_slot {
     _Atomic uintptr_t start;   // 0: free
@@ -133,4 +134,10 @@ void vs_memguard_remove(int slot) {
 uint64_t vs_memguard_faults(int slot) {
     if (slot < 0 || slot >= GUARD_SLOTS) return 0;
     return atomic_load_explicit(&slots[slot].faults, memory_order_acquire);
+}
+
+int vs_memguard_registered(void) {
+    int n = 0;
+    for (int i = 0; i < GUARD_SLOTS; i++) n += atomic_load(&slots[i].start) != 0;
+    return n;
 }

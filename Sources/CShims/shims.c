@@ -184,5 +184,17 @@ int vs_seal_shrink(int fd) {
     return seals >= 0 && (seals & F_SEAL_SHRINK) ? 1 : 0;
 }
 
+#include <stdio.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
+int vs_fd_backing(int fd) {
+    struct statfs fs;
+    if (fstatfs(fd, &fs) == 0 && fs.f_type == HUGETLBFS_MAGIC) return 2;
+    char link[32], target[16];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, target, sizeof target);
+    return n >= 7 && memcmp(target, "/memfd:", 7) == 0 ? 1 : 0;
+}
+
 #include <pthread.h>
 void vs_set_thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }

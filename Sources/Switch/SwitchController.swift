@@ -222,12 +222,12 @@ public final class SwitchController {
     /// there are none.
     func info(_ p: Port, state: String, linkUp: Bool, features: UInt64 = 0, protocolFeatures: UInt64 = 0,
               mtu: Int?, queues: [(index: Int, size: Int, enabled: Bool, running: Bool)] = [],
-              options: [String: String] = [:]) -> PortInfo {
+              memoryRegions: [MemoryRegionInfo]? = nil, options: [String: String] = [:]) -> PortInfo {
         PortInfo(name: p.name, type: p.kind, path: p.path, state: state, link: linkUp ? "up" : "down",
                  features: VirtioFeature.describe(features),
                  protocolFeatures: VhostUserProtocolFeature.describe(protocolFeatures), mtu: mtu,
                  queues: queues.map { QueueInfo(index: $0.index, size: $0.size, enabled: $0.enabled, running: $0.running) },
-                 options: options.isEmpty ? nil : options)
+                 memoryRegions: memoryRegions, options: options.isEmpty ? nil : options)
     }
 
     private func attachmentSnapshot(_ p: Port) -> PortInfo {
@@ -240,6 +240,10 @@ public final class SwitchController {
             let broken = engine.sync { $0.isBroken(port: slot) }   // a corrupt ring was stopped
             return info(p, state: broken ? "broken" : endpoint.state.rawValue, linkUp: up, features: d.ackedFeatures,
                         protocolFeatures: d.ackedProtocolFeatures, mtu: d.mtu, queues: q,
+                        memoryRegions: d.memoryRegions.map {
+                            MemoryRegionInfo(guestPhysicalAddress: $0.description.guestPhysicalAddress,
+                                             size: $0.description.size, backing: $0.backing.rawValue, sealed: $0.sealed)
+                        },
                         options: endpoint.faultCounts.merging(d.isLogging ? ["dirtyLogging": "on"] : [:]) { a, _ in a })
         case .tap(let device):
             let mtu = vs_if_mtu(device.name)

@@ -27,6 +27,23 @@ public struct QueueInfo: Codable, Sendable, Equatable {
     }
 }
 
+/// One region of a vhost-user port's guest memory, as the switch mapped it.
+public struct MemoryRegionInfo: Codable, Sendable, Equatable {
+    public var guestPhysicalAddress: UInt64
+    public var size: UInt64
+    /// "memfd", "hugetlbfs" or "file" (tmpfs, /dev/shm...).
+    public var backing: String
+    /// Sealed against shrinking (F_SEAL_SHRINK): the frontend cannot truncate it under the
+    /// switch. An unsealed region is covered by the SIGBUS guard instead.
+    public var sealed: Bool
+    public init(guestPhysicalAddress: UInt64, size: UInt64, backing: String, sealed: Bool) {
+        self.guestPhysicalAddress = guestPhysicalAddress
+        self.size = size
+        self.backing = backing
+        self.sealed = sealed
+    }
+}
+
 public struct PortInfo: Codable, Sendable, Equatable {
     public var name: String
     public var type: PortKind
@@ -40,12 +57,16 @@ public struct PortInfo: Codable, Sendable, Equatable {
     public var protocolFeatures: [String]
     public var mtu: Int?
     public var queues: [QueueInfo]
+    /// A vhost-user port's guest memory regions in guest-physical order (nil for other
+    /// kinds, and from daemons older than this field).
+    public var memoryRegions: [MemoryRegionInfo]?
     /// Type-specific facts: TAP interface and namespace, pcap file and drops, VXLAN VNI...
     public var options: [String: String]?
     public init(name: String, type: PortKind, path: String, state: String, link: String,
                 features: [String], protocolFeatures: [String], mtu: Int?, queues: [QueueInfo],
-                options: [String: String]? = nil) {
+                memoryRegions: [MemoryRegionInfo]? = nil, options: [String: String]? = nil) {
         self.options = options
+        self.memoryRegions = memoryRegions
         self.name = name
         self.type = type
         self.path = path

@@ -54,9 +54,36 @@ public enum TextRendering {
                                            rows: rows, rightAligned: [0, 2])
                     lines += table.map { "            " + $0 }
                 }
+                if let regions = port.memoryRegions {
+                    lines += memoryRegions(regions, labelWidth: width)
+                }
             }
         }
         return lines.joined(separator: "\n")
+    }
+
+    /// A vhost-user port's memory regions: where each sits in guest-physical space, its
+    /// size, what backs it and whether it is sealed against shrinking (issue 21).
+    static func memoryRegions(_ regions: [MemoryRegionInfo], labelWidth: Int) -> [String] {
+        if regions.isEmpty { return ["        " + pad("memory:", labelWidth + 1) + " -"] }
+        let rows = regions.map { r in
+            ["0x" + String(r.guestPhysicalAddress, radix: 16), byteSize(r.size), r.backing, r.sealed ? "yes" : "no"]
+        }
+        let table = self.table(header: ["guest address", "size", "backing", "sealed"], rows: rows, rightAligned: [1])
+        return ["        memory: \(regions.count) region\(regions.count == 1 ? "" : "s")"]
+            + table.map { "            " + $0 }
+    }
+
+    /// 134217728 -> "128 MiB"; sizes that are not a whole number of KiB stay in bytes.
+    static func byteSize(_ n: UInt64) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var v = n
+        var u = 0
+        while u < units.count - 1, v >= 1024, v % 1024 == 0 {
+            v /= 1024
+            u += 1
+        }
+        return "\(v) \(units[u])"
     }
 
     /// The MAC table in `ovs-appctl fdb/show` layout:

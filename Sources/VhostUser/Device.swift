@@ -25,6 +25,11 @@ public final class VhostUserDevice {
     public static let offeredProtocolFeatures: UInt64 =
         VhostUserProtocolFeature.multiqueue | VhostUserProtocolFeature.replyAck | VhostUserProtocolFeature.mtu
         | VhostUserProtocolFeature.logShmfd | VhostUserProtocolFeature.rarp
+        | VhostUserProtocolFeature.configureMemSlots
+    /// Memory regions a port may have with CONFIGURE_MEM_SLOTS (GET_MAX_MEM_SLOTS): QEMU
+    /// needs one per DIMM besides main RAM (one region with QEMU 7.2). The SIGBUS guard's
+    /// table (memguard.c) holds 32 for each of the engine's 256 ports.
+    public static let maxMemorySlots = 64
 
     struct Queue {
         var size: UInt32 = 0
@@ -70,6 +75,11 @@ public final class VhostUserDevice {
         queues.enumerated().filter { $0.element.size != 0 || $0.element.running }
             .map { ($0.offset, Int($0.element.size), $0.element.enabled, $0.element.running) }
     }
+    /// The mapped memory regions for `vswitch show`, in guest-physical order.
+    public var memoryRegions: [(description: MemoryRegionDescription, backing: MemoryBacking, sealed: Bool)] {
+        (memory?.mappings ?? []).map { ($0.description, $0.backing, $0.sealed) }
+            .sorted { $0.description.guestPhysicalAddress < $1.description.guestPhysicalAddress }
+    }
     public var runningQueueCount: Int { queues.filter(\.running).count }
 
     /// Handles one message. Returns the reply payload for requests that have one, nil for
@@ -83,8 +93,8 @@ public final class VhostUserDevice {
         }
         let p = message.payload
         let name = "\(request)"
-        if request != .setMemTable && request != .setVringKick && request != .setVringCall
-            && request != .setVringErr && request != .setLogBase && request != .setLogFd && !fds.isEmpty {
+        if ![.setMemTable, .setVringKick, .setVringCall, .setVringErr, .setLogBase, .setLogFd, .addMemReg, .remMemReg]
+            .contains(request) && !fds.isEmpty {
             throw .badFdCount(request: name, count: fds.count)
         }
         switch request {
@@ -112,7 +122,21 @@ public final class VhostUserDevice {
         case .getQueueNum:
             return encodeU64(UInt64(queuePairLimit))
         case .getMaxMemSlots:
-            return encodeU64(UInt64(MemoryTable.maxRegions))
+            return encodeU64(UInt64(Self.maxMemorySlots))
+        case .addMemReg:
+            try requireMemorySlots(name)
+            let r = try SingleMemoryRegion(validating: p, name)
+            guard fds.count == 1 else { throw .badFdCount(request: name, count: fds.count) }
+            let fd = fds.removeFirst()
+            try addRegion(r.region, fd: fd)
+            return nil
+        case .remMemReg:
+            try requireMemorySlots(name)
+            let r = try SingleMemoryRegion(validating: p, name)
+            // QEMU 7.2 sends the region's fd along (closed unused); later versions send none.
+            guard fds.count <= 1 else { throw .badFdCount(request: name, count: fds.count) }
+            try removeRegion(r.region)
+            return nil
         case .setMemTable:
             let table = try MemoryTable(validating: p, fdCount: fds.count)
             let owned = fds
@@ -274,11 +298,60 @@ public final class VhostUserDevice {
     private func setMemoryTable(_ table: MemoryTable, fds: [Int32]) throws(VhostUserError) {
         let newMemory: GuestMemory
         do { newMemory = try GuestMemory(regions: table.regions, fds: fds) } catch { throw .memory(error) }
-        // Rings translated through the old table must stop before it can be dropped.
+        replaceMemory(with: newMemory)
+    }
+
+    /// ADD_MEM_REG and REM_MEM_REG are only defined with CONFIGURE_MEM_SLOTS (vhost-user.rst).
+    private func requireMemorySlots(_ name: String) throws(VhostUserError) {
+        guard ackedProtocolFeatures & VhostUserProtocolFeature.configureMemSlots != 0 else {
+            throw .featureNotNegotiated(request: name, feature: "CONFIGURE_MEM_SLOTS")
+        }
+    }
+
+    /// ADD_MEM_REG: the current table plus one region; takes `fd` (closed whatever happens).
+    /// The unchanged regions stay mapped as they are (shared with the old table).
+    private func addRegion(_ r: MemoryRegionDescription, fd: Int32) throws(VhostUserError) {
+        let current = memory ?? GuestMemory()
+        guard current.mappings.count < Self.maxMemorySlots else {
+            close(fd)
+            throw .memorySlotsFull(limit: Self.maxMemorySlots)
+        }
+        let next: GuestMemory
+        do { next = try current.adding(r, fd: fd) } catch { throw .memory(error) }
+        replaceMemory(with: next)
+        logger.debug("memory region added", metadata: Self.metadata(r, regions: next.mappings.count))
+    }
+
+    private static func metadata(_ r: MemoryRegionDescription, regions: Int) -> Logger.Metadata {
+        ["gpa": "0x\(String(r.guestPhysicalAddress, radix: 16))", "size": "\(r.size)", "regions": "\(regions)"]
+    }
+
+    /// REM_MEM_REG: the removed region is unmapped once the data plane let go of the old
+    /// table (in `replaceMemory`, when the last ring translated through it has stopped).
+    private func removeRegion(_ r: MemoryRegionDescription) throws(VhostUserError) {
+        let next: GuestMemory
+        do throws(GuestMemoryError) {
+            next = try (memory ?? GuestMemory()).removing(r)
+        } catch { throw .memory(error) }
+        replaceMemory(with: next.mappings.isEmpty ? nil : next)
+        logger.debug("memory region removed", metadata: Self.metadata(r, regions: next.mappings.count))
+    }
+
+    /// The data-plane handoff for any change of the memory table: rings translated through
+    /// the old table stop (the forwarding thread acknowledges and drops its reference), the
+    /// table is swapped, and the rings are translated again through the new one. A ring that
+    /// is no longer inside guest memory (its region was removed) stays stopped; the frontend
+    /// can set it up again (SET_VRING_ADDR, SET_VRING_KICK) as after any stop.
+    private func replaceMemory(with newMemory: GuestMemory?) {
         let wasRunning = queues.indices.filter { queues[$0].running }
         for i in wasRunning { stop(i) }
-        memory = newMemory   // old table unmapped here unless the data plane still holds it (it does not)
-        for i in wasRunning { try? reconcile(i) }
+        memory = newMemory   // old table unmapped here: no ring holds it any more
+        for i in wasRunning {
+            do { try reconcile(i) } catch {
+                logger.error("queue stopped: its ring is not inside guest memory after the memory table changed",
+                             metadata: ["queue": "\(i)", "regions": "\(newMemory?.mappings.count ?? 0)"])
+            }
+        }
     }
 
     /// With PROTOCOL_FEATURES rings start disabled until SET_VRING_ENABLE; without it a

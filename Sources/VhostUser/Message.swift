@@ -24,6 +24,8 @@ public enum VhostUserRequest: UInt32, Sendable {
     case netSetMtu = 20
     case setBackendReqFd = 21
     case getMaxMemSlots = 36
+    case addMemReg = 37
+    case remMemReg = 38
 }
 
 /// vhost-user protocol feature bits (vhost-user.rst, "Protocol features").
@@ -50,8 +52,8 @@ public struct VhostUserHeader: Equatable, Sendable {
     public static let version: UInt32 = 0x1
     public static let replyFlag: UInt32 = 1 << 2
     public static let needReplyFlag: UInt32 = 1 << 3
-    /// Largest payload accepted: the biggest message we handle (a memory table of 8 regions)
-    /// is 264 bytes; rust-vmm and QEMU cap at 4 KiB.
+    /// Largest payload accepted: the biggest message we handle (a memory table of 8 regions;
+    /// more regions come one per ADD_MEM_REG) is 264 bytes; rust-vmm and QEMU cap at 4 KiB.
     public static let maxPayload: UInt32 = 0x1000
 
     public var request: UInt32
@@ -100,6 +102,8 @@ public enum VhostUserError: Error, Equatable, CustomStringConvertible {
     case badQueueIndex(UInt32)
     case badQueueSize(UInt32)
     case tooManyRegions(UInt32)
+    case memorySlotsFull(limit: Int)
+    case featureNotNegotiated(request: String, feature: String)
     case unsupportedFeatures(UInt64)
     case queueRunning(UInt32)
     case badMtu(UInt64)
@@ -122,7 +126,10 @@ public enum VhostUserError: Error, Equatable, CustomStringConvertible {
         case .badFdCount(let r, let n): return "\(r): carries \(n) file descriptors"
         case .badQueueIndex(let i): return "queue index \(i) out of range"
         case .badQueueSize(let n): return "queue size \(n) is not a power of two in 1...32768"
-        case .tooManyRegions(let n): return "memory table with \(n) regions (at most 8)"
+        case .tooManyRegions(let n): return "memory table with \(n) regions (at most \(MemoryTable.maxRegions))"
+        case .memorySlotsFull(let limit):
+            return "ADD_MEM_REG: all \(limit) memory slots are in use (the limit GET_MAX_MEM_SLOTS reported)"
+        case .featureNotNegotiated(let r, let f): return "\(r) needs protocol feature \(f), which was not negotiated"
         case .unsupportedFeatures(let f): return "frontend acked features not offered: 0x\(String(f, radix: 16))"
         case .queueRunning(let i): return "queue \(i) is running"
         case .badMtu(let m): return "MTU \(m) out of range 68...65535"

@@ -55,6 +55,8 @@ public struct VringAddress: Equatable, Sendable {
 
 /// SET_MEM_TABLE: u32 count, u32 padding, then count x (gpa, size, uaddr, mmap_offset).
 public struct MemoryTable: Equatable, Sendable {
+    /// One fd per region, and a message carries at most 8 (VS_MAX_FDS); tables larger than
+    /// this come region by region (ADD_MEM_REG, up to VhostUserDevice.maxMemorySlots).
     public static let maxRegions = 8
     public var regions: [MemoryRegionDescription]
     public init(regions: [MemoryRegionDescription]) { self.regions = regions }
@@ -88,6 +90,35 @@ public struct MemoryTable: Equatable, Sendable {
             b.appendLE(r.userAddress)
             b.appendLE(r.mmapOffset)
         }
+        return b
+    }
+}
+
+/// ADD_MEM_REG and REM_MEM_REG (vhost-user.rst, "Single memory region description"):
+/// u64 padding, then one region (gpa, size, uaddr, mmap_offset). The padding is not
+/// checked: QEMU zeroes it, and nothing depends on it. The region's own values (size 0,
+/// overflowing sums) are checked here, once.
+public struct SingleMemoryRegion: Equatable, Sendable {
+    static let size = 40
+    public var region: MemoryRegionDescription
+    public init(region: MemoryRegionDescription) { self.region = region }
+
+    init(validating p: [UInt8], _ request: String) throws(VhostUserError) {
+        guard p.count == Self.size else { throw .badPayloadSize(request: request, size: p.count) }
+        region = MemoryRegionDescription(guestPhysicalAddress: p.readLE(UInt64.self, at: 8),
+                                         size: p.readLE(UInt64.self, at: 16),
+                                         userAddress: p.readLE(UInt64.self, at: 24),
+                                         mmapOffset: p.readLE(UInt64.self, at: 32))
+        do { try region.validate(index: 0) } catch { throw .memory(error) }
+    }
+
+    public var encoded: [UInt8] {
+        var b = [UInt8]()
+        b.appendLE(UInt64(0))
+        b.appendLE(region.guestPhysicalAddress)
+        b.appendLE(region.size)
+        b.appendLE(region.userAddress)
+        b.appendLE(region.mmapOffset)
         return b
     }
 }

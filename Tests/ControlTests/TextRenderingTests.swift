@@ -27,7 +27,10 @@ final class TextRenderingTests: XCTestCase {
         let port = PortInfo(name: "vm1", type: .vhostUserClient, path: "/run/vm1.sock", state: "connected",
                             link: "up", features: ["VERSION_1", "MRG_RXBUF"], protocolFeatures: ["MQ"],
                             mtu: 1500, queues: [QueueInfo(index: 0, size: 256, enabled: true, running: true),
-                                                QueueInfo(index: 1, size: 1024, enabled: false, running: false)])
+                                                QueueInfo(index: 1, size: 1024, enabled: false, running: false)],
+                            memoryRegions: [MemoryRegionInfo(guestPhysicalAddress: 0, size: 0xa0000, backing: "memfd", sealed: true),
+                                            MemoryRegionInfo(guestPhysicalAddress: 0x1_0000_0000, size: 128 << 20,
+                                                             backing: "file", sealed: false)])
         let idle = PortInfo(name: "vm2", type: .vhostUser, path: "/run/vm2.sock", state: "listening",
                             link: "down", features: [], protocolFeatures: [], mtu: nil, queues: [])
         let text = TextRendering.show([BridgeInfo(name: "br0", agingSeconds: 300, ports: [port, idle]),
@@ -39,6 +42,8 @@ final class TextRenderingTests: XCTestCase {
                          "queue  dir         size  enabled  running",
                          "    0  to guest     256  yes      yes",
                          "    1  from guest  1024  no       no",
+                         "memory: 2 regions", "guest address     size  backing  sealed",
+                         "0x0            640 KiB  memfd    yes", "0x100000000    128 MiB  file     no",
                          "Port vm2", "state:             listening", "mtu:               -",
                          "Bridge br1", "(no ports)"] {
             XCTAssertTrue(text.contains(expected), "missing \(expected.debugDescription) in:\n\(text)")

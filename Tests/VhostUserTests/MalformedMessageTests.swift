@@ -46,10 +46,8 @@ final class MalformedMessageTests: XCTestCase {
     }
 
     static func openFds() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1 }
-    static func guestMappings() -> Int {
-        ((try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8)) ?? "")
-            .split(separator: "\n").filter { $0.contains("memfd:") }.count
-    }
+    /// Read to EOF: a proc file has no size, and a one-read helper can stop short of the end.
+    static func guestMappings() -> Int { MemorySlotTests.mappings() }
 
     // MARK: a scripted frontend
 
@@ -106,9 +104,10 @@ final class MalformedMessageTests: XCTestCase {
 
         /// SET_FEATURES + SET_PROTOCOL_FEATURES with REPLY_ACK (not acked: REPLY_ACK is not
         /// on yet), then a request with an answer to know they were taken.
-        func negotiate() -> Bool {
+        func negotiate(_ extraProtocolFeatures: UInt64 = 0) -> Bool {
             send(.setFeatures, encodeU64(VirtioFeature.version1 | VirtioFeature.vhostUserProtocolFeatures))
-            send(.setProtocolFeatures, encodeU64(VhostUserProtocolFeature.replyAck | VhostUserProtocolFeature.multiqueue))
+            send(.setProtocolFeatures, encodeU64(VhostUserProtocolFeature.replyAck | VhostUserProtocolFeature.multiqueue
+                                                 | extraProtocolFeatures))
             send(.getQueueNum)
             return reply() == encodeU64(8)
         }
@@ -134,11 +133,12 @@ final class MalformedMessageTests: XCTestCase {
 
     /// Connects, negotiates REPLY_ACK, lets `attack` send its messages, checks the outcome,
     /// then that the port is usable again and nothing leaked.
-    func expect(_ outcome: Outcome, _ what: String, file: StaticString = #filePath, line: UInt = #line,
-                attack: (Frontend) -> Void) {
+    func expect(_ outcome: Outcome, _ what: String, memorySlots: Bool = false, file: StaticString = #filePath,
+                line: UInt = #line, attack: (Frontend) -> Void) {
         do {
             let f = connect()
-            XCTAssertTrue(f.negotiate(), "\(what): negotiation", file: file, line: line)
+            let extra = memorySlots ? VhostUserProtocolFeature.configureMemSlots : 0
+            XCTAssertTrue(f.negotiate(extra), "\(what): negotiation", file: file, line: line)
             attack(f)
             switch outcome {
             case .nack:
@@ -326,6 +326,37 @@ final class MalformedMessageTests: XCTestCase {
         }
         expect(.nack, "/dev/zero as memory") { f in
             f.send(.setMemTable, table([region(size: 1 << 30)]), fds: [open("/dev/zero", O_RDWR)])
+        }
+    }
+
+    /// ADD_MEM_REG / REM_MEM_REG (CONFIGURE_MEM_SLOTS) over the socket: each refusal is a
+    /// failure reply, the session goes on, and the regions added before it are unmapped when
+    /// the frontend leaves.
+    func testRegionsOneByOne() {
+        func single(_ r: MemoryRegionDescription) -> [UInt8] { SingleMemoryRegion(region: r).encoded }
+        func mib(_ k: Int) -> MemoryRegionDescription { region(gpa: UInt64(k) << 20, uva: 0x7000_0000 + (UInt64(k) << 20)) }
+        expect(.nack, "ADD_MEM_REG without CONFIGURE_MEM_SLOTS") { f in f.send(.addMemReg, single(region()), fds: [memfd(1 << 20)]) }
+        expect(.nack, "ADD_MEM_REG with a 4 KiB fd for 1 MiB", memorySlots: true) { f in
+            f.send(.addMemReg, single(region()), fds: [memfd(4096)])
+        }
+        expect(.nack, "ADD_MEM_REG without an fd", memorySlots: true) { f in f.send(.addMemReg, single(region())) }
+        expect(.nack, "ADD_MEM_REG overlapping an added region", memorySlots: true) { f in
+            f.send(.addMemReg, single(region()), fds: [memfd(1 << 20)])
+            XCTAssertEqual(f.reply(), u64(0))
+            f.send(.addMemReg, single(region(gpa: 4096, uva: 0x9000_0000)), fds: [memfd(1 << 20)])
+        }
+        expect(.nack, "REM_MEM_REG of a region that does not exist", memorySlots: true) { f in
+            f.send(.addMemReg, single(mib(1)), fds: [memfd(1 << 20)])
+            XCTAssertEqual(f.reply(), u64(0))
+            f.send(.remMemReg, single(mib(2)))
+        }
+        expect(.nack, "ADD_MEM_REG past the limit", memorySlots: true) { f in
+            for k in 0..<VhostUserDevice.maxMemorySlots {
+                f.send(.addMemReg, single(mib(k)), fds: [memfd(1 << 20)])
+                XCTAssertEqual(f.reply(), u64(0), "region \(k)")
+            }
+            XCTAssertEqual(Self.guestMappings(), mapsBefore + VhostUserDevice.maxMemorySlots)
+            f.send(.addMemReg, single(mib(100)), fds: [memfd(1 << 20)])
         }
     }
 

@@ -17,6 +17,7 @@
 #     Environment knobs (read at each call):
 #       GUEST_MEM=memfd|hugepages   memory backend (default memfd; hugepages needs vsw_hugepages_setup)
 #       GUEST_MEM_MB=256            guest RAM
+#       GUEST_MEM_SLOTS="slots=16,maxmem=8G"  memory hotplug: appended to -m (DIMMs via GUEST_QEMU_EXTRA)
 #       GUEST_AFTER=stay|poweroff   after CMD (default stay)
 #       GUEST_WAIT_PEER=IP          before CMD, ping IP until it answers (GUEST_WAIT_SECS, default 90)
 #       GUEST_MTU=1500, GUEST_LINK_WAIT=20, GUEST_DEBUG=0
@@ -187,7 +188,7 @@ guest_qemu_args() {
         append+=" vsw.cmd=$(printf '%s' "$cmd" | base64 -w0)"
     fi
     local args=(
-        "$(guest_qemu_bin)" -name "$name" -accel tcg -machine pc -m "$mem_mb" -smp "${GUEST_SMP:-1}"
+        "$(guest_qemu_bin)" -name "$name" -accel tcg -machine pc -m "$mem_mb${GUEST_MEM_SLOTS:+,$GUEST_MEM_SLOTS}" -smp "${GUEST_SMP:-1}"
         -nographic -nodefaults -no-reboot -no-user-config
         -kernel "$GUEST_KERNEL" -initrd "$GUEST_INITRD" -append "$append"
         -serial "file:$log" -monitor none

@@ -90,6 +90,9 @@ static inline uint64_t vs_rdtsc(void) {
 /// frontend cannot cut the file under our mapping (SIGBUS). Returns 1 if the file is now
 /// sealed against shrinking, 0 if it cannot be (not a memfd, or sealing not allowed).
 int vs_seal_shrink(int fd);
+/// What backs a guest memory fd, for `vswitch show`: 2 hugetlbfs (fstatfs), 1 a memfd
+/// (its /proc/self/fd link starts with "/memfd:"), 0 any other file.
+int vs_fd_backing(int fd);
 
 // ---- Memory ordering on shared ring memory (virtio 1.2, 2.7.13: the driver and device
 // ---- may run concurrently; avail.idx is read with acquire, used.idx published with release).
@@ -180,5 +183,7 @@ int vs_memguard_add(void *base, size_t len);
 void vs_memguard_remove(int slot);
 /// How many times the mapping in `slot` faulted (and was replaced by anonymous memory).
 uint64_t vs_memguard_faults(int slot);
+/// Mappings registered now (tests: a removed memory region must leave the table).
+int vs_memguard_registered(void);
 
 #endif

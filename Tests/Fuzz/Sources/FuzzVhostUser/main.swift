@@ -27,9 +27,10 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         let n = min(Int(header.size), bytes.count - i)
         let payload = Array(bytes[i..<i + n])
         i += n
-        // Requests that carry fds get real ones: the memfd for a memory table, eventfds else.
+        // Requests that carry fds get real ones: the memfd for a memory table or a region
+        // (SET_MEM_TABLE, ADD_MEM_REG), eventfds else.
         var fds: [Int32] = []
-        if header.request == VhostUserRequest.setMemTable.rawValue {
+        if header.request == VhostUserRequest.setMemTable.rawValue || header.request == VhostUserRequest.addMemReg.rawValue {
             fds = [guest.memoryTable().1]
         } else if [12, 13, 14].contains(header.request), payload.count == 8, payload[1] & 1 == 0 {
             fds = [dup(0)]
