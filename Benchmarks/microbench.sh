@@ -2,7 +2,7 @@
 # Forwarding microbenchmark: ns/frame and allocations/frame (wall clock, median of rounds),
 # then instructions per forwarded frame inside ForwardingEngine.pollOnce under callgrind
 # (repeatable on a noisy machine: it counts instructions, not time).
-#   Benchmarks/microbench.sh [--size 64] [--frames 2000000] [--rounds 5] [--packed]
+#   Benchmarks/microbench.sh [--size 64] [--frames 2000000] [--rounds 5] [--packed] [--dirty-log]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=64; frames=2000000; rounds=5; ring=()
@@ -11,8 +11,9 @@ while (($#)); do
         --size) size=$2; shift 2 ;;
         --frames) frames=$2; shift 2 ;;
         --rounds) rounds=$2; shift 2 ;;
-        --packed) ring=(--packed); shift ;;
-        *) echo "usage: $0 [--size N] [--frames N] [--rounds N] [--packed]" >&2; exit 2 ;;
+        --packed) ring+=(--packed); shift ;;
+        --dirty-log) ring+=(--dirty-log); shift ;;
+        *) echo "usage: $0 [--size N] [--frames N] [--rounds N] [--packed] [--dirty-log]" >&2; exit 2 ;;
     esac
 done
 swift build -c release --product vswitch-microbench >&2

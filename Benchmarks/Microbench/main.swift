@@ -3,10 +3,12 @@
 // engine forwards them with the real ring and copy code. Reports ns per frame (median of
 // rounds) and heap allocations per frame during forwarding.
 //
-//   vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture] [--packed]
+//   vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture] [--packed] [--dirty-log]
 // --capture adds a bridge-wide capture tap (4 MiB ring) drained by a second thread, as a pcap
 // port's writer would (without the file): the hot-path cost of an active capture.
 // --packed: both guests use packed virtqueues (VIRTIO_F_RING_PACKED) instead of split ones.
+// --dirty-log: both guests log their writes as during a live migration (a dirty log each, used
+// rings logged at their own addresses): the cost of logging.
 // Instructions per frame: Benchmarks/microbench.sh runs this under callgrind.
 import CShims
 import Foundation
@@ -22,6 +24,7 @@ var frameSize = 64
 var batch = 32
 var capture = false
 var packed = false
+var dirtyLog = false
 var args = CommandLine.arguments.dropFirst().makeIterator()
 while let a = args.next() {
     switch a {
@@ -31,8 +34,9 @@ while let a = args.next() {
     case "--batch": batch = Int(args.next() ?? "") ?? batch
     case "--capture": capture = true
     case "--packed": packed = true
+    case "--dirty-log": dirtyLog = true
     default:
-        FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture] [--packed]\n".data(using: .utf8)!)
+        FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture] [--packed] [--dirty-log]\n".data(using: .utf8)!)
         exit(2)
     }
 }
@@ -43,11 +47,23 @@ let bridge = engine.addBridge(agingSeconds: 300)!
 let features = SimulatedGuest.defaultFeatures | (packed ? VirtioFeature.ringPacked : 0)
 let a = SimulatedGuest(queueSize: 256, bufferSize: 2048, features: features)
 let b = SimulatedGuest(queueSize: 256, bufferSize: 2048, features: features)
+var logs: [DirtyLog] = []
 for g in [a, b] {
     let port = engine.addPort(bridge: bridge)!
     let memory = try! g.makeMemory()
-    engine.startQueue(port: port, g.vringConfiguration(queue: 0, memory: memory))
-    engine.startQueue(port: port, g.vringConfiguration(queue: 1, memory: memory))
+    for q in 0..<2 {
+        var c = g.vringConfiguration(queue: q, memory: memory)
+        if dirtyLog { c.usedLogAddress = g.rings[q].used }
+        engine.startQueue(port: port, c)
+    }
+    if dirtyLog {
+        let bytes = (SimulatedGuest.guestBase + UInt64(g.size)) >> 15
+        let fd = vs_memfd_create("dirty-log")
+        precondition(ftruncate(fd, off_t(bytes)) == 0)
+        let log = try! DirtyLog(fd: fd, size: bytes, offset: 0)
+        logs.append(log)
+        engine.setDirtyLog(port: port, log)
+    }
 }
 let captureBuffer = CaptureBuffer()
 let drained = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
@@ -105,8 +121,9 @@ for r in 0..<rounds {
 let sorted = perFrame.sorted()
 let median = sorted[sorted.count / 2]
 let c = engine.counters(port: 1)
-print(String(format: "median: %.1f ns/frame = %.2f Mpps, frame size %d, batch %d, %@ rings, allocations per frame %.6f",
-             median, 1000 / median, frameSize, batch, packed ? "packed" : "split", Double(allocs) / Double(frames * rounds)))
+print(String(format: "median: %.1f ns/frame = %.2f Mpps, frame size %d, batch %d, %@ rings%@, allocations per frame %.6f",
+             median, 1000 / median, frameSize, batch, packed ? "packed" : "split", dirtyLog ? ", dirty logging on" : "",
+             Double(allocs) / Double(frames * rounds)))
 print("delivered to B: \(c.txPackets), dropped no-buffers: \(c.txDropNoBuffers)")
 if capture {
     print("capture: \(captureBuffer.ring.recorded) recorded, \(captureBuffer.ring.dropped) dropped (ring full), \(vs_counter_load(drained)) drained")
