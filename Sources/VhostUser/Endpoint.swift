@@ -253,8 +253,9 @@ public final class VhostUserEndpoint {
             logger.warning("rejected request \(request): \(error)", metadata: ["path": "\(path)"])
             if wantsAck {
                 send(reply: encodeU64(1), to: request)
-            } else if VhostUserRequest(rawValue: request).map(Self.hasReply) ?? false {
-                // The frontend waits for a reply we cannot give: cut the session.
+            } else if VhostUserRequest(rawValue: request).map({ Self.hasReply($0) || Self.changesMemory($0) }) ?? false {
+                // The frontend waits for a reply we cannot give, or would go on believing its
+                // memory was mapped or unmapped: cut the session.
                 dropConnection(reconnect: true)
             }
         }
@@ -300,6 +301,11 @@ public final class VhostUserEndpoint {
                      metadata: ["path": "\(path)", "region": "\(region)"])
         dropConnection(reconnect: true)
         return true
+    }
+
+    /// Memory changes a frontend without REPLY_ACK cannot learn failed.
+    private static func changesMemory(_ r: VhostUserRequest) -> Bool {
+        [.setMemTable, .addMemReg, .remMemReg].contains(r)
     }
 
     private static func hasReply(_ r: VhostUserRequest) -> Bool {

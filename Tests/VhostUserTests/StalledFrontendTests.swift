@@ -1,6 +1,7 @@
 import CShims
 import Foundation
 import Logging
+import Virtio
 import XCTest
 @testable import VhostUser
 
@@ -159,6 +160,19 @@ final class StalledFrontendTests: XCTestCase {
         waitFor("refused") { loop.sync { ep.state == .listening } }
         for e in extra { close(e) }
         waitFor("no descriptor kept") { openDescriptorCount() <= before }
+        close(fd)
+        loop.sync { ep.close() }
+    }
+
+    /// Without REPLY_ACK a frontend cannot learn that its memory change failed; it would go
+    /// on as if the region were mapped, so the session is cut instead.
+    func testFailedMemoryChangeWithoutReplyAckCutsTheSession() throws {
+        let ep = try listeningEndpoint("m.sock")
+        let fd = connect(ep)
+        let region = MemoryRegionDescription(guestPhysicalAddress: 0, size: 1 << 20, userAddress: 0x7000_0000, mmapOffset: 0)
+        let table = MemoryTable(regions: [region]).encoded
+        sendRaw(fd, Self.header(.setMemTable, size: table.count) + table)   // one region, no fd
+        waitFor("cut") { loop.sync { ep.state == .listening } }
         close(fd)
         loop.sync { ep.close() }
     }
