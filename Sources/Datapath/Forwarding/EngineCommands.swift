@@ -16,6 +16,7 @@ extension ForwardingEngine {
 
     public func removeBridge(_ b: Int) {
         closeCaptures(bridge: b)
+        for m in 0..<Self.maxMirrors where mirrors[m].inUse && mirrors[m].bridge == Int32(b) { removeMirror(m) }
         for p in 0..<Self.maxPorts where ports[p].inUse && ports[p].bridge == Int32(b) { removePort(p) }
         bridges[b].release()
     }
@@ -25,7 +26,7 @@ extension ForwardingEngine {
     public func addPort(bridge b: Int) -> Int? {
         guard bridges[b].inUse, let p = (0..<Self.maxPorts).first(where: { !ports[$0].inUse }) else { return nil }
         ports[p].allocate(bridge: Int32(b))
-        rebuildMembers(bridge: b)
+        refreshMirrors(bridge: b)   // select-all and VLAN mirrors take the new port in; rebuilds members
         return p
     }
 
@@ -38,7 +39,7 @@ extension ForwardingEngine {
         bridges[b].table?.remove(port: Int32(p), now: hot.pointee.now)
         ports[p].release()
         logOwners[p] = nil
-        rebuildMembers(bridge: b)
+        refreshMirrors(bridge: b)
         refreshVlanAware(bridge: b)
     }
 
@@ -156,10 +157,12 @@ extension ForwardingEngine {
 
     // MARK: bookkeeping
 
-    private func rebuildMembers(bridge b: Int) {
+    /// The flood list: every port of the bridge but mirror outputs.
+    func rebuildMembers(bridge b: Int) {
         guard bridges[b].inUse else { return }
         var n = 0
-        for p in 0..<Self.maxPorts where ports[p].inUse && ports[p].bridge == Int32(b) {
+        for p in 0..<Self.maxPorts where ports[p].inUse && ports[p].bridge == Int32(b)
+            && ports[p].mirrorIn & PortSlot.mirrorOutputBit == 0 {
             bridges[b].members![n] = Int32(p)
             n += 1
         }

@@ -24,6 +24,7 @@ extension ForwardingEngine {
         let slot = ports + p
         let bridge = bridges + Int(slot.pointee.bridge)
         return slot.pointee.captureRx == 0 && bridge.pointee.captureMask == 0 && !bridge.pointee.vlanAware
+            && slot.pointee.mirrorIn == 0
     }
 
     /// Forwards the frame in `buffer` (one whole TX chain of port `p`, virtio-net header

@@ -92,6 +92,11 @@ extension ForwardingEngine {
             counters.add(.rxDropRunt)
             return
         }
+        if slot.pointee.mirrorIn != 0 {
+            guard mirrorIngress(from: p, header: header, frameLength: frameLength) else { return }   // an output port's
+        } else {
+            hot.pointee.mirrored = 0
+        }
         counters.add(.rxPackets)
         counters.add(.rxBytes, UInt64(frameLength))
         if slot.pointee.sendsOffloads { readOffloadHeader() } else { hot.pointee.offloadHeader = 0 }
@@ -151,6 +156,7 @@ extension ForwardingEngine {
     /// `frameLength` is the source frame's; `edit` says how its VLAN tag changes (`VlanEdit`).
     @inline(__always)
     func deliver(to d: Int, frameLength sourceLength: Int, sourceHeader: Int, edit: UInt32 = VlanEdit.none) {
+        if ports[d].mirrorOut != 0 { mirrorEgress(to: d, frameLength: sourceLength, sourceHeader: sourceHeader) }
         if hot.pointee.offloadHeader != 0 {
             deliverOffloaded(to: d, frameLength: sourceLength, sourceHeader: sourceHeader, edit: edit)
             return

@@ -73,6 +73,14 @@ public final class ForwardingEngine: @unchecked Sendable {
     /// A frame with offload metadata, copied so its checksum can be finished, and the
     /// frames cut from a TSO segment, one at a time.
     let offloadBuffer = UnsafeMutableRawPointer.allocate(byteCount: ForwardingEngine.localBufferSize, alignment: 64)
+    /// Port mirrors (Mirrors.swift) and, per mirror, the port slots it selects by name.
+    let mirrors: UnsafeMutablePointer<MirrorSlot> = {
+        let p = UnsafeMutablePointer<MirrorSlot>.allocate(capacity: ForwardingEngine.maxMirrors)
+        p.initialize(repeating: MirrorSlot(), count: ForwardingEngine.maxMirrors)
+        return p
+    }()
+    var mirrorSources = [[Int]](repeating: [], count: ForwardingEngine.maxMirrors)
+    var mirrorDestinations = [[Int]](repeating: [], count: ForwardingEngine.maxMirrors)
     let segmentBuffer = UnsafeMutableRawPointer.allocate(byteCount: ForwardingEngine.localBufferSize, alignment: 64)
     let offloadList: UnsafeMutablePointer<SegmentList> = {
         let p = UnsafeMutablePointer<SegmentList>.allocate(capacity: 1)
@@ -306,6 +314,8 @@ public final class ForwardingEngine: @unchecked Sendable {
 struct HotState {
     var pollCount = 0
     var dirtyCount = 0
+    /// Mirrors that already have a copy of the current frame (Mirrors.swift).
+    var mirrored: UInt32 = 0
     /// Coarse monotonic seconds for MAC aging, refreshed after every sleep.
     var now: UInt32 = 0
     /// Running TX queues without a kick fd (the frontend polls): we must not sleep.

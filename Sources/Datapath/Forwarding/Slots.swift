@@ -47,9 +47,14 @@ struct PortSlot {
     /// a flow stays on one queue. Packed 4 bits per queue index.
     var rxQueueList: UInt32 = 0
     var rxQueueCount = 0
-    /// Several RX queues, a packed one, or dirty logging: `deliver` takes its one slower
-    /// branch. A port with one split RX queue tests nothing else.
+    /// Several RX queues, a packed one, dirty logging or a mirror selecting its frames:
+    /// `deliver` takes its one slower branch, and the fast lane is closed to it. A port with one split RX queue tests nothing else.
     var rxSlowPath = false
+    /// Mirrors that copy the frames this port sends into the bridge, plus
+    /// `mirrorOutputBit` if it is a mirror's output; mirrors that copy the frames delivered
+    /// to it (Mirrors.swift).
+    var mirrorIn: UInt32 = 0
+    var mirrorOut: UInt32 = 0
     /// Live migration: the frontend's dirty-page log, while logging is on (DirtyLogging.swift).
     var dirtyLog: DirtyLogView? = nil
     /// Per queue: the guest-physical address the frontend logs the used ring at
@@ -140,7 +145,7 @@ struct PortSlot {
             rxQueueCount += 1
             rx &= rx &- 1
         }
-        rxSlowPath = rxQueueCount > 1 || runningMask & ~Self.txMask & packedMask != 0 || dirtyLog != nil
+        rxSlowPath = rxQueueCount > 1 || runningMask & ~Self.txMask & packedMask != 0 || dirtyLog != nil || mirrorOut != 0
     }
 
     /// The RX queue for a frame between MAC addresses `a` and `b` (either order).
