@@ -1,6 +1,9 @@
 import SwitchModel
 import CShims
 import Virtio
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// What the forwarding thread does with a guest ring it cannot trust any more (a split
 /// ring's avail index jumped past the ring size or a head index is out of range, a packed
@@ -19,6 +22,11 @@ extension ForwardingEngine {
     /// Detaches queue `q` of port `p` and marks the port broken. Forwarding thread only.
     func ringFailed(port p: Int, queue q: Int, _ fault: RingFault) {
         let slot = ports + p
+        if slot.pointee.brokenMask == 0 {
+            slot.pointee.brokenQueue = Int32(q)
+            slot.pointee.brokenFault = fault
+            slot.pointee.brokenAt = time(nil)
+        }
         slot.pointee.brokenMask |= 1 << UInt32(q)
         let now = UInt32(truncatingIfNeeded: vs_coarse_seconds())
         if slot.pointee.brokenLogSecond != now {
@@ -32,5 +40,16 @@ extension ForwardingEngine {
     /// True while a queue of port `p` is stopped because its ring was corrupt.
     public func isBroken(port p: Int) -> Bool {
         ports[p].inUse && ports[p].brokenMask != 0
+    }
+
+    /// While port `p` is broken: the virtqueue that broke first, what was wrong with it,
+    /// and when (Unix time).
+    public func brokenRing(port p: Int) -> (queue: Int, fault: String, at: Int)? {
+        let s = ports[p]
+        guard isBroken(port: p) else { return nil }
+        guard let fault = s.brokenFault, s.brokenQueue >= 0 else {   // marked without ringFailed (tests)
+            return (s.brokenMask.trailingZeroBitCount, "ring corrupt", time(nil))
+        }
+        return (Int(s.brokenQueue), fault.rawValue, s.brokenAt)
     }
 }
