@@ -72,7 +72,9 @@ public enum LinkReason: Equatable, Sendable {
     /// (a handshake, a guest still booting) are not worth a warning.
     public var warnAfter: Double {
         switch self {
-        case .connectFailed, .reconnecting, .broken: return 0
+        case .connectFailed, .broken: return 0
+        // The next failed connect (within a retry) usually says more: log that one instead.
+        case .reconnecting(_, let retry): return 2 * retry
         case .listening(_, _, let denied, _): return denied.isEmpty ? Self.lonelySeconds : 0
         case .handshake, .oneSided: return Self.stallSeconds
         }

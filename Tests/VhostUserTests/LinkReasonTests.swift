@@ -118,6 +118,9 @@ final class LinkReasonTests: XCTestCase {
         XCTAssertEqual(log.update(nil, seconds: 0), .recovered)
         XCTAssertNil(log.update(.handshake(last: nil, memory: false), seconds: 1))
         XCTAssertNil(log.update(nil, seconds: 0), "nothing was warned: no recovery line")
+        let gone = LinkReason.reconnecting(path: p, retry: 1)
+        XCTAssertNil(log.update(gone, seconds: 0), "the failed connect that follows says more")
+        XCTAssertNotNil(log.update(gone, seconds: 2))
     }
 }
 
