@@ -33,11 +33,17 @@ extension SwitchController {
         linkWatchTimer = nil
         let vhost = bridges.flatMap(\.ports).compactMap { p in p.endpoint.map { (p.slot, $0) } }
         guard !vhost.isEmpty else { return }
-        // Only a port with running rings can have a corrupt one: an idle switch without
-        // guests does not wake the forwarding thread.
-        let slots = vhost.filter { $0.1.device.runningQueueCount > 0 }.map(\.0)
-        let broken = slots.isEmpty ? [:] : engine.sync { e in
-            Dictionary(uniqueKeysWithValues: slots.compactMap { s in e.brokenRing(port: s).map { (s, $0) } })
+        // Ask the forwarding thread only after a ring fault, and while a port stays broken:
+        // idle guests cost it no wake-up.
+        let faults = ForwardingEngine.ringFaultCount
+        var broken: [Int: (queue: Int, fault: String, at: Int)] = [:]
+        if faults != lastRingFaultCount || anyPortBroken {
+            let slots = vhost.map(\.0)
+            broken = engine.sync { e in
+                Dictionary(uniqueKeysWithValues: slots.compactMap { s in e.brokenRing(port: s).map { (s, $0) } })
+            }
+            lastRingFaultCount = faults
+            anyPortBroken = !broken.isEmpty
         }
         for (slot, endpoint) in vhost { _ = linkReason(endpoint, broken: broken[slot]) }
         startLinkWatch()

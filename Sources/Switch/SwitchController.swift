@@ -57,6 +57,9 @@ public final class SwitchController {
     /// Group of the socket files of `vhostuser` ports that name none (`vswitchd --socket-group`).
     public var socketGroup: String?
     var linkWatchTimer: Int?
+    /// LinkWatch.swift: the ring fault count at the last look, and whether a port was broken.
+    var lastRingFaultCount: UInt64 = 0
+    var anyPortBroken = false
 
     public init(engine: ForwardingEngine, loop: EventLoop, runDirectory: String, logger: Logger) {
         self.engine = engine

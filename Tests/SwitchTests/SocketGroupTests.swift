@@ -49,4 +49,37 @@ final class SocketGroupTests: XCTestCase {
         XCTAssertEqual(report.first?.checks.first?.status, .problem)
         loop.sync { controller.shutdown() }
     }
+
+    /// A ring the data plane stops as corrupt: show says which queue, what and when, and
+    /// the reason goes when the guest sets the ring up again.
+    func testBrokenRingReason() throws {
+        let dir = NSTemporaryDirectory() + "vsw-brk-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let loop = EventLoop()
+        Thread { loop.run() }.start()
+        defer { loop.stop() }
+        let engine = ForwardingEngine(logger: Logger(label: "t"))
+        engine.start()
+        defer { engine.stop() }
+        let controller = loop.sync { SwitchController(engine: engine, loop: loop, runDirectory: dir, logger: Logger(label: "t")) }
+        try loop.sync { Result { () throws(SwitchError) in
+            try controller.addBridge("br0")
+            try controller.addPort(bridge: "br0", name: "p1", kind: .vhostUser, path: "p1.sock")
+        } }.get()
+        let slot = loop.sync { controller.bridges[0].ports[0].slot }
+        let before = ForwardingEngine.ringFaultCount
+        engine.sync { $0.ringFailed(port: slot, queue: 1, .headOutOfRange) }
+        XCTAssertEqual(ForwardingEngine.ringFaultCount, before + 1)
+        let port = loop.sync { controller.snapshot()[0].ports[0] }
+        XCTAssertEqual(port.state, "broken")
+        let reason = try XCTUnwrap(port.reason)
+        XCTAssertTrue(reason.hasPrefix("broken: the guest wrote a bad descriptor on TX queue 0 at "), reason)
+        XCTAssertTrue(reason.contains("(descriptor head index out of range)"), reason)
+        engine.sync { _ = $0.stopQueue(port: slot, queue: 1) }   // the frontend let go of the ring
+        let after = loop.sync { controller.snapshot()[0].ports[0] }
+        XCTAssertEqual(after.state, "listening")
+        XCTAssertTrue(after.reason?.hasPrefix("listening:") ?? false)
+        loop.sync { controller.shutdown() }
+    }
 }

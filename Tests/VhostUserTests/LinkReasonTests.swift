@@ -173,6 +173,23 @@ final class EndpointLinkTests: XCTestCase {
         close(listener)
     }
 
+    /// A frontend that stops after GET_FEATURES: the handshake reason names it.
+    func testHandshakeNamesTheLastRequest() throws {
+        let path = dir + "/h.sock"
+        let ep = endpoint(.server, path)
+        try loop.sync { Result { try ep.start() } }.get()
+        let fd = vs_unix_connect(path)
+        waitFor("connected") { loop.sync { ep.state == .connected } }
+        let h = VhostUserHeader(request: VhostUserRequest.getFeatures.rawValue, flags: 1, size: 0)
+        XCTAssertTrue(VhostUserConnection.send(fd, h.encoded, fds: []))
+        waitFor("GET_FEATURES handled") { reason(ep) == .handshake(last: "GET_FEATURES", memory: false) }
+        let seconds = try XCTUnwrap(loop.sync { ep.checkLink()?.seconds })
+        XCTAssertLessThan(seconds, LinkReason.stallSeconds, "counted from the last request")
+        close(fd)
+        waitFor("listening again") { loop.sync { ep.state == .listening } }
+        loop.sync { ep.close() }
+    }
+
     func testServerSocketGetsItsGroupBeforeListen() throws {
         let path = dir + "/s.sock"
         let ep = endpoint(.server, path)
