@@ -74,8 +74,7 @@ extension SwitchController {
         guard st.st_mode & S_IFMT == S_IFSOCK else {
             return [DoctorCheck(.problem, "\(endpoint.path) is not a socket", fix: "remove it and restart the guest")]
         }
-        let desc = "\(SocketAccess.userName(st.st_uid)):\(SocketAccess.groupName(st.st_gid)) "
-            + String(st.st_mode & 0o7777, radix: 8)
+        let desc = SocketAccess.describe(st)
         if geteuid() != 0 && access(endpoint.path, W_OK) != 0 {
             return [DoctorCheck(.problem, "socket \(endpoint.path) (\(desc)) is not writable by vswitchd",
                                 fix: "run vswitchd as root or in the socket's group")]

@@ -22,9 +22,16 @@ public struct SocketAccess: Equatable, Sendable {
     public var blocker: String?
 
     /// "root:kvm 0660".
-    public var description: String {
-        let octal = String(mode & 0o7777, radix: 8)
-        return "\(owner):\(group) \(String(repeating: "0", count: max(0, 4 - octal.count)))\(octal)"
+    public var description: String { "\(owner):\(group) \(Self.octal(mode))" }
+
+    /// A file's owner, group and permission bits as `ls` users read them: "root:kvm 0660".
+    public static func describe(_ st: stat) -> String {
+        "\(userName(st.st_uid)):\(groupName(st.st_gid)) \(octal(UInt32(st.st_mode)))"
+    }
+
+    static func octal(_ mode: UInt32) -> String {
+        let digits = String(mode & 0o7777, radix: 8)
+        return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
     }
 
     /// Nil if `path` does not exist.
@@ -92,10 +99,7 @@ public struct SocketAccess: Equatable, Sendable {
                 let name = dir.isEmpty ? "/" : dir
                 var d = stat()
                 guard lstat(name, &d) == 0 else { return .directory(name) }
-                guard permits(d, write: false) else {
-                    let octal = String(d.st_mode & 0o7777, radix: 8)
-                    return .directory("\(name) is \(userName(d.st_uid)):\(groupName(d.st_gid)) \(octal.count < 4 ? "0" + octal : octal)")
-                }
+                guard permits(d, write: false) else { return .directory("\(name) is \(SocketAccess.describe(d))") }
             }
             return permits(st, write: true) ? .allowed : .socket
         }

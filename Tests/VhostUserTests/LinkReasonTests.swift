@@ -204,3 +204,30 @@ final class EndpointLinkTests: XCTestCase {
         loop.sync { ep.close() }
     }
 }
+
+/// Who may connect to a socket file: its mode and group, and the directories above it.
+final class SocketAccessTests: XCTestCase {
+    func testModeGroupAndDirectories() throws {
+        guard getpwnam("nobody") != nil, geteuid() == 0 else { throw XCTSkip("needs root and user nobody") }
+        let top = NSTemporaryDirectory() + "vsw-acc-\(getpid())"
+        try FileManager.default.createDirectory(atPath: top + "/d", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: top) }
+        chmod(top, 0o755)
+        chmod(top + "/d", 0o755)
+        let path = top + "/d/s.sock"
+        let fd = vs_unix_listen_mode(path, 1, 0o660)
+        defer { close(fd) }
+        var a = try XCTUnwrap(SocketAccess.inspect(path, users: ["nobody", "no-such-user-x"]))
+        XCTAssertEqual(a.description, "root:\(SocketAccess.groupName(getegid())) 0660")
+        XCTAssertEqual(a.denied, ["nobody"], "users that do not exist are left out")
+        XCTAssertNil(a.blocker, "the socket's own mode keeps nobody out")
+        chmod(path, 0o666)
+        a = try XCTUnwrap(SocketAccess.inspect(path, users: ["nobody"]))
+        XCTAssertEqual(a.allowed, ["nobody"])
+        chmod(top + "/d", 0o700)
+        a = try XCTUnwrap(SocketAccess.inspect(path, users: ["nobody"]))
+        XCTAssertEqual(a.denied, ["nobody"])
+        XCTAssertEqual(a.blocker, "directory \(top)/d is root:\(SocketAccess.groupName(getegid())) 0700")
+        XCTAssertNil(SocketAccess.inspect(top + "/missing"))
+    }
+}
