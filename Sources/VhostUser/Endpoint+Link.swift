@@ -6,7 +6,7 @@ import Logging
 extension VhostUserEndpoint {
     public var linkFacts: LinkFacts {
         let q = device.queueSummary
-        let access = role == .server ? SocketAccess.inspect(path) : nil
+        let access = role == .server ? cachedSocketAccess() : nil
         return LinkFacts(state: state, path: path, retry: retryInterval, connectErrno: connectErrno?.code,
                          socket: access?.description, denied: access?.denied ?? [], blocker: access?.blocker, lastRequest: lastRequest?.raw,
                          memory: device.memory != nil,
@@ -27,6 +27,14 @@ extension VhostUserEndpoint {
         case nil: break
         }
         return reason.map { ($0, seconds) }
+    }
+
+    private func cachedSocketAccess() -> SocketAccess? {
+        let now = vs_monotonic_ns()
+        if let c = socketAccess, Double(now &- c.at) / 1e9 < SocketAccess.cacheSeconds { return c.value }
+        let value = SocketAccess.inspect(path)
+        socketAccess = (now, value)
+        return value
     }
 
     /// When the condition behind `reason` began (monotonic ns): a handshake stalls from its

@@ -44,6 +44,9 @@ public final class VhostUserEndpoint {
     var connectErrno: (code: Int32, since: UInt64)?
     var lastRequest: (raw: UInt32, at: UInt64)?
     var reasonLog = LinkReasonLog()
+    /// The socket file's access, re-read after `SocketAccess.cacheSeconds` (user lookups may
+    /// go to the network with NSS; the link is checked every second).
+    var socketAccess: (at: UInt64, value: SocketAccess?)?
     /// Group of the socket file a server port creates (`--socket-group`); nil: the daemon's.
     public var socketGroup: gid_t?
     private let loop: EventLoop

@@ -9,6 +9,8 @@ import Glibc
 public struct SocketAccess: Equatable, Sendable {
     /// Users libvirt runs QEMU as: Debian/Ubuntu, then Fedora/RHEL/SUSE.
     public static let qemuUsers = ["libvirt-qemu", "qemu"]
+    /// How long a link check may reuse what it found (a chmod shows within this time).
+    public static let cacheSeconds = 5.0
 
     public var owner: String
     public var group: String
