@@ -56,8 +56,9 @@ public final class VhostUserEndpoint {
     private var retryTimer: Int?
     public var retryInterval = 1.0
     /// Mode of the socket file of a server port: owner and group may connect, others not.
-    /// Group access lets a QEMU running as another user in the daemon's group (or in the
-    /// group of a setgid run directory) connect; nobody else can reach the guest's port.
+    /// Group access lets a QEMU running as another user in the socket's group connect
+    /// (`socketGroup`, else the daemon's group or that of a setgid run directory); nobody
+    /// else can reach the guest's port.
     public static let socketMode: mode_t = 0o660
     /// Device and inode of the socket file we bound, so `close()` removes only our own file.
     private var socketIdentity: (dev: UInt, ino: UInt)?
