@@ -124,11 +124,17 @@ int vs_unix_listen(const char *path, int backlog) {
 }
 
 int vs_unix_listen_mode(const char *path, int backlog, unsigned int mode) {
+    return vs_unix_listen_owned(path, backlog, mode, -1);
+}
+
+int vs_unix_listen_owned(const char *path, int backlog, unsigned int mode, int64_t gid) {
     struct sockaddr_un a; if (fill_addr(&a, path) < 0) return -1;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return -1;
     if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0) { int e = errno; close(fd); errno = e; return -1; }
-    if (chmod(path, (mode_t)mode) < 0 || listen(fd, backlog) < 0) {
+    // Group first, then mode: chown may clear mode bits, and nobody can connect before listen.
+    if ((gid >= 0 && chown(path, (uid_t)-1, (gid_t)gid) < 0) || chmod(path, (mode_t)mode) < 0
+        || listen(fd, backlog) < 0) {
         int e = errno; unlink(path); close(fd); errno = e; return -1;
     }
     return fd;

@@ -41,6 +41,8 @@ public enum ControlCommand: String, Codable, Sendable, CaseIterable {
     case datapathStats = "dp-stats"
     /// Live capture: after the ok line the connection carries a pcap stream (ControlStream.swift).
     case capture = "capture"
+    /// What the daemon can check of a port's (or every vhost-user port's) set-up, and what to change.
+    case doctor = "doctor"
 }
 
 /// Port types a user can add: `PortKind` (SwitchModel), the one list the CLI's `--type`,
@@ -79,6 +81,8 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var mtu: Int?
     /// vhost-user: queue pairs offered (1-8).
     public var queues: Int?
+    /// vhostuser: group of the socket file the switch creates (mode 0660).
+    public var socketGroup: String?
     /// capture: stop after this many frames (that passed `filter`).
     public var count: Int?
 
@@ -88,7 +92,8 @@ public struct ControlRequest: Codable, Sendable, Equatable {
                 rotateBytes: Int? = nil, rotateCount: Int? = nil, watchPort: String? = nil,
                 direction: String? = nil, remotes: [String]? = nil, vni: Int? = nil, local: String? = nil,
                 dstPort: Int? = nil, vlanMode: String? = nil, tag: Int? = nil, trunks: [Int]? = nil,
-                mtu: Int? = nil, queues: Int? = nil, count: Int? = nil) {
+                mtu: Int? = nil, queues: Int? = nil, count: Int? = nil, socketGroup: String? = nil) {
+        self.socketGroup = socketGroup
         self.vlanMode = vlanMode
         self.tag = tag
         self.trunks = trunks
@@ -137,9 +142,11 @@ public struct ControlResult: Codable, Sendable, Equatable {
     public var fdb: FdbTable?
     public var stats: [PortStats]?
     public var datapath: DatapathStats?
+    public var doctor: [DoctorReport]?
 
     public init(bridges: [BridgeInfo]? = nil, fdb: FdbTable? = nil, stats: [PortStats]? = nil,
-                datapath: DatapathStats? = nil) {
+                datapath: DatapathStats? = nil, doctor: [DoctorReport]? = nil) {
+        self.doctor = doctor
         self.bridges = bridges
         self.fdb = fdb
         self.stats = stats

@@ -42,7 +42,7 @@ public struct SwitchConfig: Codable, Equatable, Sendable {
     public static func changes(_ command: ControlCommand) -> Bool {
         switch command {
         case .addBridge, .deleteBridge, .addPort, .deletePort, .setAging: return true
-        case .show, .fdbShow, .fdbFlush, .portStats, .datapathStats, .capture: return false
+        case .show, .fdbShow, .fdbFlush, .portStats, .datapathStats, .capture, .doctor: return false
         }
     }
 
@@ -73,7 +73,7 @@ public struct SwitchConfig: Codable, Equatable, Sendable {
             guard let b = index(of: r.bridge),
                   let p = bridges[b].addPorts.firstIndex(where: { $0.port == r.port }) else { return false }
             bridges[b].addPorts.remove(at: p)
-        case .show, .fdbShow, .fdbFlush, .portStats, .datapathStats, .capture:
+        case .show, .fdbShow, .fdbFlush, .portStats, .datapathStats, .capture, .doctor:
             return false
         }
         return true

@@ -54,6 +54,12 @@ public final class SwitchController {
     /// Where relative socket paths go.
     public let runDirectory: String
     var bridges: [Bridge] = []
+    /// Group of the socket files of `vhostuser` ports that name none (`vswitchd --socket-group`).
+    public var socketGroup: String?
+    var linkWatchTimer: Int?
+    /// LinkWatch.swift: the ring fault count at the last look, and whether a port was broken.
+    var lastRingFaultCount: UInt64 = 0
+    var anyPortBroken = false
 
     public init(engine: ForwardingEngine, loop: EventLoop, runDirectory: String, logger: Logger) {
         self.engine = engine
@@ -140,6 +146,12 @@ public final class SwitchController {
         portLogger[metadataKey: "port"] = "\(name)"
         let endpoint = VhostUserEndpoint(path: path, role: spec.kind == .vhostUser ? .server : .client,
                                          backend: backend, loop: loop, logger: portLogger)
+        do {
+            endpoint.socketGroup = try Self.socketGroupId(spec, default: socketGroup)
+        } catch {
+            engine.sync { $0.removePort(slot) }
+            throw error
+        }
         if let q = spec.queues {
             guard (1...VhostUserDevice.maxQueuePairs).contains(q) else {
                 engine.sync { $0.removePort(slot) }
@@ -157,7 +169,19 @@ public final class SwitchController {
             engine.sync { $0.removePort(slot) }
             throw .endpoint(path: path, reason: "\(error)")
         }
+        startLinkWatch()
         return Port(name: name, spec: spec, path: path, slot: slot, attachment: .vhost(backend, endpoint))
+    }
+
+    /// The gid for a port's socket file: its own `--socket-group`, else the daemon's. Only a
+    /// `vhostuser` port creates its socket; for a `vhostuserclient` port QEMU does.
+    static func socketGroupId(_ spec: PortSpec, default daemonGroup: String?) throws(SwitchError) -> gid_t? {
+        if spec.socketGroup != nil && spec.kind != .vhostUser {
+            throw .invalidOption("--socket-group applies to vhostuser ports only: for \(spec.kind.rawValue) QEMU creates the socket")
+        }
+        guard spec.kind == .vhostUser, let name = spec.socketGroup ?? daemonGroup else { return nil }
+        guard let g = getgrnam(name) else { throw .invalidOption("--socket-group: no group named \(name)") }
+        return g.pointee.gr_gid
     }
 
     private func makeTapPort(bridge b: Int, name: String, spec: PortSpec) throws(SwitchError) -> Port {
@@ -237,14 +261,20 @@ public final class SwitchController {
             let q = d.queueSummary
             let up = q.contains { $0.running && $0.index % 2 == 0 } && q.contains { $0.running && $0.index % 2 == 1 }
             let slot = p.slot
-            let broken = engine.sync { $0.isBroken(port: slot) }   // a corrupt ring was stopped
-            return info(p, state: broken ? "broken" : endpoint.state.rawValue, linkUp: up, features: d.ackedFeatures,
-                        protocolFeatures: d.ackedProtocolFeatures, mtu: d.mtu, queues: q,
-                        memoryRegions: d.memoryRegions.map {
-                            MemoryRegionInfo(guestPhysicalAddress: $0.description.guestPhysicalAddress,
-                                             size: $0.description.size, backing: $0.backing.rawValue, sealed: $0.sealed)
-                        },
-                        options: endpoint.faultCounts.merging(d.isLogging ? ["dirtyLogging": "on"] : [:]) { a, _ in a })
+            let broken = engine.sync { $0.brokenRing(port: slot) }   // a corrupt ring was stopped
+            var snapshot = info(p, state: broken != nil ? "broken" : endpoint.state.rawValue, linkUp: up,
+                                features: d.ackedFeatures, protocolFeatures: d.ackedProtocolFeatures, mtu: d.mtu,
+                                queues: q,
+                                memoryRegions: d.memoryRegions.map {
+                                    MemoryRegionInfo(guestPhysicalAddress: $0.description.guestPhysicalAddress,
+                                                     size: $0.description.size, backing: $0.backing.rawValue, sealed: $0.sealed)
+                                },
+                                options: endpoint.faultCounts.merging(d.isLogging ? ["dirtyLogging": "on"] : [:]) { a, _ in a })
+            if let (reason, since) = linkReason(endpoint, broken: broken) {
+                snapshot.reason = reason
+                snapshot.reasonSince = since
+            }
+            return snapshot
         case .tap(let device):
             let mtu = vs_if_mtu(device.name)
             // The interface may have moved to another network namespace: then it is not

@@ -29,12 +29,16 @@ public struct PortSpec: Sendable, Equatable {
     public var mtu: Int?
     /// vhost-user: queue pairs offered to the frontend (1-8).
     public var queues: Int?
+    /// vhostuser: group of the socket file the switch creates (`--socket-group`); nil: the
+    /// daemon's `--socket-group`, if any.
+    public var socketGroup: String?
 
     public init(kind: PortKind, path: String? = nil, ifname: String? = nil, file: String? = nil,
                 filter: String? = nil, snaplen: Int? = nil, rotateBytes: Int? = nil, rotateCount: Int? = nil,
                 watchPort: String? = nil, direction: String? = nil, remotes: [String] = [], vni: Int? = nil,
                 local: String? = nil, dstPort: Int? = nil, vlanMode: String? = nil, tag: Int? = nil,
-                trunks: [Int]? = nil, mtu: Int? = nil, queues: Int? = nil) {
+                trunks: [Int]? = nil, mtu: Int? = nil, queues: Int? = nil, socketGroup: String? = nil) {
+        self.socketGroup = socketGroup
         self.vlanMode = vlanMode
         self.tag = tag
         self.trunks = trunks

@@ -62,11 +62,19 @@ public struct PortInfo: Codable, Sendable, Equatable {
     public var memoryRegions: [MemoryRegionInfo]?
     /// Type-specific facts: TAP interface and namespace, pcap file and drops, VXLAN VNI...
     public var options: [String: String]?
+    /// vhost-user ports that do not forward: why, in words ("connecting: /run/vswitch/vm1.sock
+    /// does not exist (QEMU not started yet?), retrying every 1 s"). Nil while forwarding.
+    public var reason: String?
+    /// When the condition behind `reason` began, Unix time in seconds.
+    public var reasonSince: Int?
     public init(name: String, type: PortKind, path: String, state: String, link: String,
                 features: [String], protocolFeatures: [String], mtu: Int?, queues: [QueueInfo],
-                memoryRegions: [MemoryRegionInfo]? = nil, options: [String: String]? = nil) {
+                memoryRegions: [MemoryRegionInfo]? = nil, options: [String: String]? = nil,
+                reason: String? = nil, reasonSince: Int? = nil) {
         self.options = options
         self.memoryRegions = memoryRegions
+        self.reason = reason
+        self.reasonSince = reasonSince
         self.name = name
         self.type = type
         self.path = path

@@ -8,7 +8,7 @@ public struct VSwitchCommand: ParsableCommand {
         commandName: "vswitch",
         abstract: "Configure and inspect vswitchd, the userspace vhost-user switch.",
         subcommands: [AddBridge.self, DeleteBridge.self, AddPort.self, DeletePort.self, Show.self,
-                      Fdb.self, Port.self, SetAging.self, DatapathStatsCommand.self, Capture.self])
+                      Fdb.self, Port.self, SetAging.self, DatapathStatsCommand.self, Capture.self, Doctor.self])
     /// Also declared here so global options may come before the subcommand name too
     /// (`vswitch --format json show`); ArgumentParser hands the values to the subcommand.
     @OptionGroup var global: GlobalOptions
@@ -79,6 +79,8 @@ public struct AddPort: ControlSubcommand {
     @Option(help: "trunk: VLANs carried tagged, comma-separated (e.g. 10,20).") public var trunks: String?
     @Option(help: "Any type: frames with a longer payload are not delivered to the port.") public var mtu: Int?
     @Option(help: "vhostuser/vhostuserclient: queue pairs offered to the guest (1-8).") public var queues: Int?
+    @Option(help: "vhostuser: group of the socket file (mode 0660), e.g. kvm for libvirt's QEMU (default: vswitchd --socket-group).")
+    public var socketGroup: String?
     public init() {}
 
     var trunkList: [Int]? {
@@ -124,6 +126,12 @@ public struct AddPort: ControlSubcommand {
         }
         if let mtu, !(68...65535).contains(mtu) { throw ValidationError("--mtu must be 68-65535") }
         if let queues, !(1...8).contains(queues) { throw ValidationError("--queues must be 1-8") }
+        if let socketGroup {
+            guard type == .vhostUser else {
+                throw ValidationError("--socket-group applies to --type vhostuser only (for \(type.rawValue) QEMU creates the socket)")
+            }
+            guard !socketGroup.isEmpty, !socketGroup.contains("\0") else { throw ValidationError("--socket-group needs a group name") }
+        }
     }
     public func makeRequest() -> ControlRequest {
         ControlRequest(command: .addPort, bridge: bridge, port: port, type: type, path: path, ifname: ifname,
@@ -131,7 +139,8 @@ public struct AddPort: ControlSubcommand {
                        rotateBytes: rotateSize.flatMap { try? Validate.size($0, "--rotate-size") },
                        rotateCount: rotateCount, watchPort: watchPort, direction: direction,
                        remotes: remote.map { $0.split(separator: ",").map(String.init) }, vni: vni, local: local,
-                       dstPort: dstPort, vlanMode: vlanMode, tag: tag, trunks: trunkList, mtu: mtu, queues: queues)
+                       dstPort: dstPort, vlanMode: vlanMode, tag: tag, trunks: trunkList, mtu: mtu, queues: queues,
+                       socketGroup: socketGroup)
     }
 }
 
@@ -251,4 +260,19 @@ public struct DatapathStatsCommand: ControlSubcommand {
         guard let d = result?.datapath else { return "" }
         return TextRendering.datapath(d)
     }
+}
+
+/// `vswitch doctor [PORT]`: the daemon's checks of vhost-user ports and what to change.
+public struct Doctor: ControlSubcommand {
+    public static let configuration = CommandConfiguration(
+        abstract: "Check vhost-user ports from the switch's side (socket, permissions, guest memory) and say what to change.")
+    @OptionGroup public var global: GlobalOptions
+    @Argument(help: "Port name (default: every vhost-user port).") public var port: String?
+    public init() {}
+
+    public func validate() throws {
+        if let port { try Validate.name(port, "port") }
+    }
+    public func makeRequest() -> ControlRequest { ControlRequest(command: .doctor, port: port) }
+    public func renderText(_ result: ControlResult?) -> String { TextRendering.doctor(result?.doctor ?? []) }
 }

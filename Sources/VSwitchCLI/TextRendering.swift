@@ -16,7 +16,7 @@ public enum TextRendering {
     }
 
     /// Bridges and ports, indented like `ovs-vsctl show`.
-    public static func show(_ bridges: [BridgeInfo]) -> String {
+    public static func show(_ bridges: [BridgeInfo], now: Int = Int(Date().timeIntervalSince1970)) -> String {
         if bridges.isEmpty { return "no bridges" }
         var lines: [String] = []
         for bridge in bridges {
@@ -35,6 +35,8 @@ public enum TextRendering {
                     ("protocol features",
                      port.protocolFeatures.isEmpty ? "-" : port.protocolFeatures.joined(separator: " ")),
                 ]
+                if let reason = port.reason { fields.append(("reason", reason)) }
+                if let since = port.reasonSince { fields.append(("since", sinceText(since, now: now))) }
                 fields += (port.options ?? [:]).sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
                 let width = fields.map(\.0.count).max() ?? 0
                 for (key, value) in fields {
@@ -118,6 +120,29 @@ public enum TextRendering {
             let valueWidth = counters.map { String($0.1).count }.max() ?? 0
             let body = counters.map { "    " + pad($0.0 + ":", labelWidth + 1) + " " + pad(String($0.1), valueWidth, right: true) }
             return (["Port \(s.port)"] + body).joined(separator: "\n")
+        }.joined(separator: "\n\n")
+    }
+
+    /// "2026-12-03 17:01:02 (42 s ago)", local time.
+    static func sinceText(_ t: Int, now: Int) -> String {
+        let formatter = DateFormatter()
+        formatter.dateFormat = "yyyy-MM-dd HH:mm:ss"
+        let ago = max(now - t, 0)
+        let span = ago < 120 ? "\(ago) s" : ago < 7200 ? "\(ago / 60) min" : "\(ago / 3600) h"
+        return formatter.string(from: Date(timeIntervalSince1970: Double(t))) + " (\(span) ago)"
+    }
+
+    /// One block per port: each check with ok / warning / PROBLEM, and what to change.
+    public static func doctor(_ reports: [DoctorReport]) -> String {
+        if reports.isEmpty { return "no vhost-user ports" }
+        return reports.map { r in
+            var lines = ["Port \(r.port) (bridge \(r.bridge))"]
+            for c in r.checks {
+                let tag = c.status == .ok ? "ok     " : c.status == .warning ? "warning" : "PROBLEM"
+                lines.append("    \(tag)  \(c.finding)")
+                if let fix = c.fix { lines.append("             fix: \(fix)") }
+            }
+            return lines.joined(separator: "\n")
         }.joined(separator: "\n\n")
     }
 

@@ -30,22 +30,35 @@ public enum EndpointError: Error, CustomStringConvertible {
 /// One vhost-user socket (either role) and the device behind it. Lives on the control
 /// `EventLoop` thread. Reconnects forever until `close()`.
 public final class VhostUserEndpoint {
-    public enum State: String { case listening, connecting, connected, stopped }
+    public enum State: String, Sendable { case listening, connecting, connected, stopped }
 
     public let path: String
     public let role: SocketRole
     public let device: VhostUserDevice
-    public private(set) var state: State = .stopped
+    public private(set) var state: State = .stopped {
+        didSet { if state != oldValue { stateSince = vs_monotonic_ns() } }
+    }
+    /// What `linkReason` is made of (Endpoint+Link.swift): when `state` began, the errno of
+    /// the last failed connect and since when, the last request handled and when.
+    var stateSince = vs_monotonic_ns()
+    var connectErrno: (code: Int32, since: UInt64)?
+    var lastRequest: (raw: UInt32, at: UInt64)?
+    var reasonLog = LinkReasonLog()
+    /// The socket file's access, re-read after `SocketAccess.cacheSeconds` (user lookups may
+    /// go to the network with NSS; the link is checked every second).
+    var socketAccess: (at: UInt64, value: SocketAccess?)?
+    /// Group of the socket file a server port creates (`--socket-group`); nil: the daemon's.
+    public var socketGroup: gid_t?
     private let loop: EventLoop
-    private let logger: Logger
+    let logger: Logger
     private var listenFd: Int32 = -1
-    private var connFd: Int32 = -1
+    private(set) var connFd: Int32 = -1
     private var retryTimer: Int?
-    private var loggedWaiting = false
     public var retryInterval = 1.0
     /// Mode of the socket file of a server port: owner and group may connect, others not.
-    /// Group access lets a QEMU running as another user in the daemon's group (or in the
-    /// group of a setgid run directory) connect; nobody else can reach the guest's port.
+    /// Group access lets a QEMU running as another user in the socket's group connect
+    /// (`socketGroup`, else the daemon's group or that of a setgid run directory); nobody
+    /// else can reach the guest's port.
     public static let socketMode: mode_t = 0o660
     /// Device and inode of the socket file we bound, so `close()` removes only our own file.
     private var socketIdentity: (dev: UInt, ino: UInt)?
@@ -115,10 +128,11 @@ public final class VhostUserEndpoint {
     // MARK: server role
 
     private func listen() throws {
-        var fd = vs_unix_listen_mode(path, 4, UInt32(Self.socketMode))
+        let gid = socketGroup.map { Int64($0) } ?? -1
+        var fd = vs_unix_listen_owned(path, 4, UInt32(Self.socketMode), gid)
         if fd < 0 && errno == EADDRINUSE {
             try removeStaleSocket()
-            fd = vs_unix_listen_mode(path, 4, UInt32(Self.socketMode))
+            fd = vs_unix_listen_owned(path, 4, UInt32(Self.socketMode), gid)
         }
         guard fd >= 0 else { throw EndpointError.socketFailed(path, errno) }
         listenFd = fd
@@ -163,15 +177,12 @@ public final class VhostUserEndpoint {
         guard state == .connecting else { return }
         let fd = vs_unix_connect(path)
         if fd < 0 {
-            if !loggedWaiting {
-                logger.info("waiting for the frontend's socket", metadata: ["path": "\(path)",
-                                                                            "reason": "\(String(cString: strerror(errno)))"])
-                loggedWaiting = true
-            }
+            let code = errno
+            // Said once per change by checkLink (Endpoint+Link.swift), not on every retry.
+            if connectErrno?.code != code { connectErrno = (code, vs_monotonic_ns()) }
             retryTimer = loop.schedule(after: retryInterval) { [weak self] in self?.tryConnect() }
             return
         }
-        loggedWaiting = false
         attach(fd)
     }
 
@@ -180,6 +191,8 @@ public final class VhostUserEndpoint {
     private func attach(_ fd: Int32) {
         VhostUserConnection.configure(fd)
         connFd = fd
+        connectErrno = nil
+        lastRequest = nil
         state = .connected
         logger.info("frontend connected", metadata: ["path": "\(path)"])
         loop.register(fd) { [weak self] events in self?.ready(events) }
@@ -242,6 +255,7 @@ public final class VhostUserEndpoint {
         let wantsAck = message.header.needsReply
             && device.ackedProtocolFeatures & VhostUserProtocolFeature.replyAck != 0
         let request = message.header.request
+        lastRequest = (request, vs_monotonic_ns())
         do {
             let reply = try device.handle(message)
             if let reply {

@@ -49,6 +49,8 @@ struct RequestHandler {
                 return .success(ControlResult(stats: rows.map { name, c in
                     PortStats(port: name, counters: c, tunnel: controller.isTunnel(bridge: bridge, port: name))
                 }))
+            case .doctor:
+                return .success(ControlResult(doctor: try controller.doctor(port: r.port)))
             case .capture:
                 return .failure("capture streams pcap: it is served by LiveCapture, not here")
             }
@@ -68,7 +70,7 @@ struct RequestHandler {
                  snaplen: r.snaplen, rotateBytes: r.rotateBytes, rotateCount: r.rotateCount,
                  watchPort: r.watchPort, direction: r.direction, remotes: r.remotes ?? [], vni: r.vni,
                  local: r.local, dstPort: r.dstPort, vlanMode: r.vlanMode, tag: r.tag, trunks: r.trunks,
-                 mtu: r.mtu, queues: r.queues)
+                 mtu: r.mtu, queues: r.queues, socketGroup: r.socketGroup)
     }
 
     private func need<T>(_ v: T?, _ name: String) throws -> T {

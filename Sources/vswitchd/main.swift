@@ -44,6 +44,9 @@ struct VSwitchd: ParsableCommand {
     @Option(name: .long, help: "Give this group access to the control socket (mode 0660 instead of 0600).")
     var controlGroup: String?
 
+    @Option(name: .long, help: "Group of every vhost-user socket the switch creates (mode 0660), and of the run directory when vswitchd creates it (setgid), e.g. kvm for libvirt's QEMU.")
+    var socketGroup: String?
+
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("unknown log level '\(logLevel)'")
@@ -64,7 +67,20 @@ struct VSwitchd: ParsableCommand {
         // Before any guest memory is mapped: a frontend that truncates the file behind its
         // memory must cost its own connection, not the daemon (memguard.c).
         let memoryGuard = vs_memguard_install()
-        try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
+        var socketGid: gid_t?
+        if let socketGroup {
+            guard let g = getgrnam(socketGroup) else {
+                logger.critical("--socket-group: no group named \(socketGroup)")
+                throw ExitCode(1)
+            }
+            socketGid = g.pointee.gr_gid
+        }
+        do {
+            try RunDirectory.create(runDir, group: socketGid)
+        } catch {
+            logger.critical("\(error)")
+            throw ExitCode(1)
+        }
 
         let engine = ForwardingEngine(logger: logger)
         engine.spinNanoseconds = UInt64(spinUs) * 1000
@@ -72,6 +88,7 @@ struct VSwitchd: ParsableCommand {
         engine.start(cpu: forwardingCpu)
         let loop = EventLoop()
         let controller = SwitchController(engine: engine, loop: loop, runDirectory: runDir, logger: logger)
+        controller.socketGroup = socketGroup
         let handler = RequestHandler(controller: controller)
         if memoryGuard >= 0 {
             loop.register(memoryGuard) { _ in

@@ -121,11 +121,13 @@ vsw_ok() {
 }
 
 # vswitchd_start [EXTRA ARGS...]: start the daemon with a fresh run dir; wait until it answers.
+#   VSWITCHD_RUN_DIR=DIR   run dir that vswitchd itself creates (not made here: the reboot case)
 vswitchd_start() {
     e2e_require_binaries
-    mkdir -p "$E2E_TMP/run"
+    local run=${VSWITCHD_RUN_DIR:-$E2E_TMP/run}
+    [[ -n ${VSWITCHD_RUN_DIR:-} ]] || mkdir -p "$run"
     e2e_msg "starting vswitchd (log $VSWITCHD_LOG)"
-    "$VSWITCHD_BIN" --control "$VSWITCH_SOCK" --run-dir "$E2E_TMP/run" --log-level "${VSWITCHD_LOG_LEVEL:-debug}" "$@" \
+    "$VSWITCHD_BIN" --control "$VSWITCH_SOCK" --run-dir "$run" --log-level "${VSWITCHD_LOG_LEVEL:-debug}" "$@" \
         </dev/null >>"$VSWITCHD_LOG" 2>&1 &
     VSWITCHD_PID=$!
     local deadline=$((SECONDS + ${VSWITCHD_START_TIMEOUT:-30}))

@@ -63,6 +63,9 @@ int vs_unix_connect(const char *path);
 /// Like vs_unix_listen, but the socket file gets `mode` (chmod between bind and listen, so
 /// no client can connect while it still has the umask's mode).
 int vs_unix_listen_mode(const char *path, int backlog, unsigned int mode);
+/// Like vs_unix_listen_mode, and the socket file's group becomes `gid` (if >= 0) before the
+/// mode is set and before listen: a QEMU in that group can connect from the first moment.
+int vs_unix_listen_owned(const char *path, int backlog, unsigned int mode, int64_t gid);
 
 /// Credentials of the process at the other end of a connected Unix socket, as they were
 /// when it connected (SO_PEERCRED). 0, or -1 with errno.

@@ -84,6 +84,11 @@ struct PortSlot {
     /// Queues stopped because their ring was corrupt, and when that was last logged (BrokenRings.swift).
     var brokenMask: UInt32 = 0
     var brokenLogSecond: UInt32 = 0
+    /// The first fault since the port was last healthy, for `vswitch show`: which queue,
+    /// which `RingFault`, and when (Unix time).
+    var brokenQueue: Int32 = -1
+    var brokenFault: ForwardingEngine.RingFault?
+    var brokenAt = 0
 
     static let txMask: UInt32 = 0xAAAA_AAAA   // odd virtqueues: guest transmit
 
