@@ -43,6 +43,9 @@ public enum ControlCommand: String, Codable, Sendable, CaseIterable {
     case capture = "capture"
     /// What the daemon can check of a port's (or every vhost-user port's) set-up, and what to change.
     case doctor = "doctor"
+    /// Port mirrors: `mirror` names it, `mirrorSpec` says what it selects and where copies go.
+    case addMirror = "add-mirror"
+    case deleteMirror = "del-mirror"
 }
 
 /// Port types a user can add: `PortKind` (SwitchModel), the one list the CLI's `--type`,
@@ -83,6 +86,9 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var queues: Int?
     /// vhostuser: group of the socket file the switch creates (mode 0660).
     public var socketGroup: String?
+    /// add-mirror / del-mirror: the mirror's name; add-mirror: its selection and output.
+    public var mirror: String?
+    public var mirrorSpec: MirrorSpec?
     /// capture: stop after this many frames (that passed `filter`).
     public var count: Int?
 
@@ -92,8 +98,11 @@ public struct ControlRequest: Codable, Sendable, Equatable {
                 rotateBytes: Int? = nil, rotateCount: Int? = nil, watchPort: String? = nil,
                 direction: String? = nil, remotes: [String]? = nil, vni: Int? = nil, local: String? = nil,
                 dstPort: Int? = nil, vlanMode: String? = nil, tag: Int? = nil, trunks: [Int]? = nil,
-                mtu: Int? = nil, queues: Int? = nil, count: Int? = nil, socketGroup: String? = nil) {
+                mtu: Int? = nil, queues: Int? = nil, count: Int? = nil, socketGroup: String? = nil,
+                mirror: String? = nil, mirrorSpec: MirrorSpec? = nil) {
         self.socketGroup = socketGroup
+        self.mirror = mirror
+        self.mirrorSpec = mirrorSpec
         self.vlanMode = vlanMode
         self.tag = tag
         self.trunks = trunks

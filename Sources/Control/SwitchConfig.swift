@@ -22,10 +22,14 @@ public struct SwitchConfig: Codable, Equatable, Sendable {
         public var addBridge: ControlRequest
         /// The `add-port` requests of its ports, oldest first.
         public var addPorts: [ControlRequest]
+        /// The `add-mirror` requests of its mirrors, oldest first, replayed after the ports
+        /// (absent in files written before mirrors existed).
+        public var addMirrors: [ControlRequest]?
 
-        public init(addBridge: ControlRequest, addPorts: [ControlRequest] = []) {
+        public init(addBridge: ControlRequest, addPorts: [ControlRequest] = [], addMirrors: [ControlRequest]? = nil) {
             self.addBridge = addBridge
             self.addPorts = addPorts
+            self.addMirrors = addMirrors
         }
     }
 
@@ -41,14 +45,14 @@ public struct SwitchConfig: Codable, Equatable, Sendable {
     /// that succeeds.
     public static func changes(_ command: ControlCommand) -> Bool {
         switch command {
-        case .addBridge, .deleteBridge, .addPort, .deletePort, .setAging: return true
+        case .addBridge, .deleteBridge, .addPort, .deletePort, .setAging, .addMirror, .deleteMirror: return true
         case .show, .fdbShow, .fdbFlush, .portStats, .datapathStats, .capture, .doctor: return false
         }
     }
 
     /// Every request that rebuilds this configuration, in order: each bridge, then its ports.
     public var requests: [ControlRequest] {
-        bridges.flatMap { [$0.addBridge] + $0.addPorts }
+        bridges.flatMap { [$0.addBridge] + $0.addPorts + ($0.addMirrors ?? []) }
     }
 
     /// Applies a request the daemon has just carried out successfully. Returns whether the
@@ -73,6 +77,14 @@ public struct SwitchConfig: Codable, Equatable, Sendable {
             guard let b = index(of: r.bridge),
                   let p = bridges[b].addPorts.firstIndex(where: { $0.port == r.port }) else { return false }
             bridges[b].addPorts.remove(at: p)
+        case .addMirror:
+            guard let b = index(of: r.bridge), r.mirror != nil else { return false }
+            bridges[b].addMirrors = (bridges[b].addMirrors ?? []) + [r]
+        case .deleteMirror:
+            guard let b = index(of: r.bridge),
+                  let m = bridges[b].addMirrors?.firstIndex(where: { $0.mirror == r.mirror }) else { return false }
+            bridges[b].addMirrors?.remove(at: m)
+            if bridges[b].addMirrors?.isEmpty == true { bridges[b].addMirrors = nil }
         case .show, .fdbShow, .fdbFlush, .portStats, .datapathStats, .capture, .doctor:
             return false
         }
@@ -105,6 +117,11 @@ public struct SwitchConfig: Codable, Equatable, Sendable {
                     throw .invalid("port \(port) is listed under bridge \(name) but names bridge \(p.bridge ?? "(none)")")
                 }
                 guard portNames.insert(port).inserted else { throw .invalid("port \(port) appears twice") }
+            }
+            for (k, m) in (b.addMirrors ?? []).enumerated() {
+                guard m.command == .addMirror, m.mirror != nil, m.mirrorSpec != nil, m.bridge == name else {
+                    throw .invalid("bridges[\(i)].addMirrors[\(k)] must be an add-mirror request of bridge \(name) with 'mirror' and 'mirrorSpec'")
+                }
             }
         }
     }

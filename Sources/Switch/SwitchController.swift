@@ -46,6 +46,8 @@ public final class SwitchController {
         var slot: Int
         var agingSeconds: Int
         var ports: [Port] = []
+        /// Port mirrors (SwitchController+Mirrors.swift), oldest first.
+        var mirrors: [Mirror] = []
     }
 
     public let engine: ForwardingEngine
@@ -87,6 +89,7 @@ public final class SwitchController {
 
     public func deleteBridge(_ name: String) throws(SwitchError) {
         let b = try bridgeIndex(name)
+        for mirror in bridges[b].mirrors { try deleteMirror(bridge: name, name: mirror.name) }
         for port in bridges[b].ports { try deletePort(bridge: name, port: port.name) }
         let slot = bridges[b].slot
         engine.sync { $0.removeBridge(slot) }
@@ -203,6 +206,7 @@ public final class SwitchController {
         guard let i = bridges[b].ports.firstIndex(where: { $0.name == name }) else {
             throw .noSuchPort(bridge: bridge, port: name)
         }
+        if let m = bridges[b].mirrors.first(where: { $0.names(name) }) { throw .portInMirror(port: name, mirror: m.name) }
         let port = bridges[b].ports.remove(at: i)
         if let endpoint = port.endpoint {
             endpoint.onStateChange = nil
@@ -230,7 +234,8 @@ public final class SwitchController {
 
     public func snapshot() -> [BridgeInfo] {
         bridges.map { b in
-            BridgeInfo(name: b.name, agingSeconds: b.agingSeconds, ports: b.ports.map(portSnapshot))
+            BridgeInfo(name: b.name, agingSeconds: b.agingSeconds, ports: b.ports.map(portSnapshot),
+                       mirrors: b.mirrors.isEmpty ? nil : b.mirrors.map(mirrorSnapshot))
         }
     }
 
@@ -319,7 +324,7 @@ public final class SwitchController {
 
     // MARK: lookup
 
-    private func bridgeIndex(_ name: String) throws(SwitchError) -> Int {
+    func bridgeIndex(_ name: String) throws(SwitchError) -> Int {
         guard let b = bridges.firstIndex(where: { $0.name == name }) else { throw .noSuchBridge(name) }
         return b
     }

@@ -5,10 +5,13 @@ public struct BridgeInfo: Codable, Sendable, Equatable {
     public var name: String
     public var agingSeconds: Int
     public var ports: [PortInfo]
-    public init(name: String, agingSeconds: Int, ports: [PortInfo]) {
+    /// Port mirrors (absent when there are none, and from daemons older than this field).
+    public var mirrors: [MirrorInfo]?
+    public init(name: String, agingSeconds: Int, ports: [PortInfo], mirrors: [MirrorInfo]? = nil) {
         self.name = name
         self.agingSeconds = agingSeconds
         self.ports = ports
+        self.mirrors = mirrors
     }
 }
 

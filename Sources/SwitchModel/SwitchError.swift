@@ -17,6 +17,9 @@ public enum SwitchError: Error, Equatable, CustomStringConvertible {
     case tooMany(String)
     case missingOption(String, kind: String)
     case invalidOption(String)
+    case noSuchMirror(bridge: String, mirror: String)
+    /// A port a mirror names cannot be deleted before the mirror.
+    case portInMirror(port: String, mirror: String)
     /// A vhost-user endpoint could not listen on (or prepare) its socket.
     case endpoint(path: String, reason: String)
     /// The TAP interface is already a port of this switch.
@@ -59,6 +62,8 @@ public enum SwitchError: Error, Equatable, CustomStringConvertible {
         case .tooMany(let what): return "too many \(what)"
         case .missingOption(let o, let k): return "a \(k) port needs \(o)"
         case .invalidOption(let m): return m
+        case .noSuchMirror(let b, let m): return "bridge \(b) has no mirror named \(m)"
+        case .portInMirror(let p, let m): return "port \(p) is used by mirror \(m): delete the mirror first (vswitch del-mirror)"
         case .endpoint(_, let reason): return reason
         case .tapInUse(let ifname, let port): return "TAP \(ifname) is already port \(port)"
         case .tap(let name, let failure): return "TAP \(name): " + failure.description

@@ -60,8 +60,19 @@ public enum TextRendering {
                     lines += memoryRegions(regions, labelWidth: width)
                 }
             }
+            lines += mirrors(bridge.mirrors ?? [])
         }
         return lines.joined(separator: "\n")
+    }
+
+    /// A bridge's port mirrors: what each selects, its output and what it copied.
+    static func mirrors(_ mirrors: [MirrorInfo]) -> [String] {
+        mirrors.flatMap { m in
+            ["    Mirror \(m.name)",
+             "        select: \(m.spec.selectionDescription)",
+             "        output: \(m.spec.output)",
+             "        mirrored: \(m.mirrored), dropped (output full): \(m.dropped), dropped from the output port: \(m.outputSentDropped)"]
+        }
     }
 
     /// A vhost-user port's memory regions: where each sits in guest-physical space, its

@@ -37,9 +37,12 @@ final class ConfigPersistence {
         let request: ControlRequest
         let message: String
         var description: String {
-            let what = request.command == .addPort
-                ? "port \(request.port ?? "?") of bridge \(request.bridge ?? "?")"
-                : "bridge \(request.bridge ?? "?")"
+            let what: String
+            switch request.command {
+            case .addPort: what = "port \(request.port ?? "?") of bridge \(request.bridge ?? "?")"
+            case .addMirror: what = "mirror \(request.mirror ?? "?") of bridge \(request.bridge ?? "?")"
+            default: what = "bridge \(request.bridge ?? "?")"
+            }
             return "cannot restore \(what) from \(path): \(message)"
                 + " (fix the file or move it away)"
         }

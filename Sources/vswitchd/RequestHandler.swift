@@ -49,6 +49,13 @@ struct RequestHandler {
                 return .success(ControlResult(stats: rows.map { name, c in
                     PortStats(port: name, counters: c, tunnel: controller.isTunnel(bridge: bridge, port: name))
                 }))
+            case .addMirror:
+                try controller.addMirror(bridge: try need(r.bridge, "bridge"), name: try need(r.mirror, "mirror"),
+                                         spec: try need(r.mirrorSpec, "mirrorSpec"))
+                return .success()
+            case .deleteMirror:
+                try controller.deleteMirror(bridge: try need(r.bridge, "bridge"), name: try need(r.mirror, "mirror"))
+                return .success()
             case .doctor:
                 return .success(ControlResult(doctor: try controller.doctor(port: r.port)))
             case .capture:

@@ -34,6 +34,19 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(t.tag, 10)
     }
 
+    func testMirrorCommands() throws {
+        let r = try request(["add-mirror", "br0", "m0", "--select-src", "vm1,vm2", "--select-dst", "vm1",
+                             "--select-vlan", "10,20", "--output", "ids"])
+        XCTAssertEqual(r, ControlRequest(command: .addMirror, bridge: "br0", mirror: "m0", mirrorSpec: MirrorSpec(
+            selectSrc: ["vm1", "vm2"], selectDst: ["vm1"], selectVlan: [10, 20], output: "ids")))
+        XCTAssertEqual(try request(["add-mirror", "br0", "m1", "--select-all", "--output", "vx"]).mirrorSpec?.selectAll, true)
+        XCTAssertEqual(try request(["del-mirror", "br0", "m0"]), ControlRequest(command: .deleteMirror, bridge: "br0", mirror: "m0"))
+        assertRejected(["add-mirror", "br0", "m0", "--output", "ids"], mentioning: "at least one of --select-src")
+        assertRejected(["add-mirror", "br0", "m0", "--select-vlan", "10,x", "--output", "ids"], mentioning: "--select-vlan")
+        assertRejected(["add-mirror", "br0", "m0", "--select-vlan", "4095", "--output", "ids"], mentioning: "0-4094")
+        assertRejected(["add-mirror", "br0", "m0", "--select-all"], mentioning: "--output")
+    }
+
     func testValidParsesBuildRequests() throws {
         XCTAssertEqual(try request(["add-br", "br0"]), ControlRequest(command: .addBridge, bridge: "br0"))
         XCTAssertEqual(try request(["add-br", "br0", "--aging", "60"]),
