@@ -87,3 +87,50 @@ ssize_t vs_udp_recv(int fd, void *buf, size_t len, uint32_t *from_be) {
     *from_be = (r >= 0 && s.sin_family == AF_INET) ? s.sin_addr.s_addr : 0;
     return r;
 }
+
+int vs_udp_recv_batch(int fd, void *bufs, size_t buf_len, int n, int32_t *lengths, uint32_t *from_be) {
+    enum { MAX = 64 };
+    if (n > MAX) n = MAX;
+    if (n <= 0) return 0;
+    struct mmsghdr msgs[MAX];
+    struct iovec iov[MAX];
+    struct sockaddr_in from[MAX];
+    memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        iov[i].iov_base = (char *)bufs + (size_t)i * buf_len;
+        iov[i].iov_len = buf_len;
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_hdr.msg_name = &from[i];
+        msgs[i].msg_hdr.msg_namelen = sizeof(from[i]);
+    }
+    int r;
+    do { r = recvmmsg(fd, msgs, (unsigned)n, MSG_DONTWAIT, NULL); } while (r < 0 && errno == EINTR);
+    if (r < 0) return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1;
+    for (int i = 0; i < r; i++) {
+        // A datagram longer than the buffer was cut: report it as -1 (dropped, counted).
+        lengths[i] = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? -1 : (int32_t)msgs[i].msg_len;
+        from_be[i] = from[i].sin_family == AF_INET ? from[i].sin_addr.s_addr : 0;
+    }
+    return r;
+}
+
+int vs_udp_send_batch(int fd, const void *iov, const int32_t *iov_start, const int32_t *iov_count,
+                      const uint32_t *addr_be, uint16_t port, int n, int *first_errno) {
+    enum { MAX = 64 };
+    if (n > MAX) n = MAX;
+    struct mmsghdr msgs[MAX];
+    struct sockaddr_in to[MAX];
+    memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)(n > 0 ? n : 1));
+    for (int i = 0; i < n; i++) {
+        sin_fill(&to[i], addr_be[i], port);
+        msgs[i].msg_hdr.msg_name = &to[i];
+        msgs[i].msg_hdr.msg_namelen = sizeof(to[i]);
+        msgs[i].msg_hdr.msg_iov = (struct iovec *)iov + iov_start[i];
+        msgs[i].msg_hdr.msg_iovlen = (size_t)iov_count[i];
+    }
+    int r;
+    do { r = sendmmsg(fd, msgs, (unsigned)n, MSG_DONTWAIT | MSG_NOSIGNAL); } while (r < 0 && errno == EINTR);
+    *first_errno = r < n ? errno : 0;
+    return r;
+}

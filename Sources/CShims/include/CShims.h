@@ -169,6 +169,15 @@ int vs_udp_path_mtu(uint32_t local_be, uint32_t remote_be, uint16_t port);
 ssize_t vs_udp_sendv(int fd, const void *iov, int iovcnt, uint32_t addr_be, uint16_t port);
 /// One datagram (MSG_DONTWAIT); the sender's address goes to `*from_be`. Retries EINTR.
 ssize_t vs_udp_recv(int fd, void *buf, size_t len, uint32_t *from_be);
+/// recvmmsg of up to n (<= 64) datagrams into n buffers of buf_len bytes laid end to end;
+/// each one's length (-1: cut, longer than buf_len) and source address. The count, 0 when
+/// none is waiting, -1 on another error.
+int vs_udp_recv_batch(int fd, void *bufs, size_t buf_len, int n, int32_t *lengths, uint32_t *from_be);
+/// sendmmsg of n (<= 64) datagrams to addr_be[i]:port, message i made of iov_count[i] iovecs
+/// from iov[iov_start[i]]. Returns how many were sent (the first not sent failed with
+/// *first_errno), -1 if none was.
+int vs_udp_send_batch(int fd, const void *iov, const int32_t *iov_start, const int32_t *iov_count,
+                      const uint32_t *addr_be, uint16_t port, int n, int *first_errno);
 
 
 // ---- Guest memory that shrinks under the switch (memguard.c) ----

@@ -116,6 +116,7 @@ extension ForwardingEngine {
         let slot = ports + p
         let bit: UInt32 = 1 << UInt32(q)
         guard slot.pointee.runningMask & bit != 0 else { return }
+        if tunnelSends.pointee.count != 0 { flushTunnelSends() }   // nothing may point into the ring's buffers
         if slot.pointee.dirtyMask & bit != 0 { publishDirtyRx() }
         if q & 1 == 1 {
             let fd = slot.pointee.kickFds![q]

@@ -28,6 +28,7 @@ extension ForwardingEngine {
             frames &+= pollLocalPorts()
         }
         publishDirtyRx()
+        if tunnelSends.pointee.count != 0 { flushTunnelSends() }
         // Relaxed atomic stores (same instructions as plain ones): loopStatistics() reads them.
         bump(.polls)
         if frames == 0 { bump(.emptyPolls) } else { bump(.frames, UInt64(frames)) }
@@ -51,6 +52,7 @@ extension ForwardingEngine {
             guard let head = q.pointee.head(at: k) else {
                 slot.pointee.counters.unsafelyUnwrapped.add(.rxDropBadDescriptor)
                 q.pointee.consume(k)
+                if tunnelSends.pointee.count != 0 { flushTunnelSends() }
                 _ = q.pointee.publishUsed()
                 ringFailed(port: p, queue: qi, .headOutOfRange)
                 return k
@@ -73,6 +75,8 @@ extension ForwardingEngine {
             k &+= 1
         }
         q.pointee.consume(n)
+        // Datagrams queued for tunnels point into these TX buffers: send them before returning them.
+        if tunnelSends.pointee.count != 0 { flushTunnelSends() }
         if q.pointee.publishUsed() { signal(slot.pointee.callFds.unsafelyUnwrapped[qi]) }
         if slot.pointee.dirtyLog != nil && n > 0 { logRing(port: p, queue: qi) }   // once per batch
         // Hand the delivered frames to their guests now, not after the other ports' batches:

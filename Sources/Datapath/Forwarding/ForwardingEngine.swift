@@ -73,6 +73,17 @@ public final class ForwardingEngine: @unchecked Sendable {
     /// A frame with offload metadata, copied so its checksum can be finished, and the
     /// frames cut from a TSO segment, one at a time.
     let offloadBuffer = UnsafeMutableRawPointer.allocate(byteCount: ForwardingEngine.localBufferSize, alignment: 64)
+    /// VXLAN datagrams waiting for one sendmmsg, and the buffers of one recvmmsg (TunnelBatch.swift).
+    let tunnelSends: UnsafeMutablePointer<TunnelSendBatch> = {
+        let p = UnsafeMutablePointer<TunnelSendBatch>.allocate(capacity: 1)
+        p.initialize(to: TunnelSendBatch())
+        return p
+    }()
+    let tunnelReceive: UnsafeMutablePointer<TunnelReceiveBatch> = {
+        let p = UnsafeMutablePointer<TunnelReceiveBatch>.allocate(capacity: 1)
+        p.initialize(to: TunnelReceiveBatch())
+        return p
+    }()
     /// Port mirrors (Mirrors.swift) and, per mirror, the port slots it selects by name.
     let mirrors: UnsafeMutablePointer<MirrorSlot> = {
         let p = UnsafeMutablePointer<MirrorSlot>.allocate(capacity: ForwardingEngine.maxMirrors)

@@ -28,6 +28,7 @@ extension ForwardingEngine {
             k &+= 1
         }
         q.pointee.consume(k)
+        if tunnelSends.pointee.count != 0 { flushTunnelSends() }   // their datagrams point into these buffers
         if q.pointee.publishUsed() { signal(slot.pointee.callFds.unsafelyUnwrapped[qi]) }
         if slot.pointee.dirtyLog != nil && k > 0 { logRing(port: p, queue: qi) }
         publishDirtyRx()

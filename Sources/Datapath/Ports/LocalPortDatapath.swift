@@ -33,6 +33,7 @@ extension ForwardingEngine {
     /// closes it after the slot is gone).
     func detachLocal(port p: Int) {
         guard ports[p].kind != .vhost, ports[p].fd >= 0 else { return }
+        if tunnelSends.pointee.count != 0 { flushTunnelSends() }   // before its sockets close
         _ = vs_epoll_ctl(localEpollFd, vs_epoll_op_del(), ports[p].fd, 0, 0)
         ports[p].fd = -1
         hot.pointee.localCount -= 1
@@ -98,7 +99,8 @@ extension ForwardingEngine {
 
     /// The bytes [offset, end) of the frame in `txScratch` as iovecs from index `start`.
     @inline(__always)
-    func scratchIovecs(from offset: Int, to end: Int, start: Int) -> Int {
+    func scratchIovecs(from offset: Int, to end: Int, start: Int, into out: UnsafeMutablePointer<iovec>? = nil) -> Int {
+        let iovecs = out ?? self.iovecs
         var n = start
         var left = end - offset
         var skip = offset

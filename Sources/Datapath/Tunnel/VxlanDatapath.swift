@@ -5,10 +5,11 @@ import Glibc
 #endif
 
 /// VXLAN tunnel ports on the forwarding thread (RFC 7348). A frame leaves as one UDP
-/// datagram per remote, sent with one sendmsg whose first iovec is the 8-byte VXLAN header
-/// and whose others point straight into the source guest's buffers (the kernel's copy is
-/// the only one). A datagram arrives by one recvfrom into `localBuffer` and goes through the
-/// bridge like a frame from a guest. Nothing here allocates.
+/// datagram per remote whose first iovec is the 8-byte VXLAN header and whose others point
+/// straight into the source guest's buffers (the kernel's copy is the only one); a guest TX
+/// batch's datagrams go out by one sendmmsg per socket (TunnelBatch.swift). Datagrams arrive
+/// by one recvmmsg per batch and go through the bridge like frames from a guest. Nothing
+/// here allocates.
 extension ForwardingEngine {
     @inline(__always)
     private func tunnel(_ slot: UnsafeMutablePointer<PortSlot>) -> UnsafeMutablePointer<VxlanState> {
@@ -24,45 +25,59 @@ extension ForwardingEngine {
         let vx = tunnel(slot)
         let counters = slot.pointee.counters.unsafelyUnwrapped
         let fd = slot.pointee.fd
+        let rx = tunnelReceive
         var k = 0
         while k < hot.pointee.batchSize {
-            var from: UInt32 = 0
-            let r = vs_udp_recv(fd, localBuffer, Self.localBufferSize, &from)
-            guard r >= 0 else { break }     // EAGAIN: drained
-            k &+= 1
-            // Only configured remotes may put frames on the bridge (as OVS does): anyone
-            // else who can reach the UDP port would otherwise inject into the segment.
-            var remote = 0
-            while remote < vx.pointee.remoteCount && vx.pointee.remotes[remote] != from { remote &+= 1 }
-            guard remote < vx.pointee.remoteCount else {
-                counters.add(.rxDropUnknownRemote)
-                continue
+            let want = min(hot.pointee.batchSize - k, TunnelReceiveBatch.count)
+            let got = Int(vs_udp_recv_batch(fd, rx.pointee.buffers, Self.localBufferSize, Int32(want),
+                                            rx.pointee.lengths, rx.pointee.sources))
+            guard got > 0 else { break }     // drained
+            for i in 0..<got {
+                receiveDatagram(port: p, rx.pointee.buffers + i * Self.localBufferSize, length: Int(rx.pointee.lengths[i]),
+                                from: rx.pointee.sources[i], vx: vx, counters: counters)
             }
-            guard r >= 8 + 14 else {
-                counters.add(.rxDropRunt)
-                continue
-            }
-            // RFC 7348, 5: the I flag (0x08) must be set; the VNI is bytes 4-6.
-            let flags = localBuffer.load(as: UInt8.self)
-            let vniWord = localBuffer.loadUnaligned(fromByteOffset: 4, as: UInt32.self) & UInt32(0x00FF_FFFF).bigEndian
-            guard flags & 0x08 != 0, vniWord == vx.pointee.vniWord else {
-                counters.add(.rxDropVni)
-                continue
-            }
-            if vx.pointee.remoteCount > 1 {
-                let inner = localBuffer + 8
-                let src = UInt64(inner.loadUnaligned(fromByteOffset: 6, as: UInt32.self))
-                    | UInt64(inner.loadUnaligned(fromByteOffset: 10, as: UInt16.self)) << 32
-                if src & 1 == 0 {
-                    vx.pointee.learn(MacTable.key(mac: src, vlan: Self.vlan(inner, length: r - 8)),
-                                     remote: Int32(remote), now: hot.pointee.now)
-                }
-            }
-            loadScratch(localBuffer + 8, length: r - 8)
-            forwardFrame(from: p)
+            k &+= got
+            if got < want { break }
         }
         publishDirtyRx()
         return k
+    }
+
+    /// One received datagram: its VXLAN header checked, its inner source learned behind the
+    /// remote it came from, its frame forwarded.
+    @inline(__always)
+    private func receiveDatagram(port p: Int, _ buffer: UnsafeMutableRawPointer, length r: Int, from: UInt32,
+                                 vx: UnsafeMutablePointer<VxlanState>, counters: UnsafeMutablePointer<PortCounters>) {
+        // Only configured remotes may put frames on the bridge (as OVS does): anyone
+        // else who can reach the UDP port would otherwise inject into the segment.
+        var remote = 0
+        while remote < vx.pointee.remoteCount && vx.pointee.remotes[remote] != from { remote &+= 1 }
+        guard remote < vx.pointee.remoteCount else {
+            counters.add(.rxDropUnknownRemote)
+            return
+        }
+        guard r >= 8 + 14 else {   // -1: cut (longer than the buffer)
+            counters.add(.rxDropRunt)
+            return
+        }
+        // RFC 7348, 5: the I flag (0x08) must be set; the VNI is bytes 4-6.
+        let flags = buffer.load(as: UInt8.self)
+        let vniWord = buffer.loadUnaligned(fromByteOffset: 4, as: UInt32.self) & UInt32(0x00FF_FFFF).bigEndian
+        guard flags & 0x08 != 0, vniWord == vx.pointee.vniWord else {
+            counters.add(.rxDropVni)
+            return
+        }
+        if vx.pointee.remoteCount > 1 {
+            let inner = buffer + 8
+            let src = UInt64(inner.loadUnaligned(fromByteOffset: 6, as: UInt32.self))
+                | UInt64(inner.loadUnaligned(fromByteOffset: 10, as: UInt16.self)) << 32
+            if src & 1 == 0 {
+                vx.pointee.learn(MacTable.key(mac: src, vlan: Self.vlan(inner, length: r - 8)),
+                                 remote: Int32(remote), now: hot.pointee.now)
+            }
+        }
+        loadScratch(buffer + 8, length: r - 8)
+        forwardFrame(from: p)
     }
 
     /// Sends the frame in `txScratch` (after `sourceHeader` bytes) into the tunnel: to the
@@ -88,6 +103,21 @@ extension ForwardingEngine {
             if edit != VlanEdit.none { vlan = edit == VlanEdit.pop ? 0 : UInt16(truncatingIfNeeded: edit) & 0xfff }
             let r = vx.pointee.remote(for: MacTable.key(mac: dst, vlan: vlan), now: hot.pointee.now)
             if r >= 0 { first = r; last = r &+ 1 }
+        }
+        if edit == VlanEdit.none && scratchIsGuestMemory() {
+            // Batched: sent with the TX batch's other datagrams by one sendmmsg (TunnelBatch.swift).
+            var r = first
+            while r < last {
+                if frameLength > vx.pointee.maxFrame[r] {
+                    counters.add(.txDropTooBig)
+                } else {
+                    queueTunnelSend(port: d, header: UnsafeMutableRawPointer(vx.pointee.header), sourceHeader: sourceHeader,
+                                    frameLength: frameLength, fd: fd, dstPort: port, remotes: vx.pointee.remotes + r,
+                                    first: 0, last: 1)
+                }
+                r &+= 1
+            }
+            return
         }
         while first < last {
             if frameLength > vx.pointee.maxFrame[first] {
