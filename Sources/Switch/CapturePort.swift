@@ -27,8 +27,14 @@ extension SwitchController {
     func captureTarget(bridge b: Int, port: String?, direction: String?) throws(SwitchError) -> CaptureTarget {
         let bridge = bridges[b]
         guard let port else {
-            if let direction { throw .invalidOption("--direction \(direction) needs --port (a whole-bridge capture records each frame once)") }
-            return CaptureTarget(bridgeSlot: bridge.slot, description: "bridge \(bridge.name)")
+            // A whole bridge: by default each frame once, as it enters (rx); tx = every
+            // delivery, both = the frame in and each copy out (for pcapng's per-port view).
+            guard let direction else { return CaptureTarget(bridgeSlot: bridge.slot, tx: false, description: "bridge \(bridge.name)") }
+            guard ["rx", "tx", "both"].contains(direction) else {
+                throw .invalidOption("invalid direction '\(direction)': use rx, tx or both")
+            }
+            return CaptureTarget(bridgeSlot: bridge.slot, rx: direction != "tx", tx: direction != "rx",
+                                 description: "bridge \(bridge.name) \(direction)")
         }
         guard let watched = bridge.ports.first(where: { $0.name == port }) else {
             throw .noSuchPort(bridge: bridge.name, port: port)

@@ -26,7 +26,7 @@ public struct Capture: ParsableCommand {
     @Option(name: [.customShort("s"), .long], help: "Bytes kept per frame (default 262144).") public var snaplen: Int?
     @Option(name: [.customShort("w"), .long], help: "Write the pcap stream to FILE, or - for stdout.")
     public var write: String?
-    @Option(help: "With PORT: rx (frames it sends into the bridge), tx (frames delivered to it) or both.")
+    @Option(help: "rx (frames PORT, or any port, sends into the bridge; the default without PORT), tx (frames delivered to it) or both (the default with PORT).")
     public var direction: String?
     public init() {}
 
@@ -36,7 +36,6 @@ public struct Capture: ParsableCommand {
         if let count, count < 1 { throw ValidationError("-c must be 1 or more") }
         if let snaplen, !(1...262_144).contains(snaplen) { throw ValidationError("-s must be 1-262144") }
         if let direction {
-            guard port != nil else { throw ValidationError("--direction needs a PORT") }
             guard ["rx", "tx", "both"].contains(direction) else { throw ValidationError("--direction must be rx, tx or both") }
         }
         if let write, write.isEmpty { throw ValidationError("-w needs a file name or -") }
