@@ -81,6 +81,9 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var queues: Int?
     /// capture: stop after this many frames (that passed `filter`).
     public var count: Int?
+    /// pcap ports and capture: "pcap" (the default) or "pcapng" (the port and direction of
+    /// each frame). Persisted with the port's request like every other field.
+    public var captureFormat: String?
 
     public init(command: ControlCommand, bridge: String? = nil, port: String? = nil,
                 type: PortType? = nil, path: String? = nil, agingSeconds: Int? = nil,
@@ -88,7 +91,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
                 rotateBytes: Int? = nil, rotateCount: Int? = nil, watchPort: String? = nil,
                 direction: String? = nil, remotes: [String]? = nil, vni: Int? = nil, local: String? = nil,
                 dstPort: Int? = nil, vlanMode: String? = nil, tag: Int? = nil, trunks: [Int]? = nil,
-                mtu: Int? = nil, queues: Int? = nil, count: Int? = nil) {
+                mtu: Int? = nil, queues: Int? = nil, count: Int? = nil, captureFormat: String? = nil) {
         self.vlanMode = vlanMode
         self.tag = tag
         self.trunks = trunks
@@ -113,6 +116,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         self.local = local
         self.dstPort = dstPort
         self.count = count
+        self.captureFormat = captureFormat
     }
 }
 

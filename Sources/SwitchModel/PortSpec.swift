@@ -29,6 +29,9 @@ public struct PortSpec: Sendable, Equatable {
     public var mtu: Int?
     /// vhost-user: queue pairs offered to the frontend (1-8).
     public var queues: Int?
+    /// pcap: the file format, "pcap" (default) or "pcapng" (an interface per port, the
+    /// direction of each frame). Set after `init`, like an option of its own.
+    public var captureFormat: String?
 
     public init(kind: PortKind, path: String? = nil, ifname: String? = nil, file: String? = nil,
                 filter: String? = nil, snaplen: Int? = nil, rotateBytes: Int? = nil, rotateCount: Int? = nil,

@@ -10,10 +10,12 @@ import Glibc
 /// `tcpdump -i` on the bridge. Ends after `-c N` frames, or when the reader goes away.
 public struct Capture: ParsableCommand {
     public static let configuration = CommandConfiguration(
-        abstract: "Capture a bridge's frames (or one port's) live, as a pcap stream.",
+        abstract: "Capture a bridge's frames (or one port's) live, as a pcap or pcapng stream.",
         discussion: """
             vswitch capture br0 -w - | tcpdump -nr -
             vswitch capture br0 vm1 -f 'tcp port 22' -c 100 -w /tmp/vm1.pcap
+            vswitch capture br0 --format pcapng --direction both -w /tmp/br0.pcapng
+            --format pcapng names each frame's port (an interface per port) and direction.
             Without PORT each frame entering the bridge is recorded once. Frames the writer
             cannot keep up with are dropped from the capture (never from the switch).
             """)
@@ -43,7 +45,7 @@ public struct Capture: ParsableCommand {
 
     public func makeRequest() -> ControlRequest {
         ControlRequest(command: .capture, bridge: bridge, filter: filter, snaplen: snaplen, watchPort: port,
-                       direction: direction, count: count)
+                       direction: direction, count: count, captureFormat: global.format.captureFormat)
     }
 
     public func run() throws {
