@@ -41,11 +41,17 @@ public final class CaptureSession: @unchecked Sendable {
         self.limit = limit
         buffer = CaptureBuffer(capacity: capacity)
         words.initialize(repeating: 0, count: 5)
+        sink.bind(buffer.ring)
     }
 
     /// A pcap port's session: frames go to `sink`'s file.
     public convenience init(engine: ForwardingEngine, format: PcapFormat, file sink: PcapFileSink) {
         self.init(engine: engine, format: format, sink: sink)
+    }
+
+    /// A pcapng port's session, or a live pcapng capture's (`limit` frames at most).
+    public convenience init(engine: ForwardingEngine, format: PcapFormat, pcapng sink: PcapngSink, limit: Int? = nil) {
+        self.init(engine: engine, format: format, sink: sink, limit: limit)
     }
 
     /// A live capture's session: frames go to the control connection, `limit` of them at most.
@@ -138,10 +144,11 @@ public final class CaptureSession: @unchecked Sendable {
             while n < 4096, let r = ring.peek() {
                 var header = PcapFormat.header(r)
                 if format.matches(&header, r.bytes) {
-                    guard sink.write(&header, r.bytes) else { return .writeFailed }
+                    guard sink.write(r, &header) else { return .writeFailed }
                     vs_counter_add(words, 1)
                     vs_counter_add(words + 1, UInt64(r.bytes.count))
                 } else {
+                    sink.filteredOut(r)
                     vs_counter_add(words + 2, 1)
                 }
                 ring.consume(r)

@@ -66,20 +66,57 @@ public final class PcapFormat: @unchecked Sendable {
     }
 }
 
-/// Where a capture writer puts frames: a pcap file (with rotation) or a stream.
+/// Where a capture writer puts frames: a pcap or pcapng file (with rotation) or a stream.
 protocol CaptureSink: AnyObject {
-    /// Writes one frame; false on an I/O error (the capture then ends).
-    func write(_ header: inout pcap_pkthdr, _ bytes: UnsafeRawBufferPointer) -> Bool
+    /// Writes one frame that passed the filter (`header` is its pcap header); false on an
+    /// I/O error (the capture then ends).
+    func write(_ record: CaptureRing.Record, _ header: inout pcap_pkthdr) -> Bool
+    /// A frame the filter refused (pcapng counts them per interface).
+    func filteredOut(_ record: CaptureRing.Record)
+    /// The ring the session drains (pcapng reads its per-port drop counters).
+    func bind(_ ring: CaptureRing)
     /// Pushes buffered records out, so a reader sees them; false on an I/O error.
     func flush() -> Bool
     func close()
+}
+
+extension CaptureSink {
+    func filteredOut(_ record: CaptureRing.Record) {}
+    func bind(_ ring: CaptureRing) {}
+}
+
+/// A capture file of a pcap port, whatever its format: what `show` reports about rotation.
+public protocol CaptureFile: AnyObject {
+    var rotateBytes: Int? { get }
+    var rotateCount: Int { get }
+    var rotations: UInt64 { get }
+    func close()
+}
+
+/// Rotation's renames, shared by both formats: FILE.1 becomes FILE.2 and so on, FILE
+/// becomes FILE.1, and at most `keep` files remain once the caller creates a new FILE.
+enum CaptureFiles {
+    static func shift(_ path: String, keep count: Int) {
+        let keep = count - 1
+        if keep == 0 {
+            unlink(path)
+            return
+        }
+        unlink("\(path).\(keep)")
+        var k = keep - 1
+        while k >= 1 {
+            rename("\(path).\(k)", "\(path).\(k + 1)")
+            k -= 1
+        }
+        rename(path, "\(path).1")
+    }
 }
 
 /// A pcap file, flushed after every batch (a reader can follow it while it grows), rotated
 /// by size: when FILE reaches `rotateBytes` it becomes FILE.1 (FILE.1 becomes FILE.2, ...),
 /// at most `rotateCount` files are kept (FILE and FILE.1 ... FILE.<count-1>), and a new FILE
 /// starts. Every file is a complete pcap file that starts with its own header.
-public final class PcapFileSink: CaptureSink {
+public final class PcapFileSink: CaptureSink, CaptureFile {
     let format: PcapFormat
     let path: String
     public let rotateBytes: Int?
@@ -110,8 +147,8 @@ public final class PcapFileSink: CaptureSink {
         return d
     }
 
-    func write(_ header: inout pcap_pkthdr, _ bytes: UnsafeRawBufferPointer) -> Bool {
-        guard let d = dumper, let base = bytes.baseAddress else { return false }
+    func write(_ record: CaptureRing.Record, _ header: inout pcap_pkthdr) -> Bool {
+        guard let d = dumper, let base = record.bytes.baseAddress else { return false }
         pcap_dump(UnsafeMutableRawPointer(d).assumingMemoryBound(to: UInt8.self), &header,
                   base.assumingMemoryBound(to: UInt8.self))
         if let limit = rotateBytes, pcap_dump_ftell64(d) >= Int64(limit) { return rotate() }
@@ -131,18 +168,7 @@ public final class PcapFileSink: CaptureSink {
     /// Closes FILE (complete), shifts the older files by one, opens a new FILE.
     private func rotate() -> Bool {
         close()
-        let keep = rotateCount - 1
-        if keep == 0 {
-            unlink(path)
-        } else {
-            unlink("\(path).\(keep)")
-            var k = keep - 1
-            while k >= 1 {
-                rename("\(path).\(k)", "\(path).\(k + 1)")
-                k -= 1
-            }
-            rename(path, "\(path).1")
-        }
+        CaptureFiles.shift(path, keep: rotateCount)
         vs_counter_add(rotationCount, 1)
         dumper = try? Self.open(format, path)
         return dumper != nil
@@ -165,8 +191,8 @@ public final class PcapStreamSink: CaptureSink {
 
     deinit { close() }
 
-    func write(_ header: inout pcap_pkthdr, _ bytes: UnsafeRawBufferPointer) -> Bool {
-        guard let d = dumper, let base = bytes.baseAddress else { return false }
+    func write(_ record: CaptureRing.Record, _ header: inout pcap_pkthdr) -> Bool {
+        guard let d = dumper, let base = record.bytes.baseAddress else { return false }
         pcap_dump(UnsafeMutableRawPointer(d).assumingMemoryBound(to: UInt8.self), &header,
                   base.assumingMemoryBound(to: UInt8.self))
         return true

@@ -91,6 +91,9 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var mirrorSpec: MirrorSpec?
     /// capture: stop after this many frames (that passed `filter`).
     public var count: Int?
+    /// pcap ports and capture: "pcap" (the default) or "pcapng" (the port and direction of
+    /// each frame). Persisted with the port's request like every other field.
+    public var captureFormat: String?
 
     public init(command: ControlCommand, bridge: String? = nil, port: String? = nil,
                 type: PortType? = nil, path: String? = nil, agingSeconds: Int? = nil,
@@ -99,8 +102,9 @@ public struct ControlRequest: Codable, Sendable, Equatable {
                 direction: String? = nil, remotes: [String]? = nil, vni: Int? = nil, local: String? = nil,
                 dstPort: Int? = nil, vlanMode: String? = nil, tag: Int? = nil, trunks: [Int]? = nil,
                 mtu: Int? = nil, queues: Int? = nil, count: Int? = nil, socketGroup: String? = nil,
-                mirror: String? = nil, mirrorSpec: MirrorSpec? = nil) {
+                captureFormat: String? = nil, mirror: String? = nil, mirrorSpec: MirrorSpec? = nil) {
         self.socketGroup = socketGroup
+        self.captureFormat = captureFormat
         self.mirror = mirror
         self.mirrorSpec = mirrorSpec
         self.vlanMode = vlanMode
@@ -127,6 +131,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         self.local = local
         self.dstPort = dstPort
         self.count = count
+        self.captureFormat = captureFormat
     }
 }
 

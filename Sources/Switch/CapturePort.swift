@@ -23,12 +23,32 @@ extension SwitchController {
         var description: String
     }
 
+    /// A port as a pcapng interface: its name, and its type and path as the description.
+    static func captureInterface(_ p: Port) -> CaptureInterfaces.Interface {
+        CaptureInterfaces.Interface(slot: p.slot, name: p.name, description: "\(p.kind.rawValue) \(p.path)")
+    }
+
+    /// Checks a capture file format: pcap (the default) or pcapng.
+    static func captureFormat(_ f: String?) throws(SwitchError) -> Bool {
+        switch f ?? "pcap" {
+        case "pcap": return false
+        case "pcapng": return true
+        case let other: throw .invalidOption("invalid capture format '\(other)': use pcap or pcapng")
+        }
+    }
+
     /// Checks `--port` and `--direction` against bridge `b`.
     func captureTarget(bridge b: Int, port: String?, direction: String?) throws(SwitchError) -> CaptureTarget {
         let bridge = bridges[b]
         guard let port else {
-            if let direction { throw .invalidOption("--direction \(direction) needs --port (a whole-bridge capture records each frame once)") }
-            return CaptureTarget(bridgeSlot: bridge.slot, description: "bridge \(bridge.name)")
+            // A whole bridge: by default each frame once, as it enters (rx); tx = every
+            // delivery, both = the frame in and each copy out (for pcapng's per-port view).
+            guard let direction else { return CaptureTarget(bridgeSlot: bridge.slot, tx: false, description: "bridge \(bridge.name)") }
+            guard ["rx", "tx", "both"].contains(direction) else {
+                throw .invalidOption("invalid direction '\(direction)': use rx, tx or both")
+            }
+            return CaptureTarget(bridgeSlot: bridge.slot, rx: direction != "tx", tx: direction != "rx",
+                                 description: "bridge \(bridge.name) \(direction)")
         }
         guard let watched = bridge.ports.first(where: { $0.name == port }) else {
             throw .noSuchPort(bridge: bridge.name, port: port)
@@ -57,12 +77,21 @@ extension SwitchController {
             guard (1...1000).contains(c) else { throw .invalidOption("invalid rotate count \(c): use 1-1000 files") }
         }
         let target = try captureTarget(bridge: b, port: spec.watchPort, direction: spec.direction)
+        let pcapng = try Self.captureFormat(spec.captureFormat)
         let format = try PcapFormat(snaplen: spec.snaplen ?? PcapFormat.maxSnaplen, filter: spec.filter)
         guard engine.sync({ $0.freeCaptureTaps }) > 0 else { throw .tooMany("captures (at most \(ForwardingEngine.maxCaptureTaps))") }
         let existed = access(file, F_OK) == 0
-        let sink = try PcapFileSink(format: format, path: file, rotateBytes: spec.rotateBytes,
-                                    rotateCount: spec.rotateCount ?? Self.defaultRotateCount)
-        let session = CaptureSession(engine: engine, format: format, file: sink)
+        let rotateCount = spec.rotateCount ?? Self.defaultRotateCount
+        let sink: any CaptureFile
+        let session: CaptureSession
+        if pcapng {
+            let s = try PcapngSink(format: format, path: file, interfaces: bridges[b].captureInterfaces,
+                                   rotateBytes: spec.rotateBytes, rotateCount: rotateCount)
+            (sink, session) = (s, CaptureSession(engine: engine, format: format, pcapng: s))
+        } else {
+            let s = try PcapFileSink(format: format, path: file, rotateBytes: spec.rotateBytes, rotateCount: rotateCount)
+            (sink, session) = (s, CaptureSession(engine: engine, format: format, file: s))
+        }
         guard session.attach(bridge: target.bridgeSlot, port: target.portSlot, rx: target.rx, tx: target.tx) else {
             sink.close()
             if !existed { unlink(file) }
@@ -77,16 +106,25 @@ extension SwitchController {
     /// connection, then `detach()`. The session ends by itself when the bridge or the
     /// watched port is removed.
     public func startLiveCapture(bridge: String, port: String?, direction: String?, filter: String?,
-                                 snaplen: Int?, count: Int?, socket fd: Int32) throws(SwitchError) -> CaptureSession {
+                                 snaplen: Int?, count: Int?, format fileFormat: String? = nil,
+                                 socket fd: Int32) throws(SwitchError) -> CaptureSession {
         guard let b = bridges.firstIndex(where: { $0.name == bridge }) else { throw .noSuchBridge(bridge) }
         if let count, count < 1 { throw .invalidOption("invalid count \(count): use 1 or more frames") }
         let target = try captureTarget(bridge: b, port: port, direction: direction)
+        let pcapng = try Self.captureFormat(fileFormat)
         let format = try PcapFormat(snaplen: snaplen ?? PcapFormat.maxSnaplen, filter: filter)
         guard engine.sync({ $0.freeCaptureTaps }) > 0 else { throw .tooMany("captures (at most \(ForwardingEngine.maxCaptureTaps))") }
-        let sink = try PcapStreamSink(format: format, socket: fd)
-        let session = CaptureSession(engine: engine, format: format, stream: sink, limit: count)
+        let session: CaptureSession
+        let close: () -> Void
+        if pcapng {
+            let sink = PcapngSink(format: format, socket: fd, interfaces: bridges[b].captureInterfaces)
+            (session, close) = (CaptureSession(engine: engine, format: format, pcapng: sink, limit: count), sink.close)
+        } else {
+            let sink = try PcapStreamSink(format: format, socket: fd)
+            (session, close) = (CaptureSession(engine: engine, format: format, stream: sink, limit: count), sink.close)
+        }
         guard session.attach(bridge: target.bridgeSlot, port: target.portSlot, rx: target.rx, tx: target.tx) else {
-            sink.close()
+            close()
             throw .tooMany("captures")
         }
         logger.info("live capture started", metadata: ["bridge": "\(bridge)", "watch": "\(target.description)"])
@@ -106,6 +144,7 @@ extension SwitchController {
                        "framesWritten": String(s.framesWritten), "framesDropped": String(s.framesDropped),
                        "framesFilteredOut": String(s.framesFilteredOut)]
         if let f = s.format.filter { options["filter"] = f }
+        if let f = p.spec.captureFormat { options["format"] = f }
         if let r = info.sink.rotateBytes {
             options["rotate"] = "\(r) bytes, \(info.sink.rotateCount) files, \(info.sink.rotations) rotations"
         }
@@ -126,9 +165,9 @@ extension SwitchController {
 /// What a pcap port holds: its session and file.
 final class PcapPortInfo {
     let session: CaptureSession
-    let sink: PcapFileSink
+    let sink: any CaptureFile
     let target: String
-    init(session: CaptureSession, sink: PcapFileSink, target: String) {
+    init(session: CaptureSession, sink: any CaptureFile, target: String) {
         self.session = session
         self.sink = sink
         self.target = target

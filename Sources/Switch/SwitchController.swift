@@ -45,7 +45,11 @@ public final class SwitchController {
         var name: String
         var slot: Int
         var agingSeconds: Int
-        var ports: [Port] = []
+        var ports: [Port] = [] {
+            didSet { captureInterfaces.set(ports.filter { $0.slot >= 0 }.map(SwitchController.captureInterface)) }
+        }
+        /// The ports as pcapng captures of this bridge name them (CapturePort.swift).
+        let captureInterfaces = CaptureInterfaces()
         /// Port mirrors (SwitchController+Mirrors.swift), oldest first.
         var mirrors: [Mirror] = []
     }

@@ -32,6 +32,9 @@ public struct PortSpec: Sendable, Equatable {
     /// vhostuser: group of the socket file the switch creates (`--socket-group`); nil: the
     /// daemon's `--socket-group`, if any.
     public var socketGroup: String?
+    /// pcap: the file format, "pcap" (default) or "pcapng" (an interface per port, the
+    /// direction of each frame). Set after `init`, like an option of its own.
+    public var captureFormat: String?
 
     public init(kind: PortKind, path: String? = nil, ifname: String? = nil, file: String? = nil,
                 filter: String? = nil, snaplen: Int? = nil, rotateBytes: Int? = nil, rotateCount: Int? = nil,

@@ -10,10 +10,12 @@ import Glibc
 /// `tcpdump -i` on the bridge. Ends after `-c N` frames, or when the reader goes away.
 public struct Capture: ParsableCommand {
     public static let configuration = CommandConfiguration(
-        abstract: "Capture a bridge's frames (or one port's) live, as a pcap stream.",
+        abstract: "Capture a bridge's frames (or one port's) live, as a pcap or pcapng stream.",
         discussion: """
             vswitch capture br0 -w - | tcpdump -nr -
             vswitch capture br0 vm1 -f 'tcp port 22' -c 100 -w /tmp/vm1.pcap
+            vswitch capture br0 --format pcapng --direction both -w /tmp/br0.pcapng
+            --format pcapng names each frame's port (an interface per port) and direction.
             Without PORT each frame entering the bridge is recorded once. Frames the writer
             cannot keep up with are dropped from the capture (never from the switch).
             """)
@@ -26,7 +28,7 @@ public struct Capture: ParsableCommand {
     @Option(name: [.customShort("s"), .long], help: "Bytes kept per frame (default 262144).") public var snaplen: Int?
     @Option(name: [.customShort("w"), .long], help: "Write the pcap stream to FILE, or - for stdout.")
     public var write: String?
-    @Option(help: "With PORT: rx (frames it sends into the bridge), tx (frames delivered to it) or both.")
+    @Option(help: "rx (frames PORT, or any port, sends into the bridge; the default without PORT), tx (frames delivered to it) or both (the default with PORT).")
     public var direction: String?
     public init() {}
 
@@ -36,7 +38,6 @@ public struct Capture: ParsableCommand {
         if let count, count < 1 { throw ValidationError("-c must be 1 or more") }
         if let snaplen, !(1...262_144).contains(snaplen) { throw ValidationError("-s must be 1-262144") }
         if let direction {
-            guard port != nil else { throw ValidationError("--direction needs a PORT") }
             guard ["rx", "tx", "both"].contains(direction) else { throw ValidationError("--direction must be rx, tx or both") }
         }
         if let write, write.isEmpty { throw ValidationError("-w needs a file name or -") }
@@ -44,7 +45,7 @@ public struct Capture: ParsableCommand {
 
     public func makeRequest() -> ControlRequest {
         ControlRequest(command: .capture, bridge: bridge, filter: filter, snaplen: snaplen, watchPort: port,
-                       direction: direction, count: count)
+                       direction: direction, count: count, captureFormat: global.format.captureFormat)
     }
 
     public func run() throws {

@@ -16,6 +16,9 @@ extension ControlSubcommand {
     public func renderText(_ result: ControlResult?) -> String { "" }
 
     public func run() throws {
+        if let f = global.format.captureFormat, makeRequest().type != .pcap {
+            throw fail("--format \(f) is a capture format: use it with capture or add-port --type pcap")
+        }
         let response: ControlResponse
         do {
             response = try ControlClient(path: global.socketPath).send(makeRequest())
@@ -25,7 +28,7 @@ extension ControlSubcommand {
         guard response.ok else { throw fail(response.error ?? "request failed (no error message)") }
         let output: String
         switch global.format {
-        case .text: output = renderText(response.result)
+        case .text, .pcap, .pcapng: output = renderText(response.result)
         case .json: output = TextRendering.json(response.result)
         }
         if !output.isEmpty { print(output, terminator: output.hasSuffix("\n") ? "" : "\n") }

@@ -9,7 +9,7 @@ public struct VSwitchCommand: ParsableCommand {
         abstract: "Configure and inspect vswitchd, the userspace vhost-user switch.",
         subcommands: [AddBridge.self, DeleteBridge.self, AddPort.self, DeletePort.self, Show.self,
                       Fdb.self, Port.self, SetAging.self, DatapathStatsCommand.self, Capture.self, Doctor.self,
-                      AddMirror.self, DeleteMirror.self])
+                      AddMirror.self, DeleteMirror.self, Extcap.self])
     /// Also declared here so global options may come before the subcommand name too
     /// (`vswitch --format json show`); ArgumentParser hands the values to the subcommand.
     @OptionGroup var global: GlobalOptions
@@ -53,7 +53,8 @@ public struct AddPort: ControlSubcommand {
             vhostuser:       vswitchd listens on --path and QEMU connects to it.
             vhostuserclient: QEMU listens on --path (server=on) and vswitchd connects.
             tap:             a TAP interface --ifname to the host kernel (created if missing).
-            pcap:            writes copies of the bridge's frames (or --port's) to --file.
+            pcap:            writes copies of the bridge's frames (or --port's) to --file
+                             (--format pcapng: with the port and direction of each frame).
             vxlan:           a VXLAN tunnel to --remote (RFC 7348, UDP --dst-port, default 4789).
             """)
     @OptionGroup public var global: GlobalOptions
@@ -68,7 +69,7 @@ public struct AddPort: ControlSubcommand {
     @Option(help: "pcap: start a new file after this size (e.g. 100M).") public var rotateSize: String?
     @Option(help: "pcap: number of files kept when rotating.") public var rotateCount: Int?
     @Option(name: .customLong("port"), help: "pcap: capture only this port's frames.") public var watchPort: String?
-    @Option(help: "pcap: rx (sent by --port into the bridge), tx (delivered to it) or both.")
+    @Option(help: "pcap: rx (sent by --port, or any port, into the bridge), tx (delivered to it) or both.")
     public var direction: String?
     @Option(help: "vxlan: remote address(es), comma-separated.") public var remote: String?
     @Option(help: "vxlan: VXLAN network identifier (0-16777215).") public var vni: Int?
@@ -141,7 +142,7 @@ public struct AddPort: ControlSubcommand {
                        rotateCount: rotateCount, watchPort: watchPort, direction: direction,
                        remotes: remote.map { $0.split(separator: ",").map(String.init) }, vni: vni, local: local,
                        dstPort: dstPort, vlanMode: vlanMode, tag: tag, trunks: trunkList, mtu: mtu, queues: queues,
-                       socketGroup: socketGroup)
+                       socketGroup: socketGroup, captureFormat: global.format.captureFormat)
     }
 }
 

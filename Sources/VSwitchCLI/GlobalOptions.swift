@@ -9,6 +9,12 @@ public enum OutputFormat: String, ExpressibleByArgument, CaseIterable, Sendable 
     case text
     /// The response's `result` object, pretty-printed with sorted keys, for scripts.
     case json
+    /// Capture file formats (`vswitch capture`, `add-port --type pcap`): `--format` names
+    /// the file's format there, as the users type it; other commands refuse them.
+    case pcap, pcapng
+
+    /// The capture format this names, nil for an output format.
+    public var captureFormat: String? { self == .pcap || self == .pcapng ? rawValue : nil }
 }
 
 /// Options every subcommand accepts (via `@OptionGroup`), so they can follow the subcommand
@@ -19,7 +25,7 @@ public struct GlobalOptions: ParsableArguments {
         valueName: "path"))
     public var control: String?
 
-    @Option(name: .long, help: "Output format: text or json.")
+    @Option(name: .long, help: "Output format: text or json (capture, add-port --type pcap: the file format, pcap or pcapng).")
     public var format: OutputFormat = .text
 
     public init() {}

@@ -16,7 +16,8 @@ enum LiveCapture {
                 Result { () throws(SwitchError) -> CaptureSession in
                     try controller.startLiveCapture(bridge: bridge, port: request.watchPort ?? request.port,
                                                     direction: request.direction, filter: request.filter,
-                                                    snaplen: request.snaplen, count: request.count, socket: fd)
+                                                    snaplen: request.snaplen, count: request.count,
+                                                    format: request.captureFormat, socket: fd)
                 }
             }
             switch started {

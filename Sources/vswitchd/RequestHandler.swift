@@ -73,11 +73,13 @@ struct RequestHandler {
     struct MissingField: Error { let name: String }
 
     static func portSpec(_ r: ControlRequest) throws -> PortSpec {
-        PortSpec(kind: r.type ?? .vhostUser, path: r.path, ifname: r.ifname, file: r.file, filter: r.filter,
-                 snaplen: r.snaplen, rotateBytes: r.rotateBytes, rotateCount: r.rotateCount,
-                 watchPort: r.watchPort, direction: r.direction, remotes: r.remotes ?? [], vni: r.vni,
-                 local: r.local, dstPort: r.dstPort, vlanMode: r.vlanMode, tag: r.tag, trunks: r.trunks,
-                 mtu: r.mtu, queues: r.queues, socketGroup: r.socketGroup)
+        var spec = PortSpec(kind: r.type ?? .vhostUser, path: r.path, ifname: r.ifname, file: r.file, filter: r.filter,
+                            snaplen: r.snaplen, rotateBytes: r.rotateBytes, rotateCount: r.rotateCount,
+                            watchPort: r.watchPort, direction: r.direction, remotes: r.remotes ?? [], vni: r.vni,
+                            local: r.local, dstPort: r.dstPort, vlanMode: r.vlanMode, tag: r.tag, trunks: r.trunks,
+                            mtu: r.mtu, queues: r.queues, socketGroup: r.socketGroup)
+        spec.captureFormat = r.captureFormat
+        return spec
     }
 
     private func need<T>(_ v: T?, _ name: String) throws -> T {

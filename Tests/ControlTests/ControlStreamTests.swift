@@ -44,11 +44,13 @@ final class ControlStreamTests: XCTestCase {
         XCTAssertEqual(c.makeRequest(), ControlRequest(command: .capture, bridge: "br0", filter: "tcp port 22", snaplen: 128,
                                                        watchPort: "vm1", direction: "rx", count: 100))
         for (args, text) in [(["capture", "br0", "-c", "0"], "-c"), (["capture", "br0", "-s", "0"], "-s"),
-                             (["capture", "br0", "--direction", "rx"], "PORT"),
+                             (["capture", "br0", "--direction", "sideways"], "--direction"),
                              (["capture", "br0", "vm1", "--direction", "up"], "--direction")] {
             XCTAssertThrowsError(try VSwitchCommand.parseAsRoot(args)) { error in
                 XCTAssertTrue(VSwitchCommand.message(for: error).contains(text), "\(args): \(VSwitchCommand.message(for: error))")
             }
         }
+        // A whole bridge takes a direction too (pcapng: the frame in and each copy out).
+        XCTAssertNoThrow(try VSwitchCommand.parseAsRoot(["capture", "br0", "--direction", "both"]))
     }
 }

@@ -136,8 +136,8 @@ final class CaptureTests: XCTestCase {
         _ = try attachGuest(b)
         let (all, _) = try session(file: dir + "/all.pcap", snaplen: 100)
         let (arpOnly, _) = try session(file: dir + "/arp.pcap", filter: "arp")
-        XCTAssertTrue(all.attach(bridge: bridge, port: nil, rx: true, tx: true))
-        XCTAssertTrue(arpOnly.attach(bridge: bridge, port: nil, rx: true, tx: true))
+        XCTAssertTrue(all.attach(bridge: bridge, port: nil, rx: true, tx: false))
+        XCTAssertTrue(arpOnly.attach(bridge: bridge, port: nil, rx: true, tx: false))
         all.startThread()
         arpOnly.startThread()
         let arp = TestFrame.make(dst: TestFrame.broadcast, src: TestFrame.mac(1), etherType: 0x0806)
@@ -165,7 +165,7 @@ final class CaptureTests: XCTestCase {
     func testRotationKeepsCompleteFiles() throws {
         let path = dir + "/rot.pcap"
         let (s, sink) = try session(file: path, rotate: 4096, count: 3)
-        XCTAssertTrue(s.attach(bridge: bridge, port: nil, rx: true, tx: true))
+        XCTAssertTrue(s.attach(bridge: bridge, port: nil, rx: true, tx: false))
         let a = SimulatedGuest()
         _ = try attachGuest(a)
         s.startThread()
@@ -210,7 +210,7 @@ final class CaptureTests: XCTestCase {
         defer { close(pair[0]) }
         let format = try PcapFormat(snaplen: 65536, filter: "arp")
         let live = CaptureSession(engine: engine, format: format, sink: try PcapStreamSink(format: format, socket: pair[0]), limit: 2)
-        XCTAssertTrue(live.attach(bridge: bridge, port: nil, rx: true, tx: true))
+        XCTAssertTrue(live.attach(bridge: bridge, port: nil, rx: true, tx: false))
         let arp = TestFrame.make(dst: TestFrame.broadcast, src: TestFrame.mac(1), etherType: 0x0806)
         for frame in [arp, TestFrame.make(dst: TestFrame.broadcast, src: TestFrame.mac(1)), arp, arp] {
             a.transmit(frame)
@@ -236,7 +236,7 @@ final class CaptureTests: XCTestCase {
         XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair2), 0)
         defer { close(pair2[0]) }
         let idle = CaptureSession(engine: engine, format: format, sink: try PcapStreamSink(format: format, socket: pair2[0]))
-        XCTAssertTrue(idle.attach(bridge: bridge, port: nil, rx: true, tx: true))
+        XCTAssertTrue(idle.attach(bridge: bridge, port: nil, rx: true, tx: false))
         let clientEnd = pair2[1]
         DispatchQueue.global().asyncAfter(deadline: .now() + 0.2) { close(clientEnd) }
         let start = Date()

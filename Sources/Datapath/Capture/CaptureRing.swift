@@ -14,8 +14,12 @@ import Glibc
 /// never waits for the writer.
 ///
 /// Record layout (16-byte aligned, so a record header never straddles the end):
-/// `u64 timestamp ns | u32 original length | u32 captured length | bytes | padding`.
-/// A captured length of `wrapMarker` means "the rest of the ring is empty, continue at 0".
+/// `u64 timestamp ns | u32 where | u32 captured length | bytes | padding`, where `where`
+/// packs the original length (bits 0-19), the engine port slot the frame entered or left
+/// by (bits 20-30) and the direction (bit 31: left by that port). Packing keeps the header
+/// at 16 bytes: a pcapng writer can say which port and direction each frame had without
+/// the ring holding fewer frames. A captured length of `wrapMarker` means "the rest of the
+/// ring is empty, continue at 0".
 ///
 /// Indexes are free-running byte counts: `head` written only by the producer (release),
 /// `tail` only by the consumer (release); each side reads the other's with acquire, so the
@@ -32,9 +36,21 @@ public struct CaptureRing {
     /// `cursorWord` / `unpublishedWord`: the producer's write position and its record count
     /// not yet published (the engine publishes once per batch: one release store and one
     /// look at the consumer's line per batch instead of per frame).
+    /// `portDropsWord`: one drop counter per port slot (written only when the ring is full),
+    /// for a pcapng file's per-interface statistics.
     static let headWord = 0, cachedTailWord = 1, cursorWord = 2, unpublishedWord = 3, tailWord = 8, recordedWord = 16,
-               droppedWord = 17, sleepingWord = 24, closedWord = 25
-    static let controlWords = 32
+               droppedWord = 17, sleepingWord = 24, closedWord = 25, portDropsWord = 32
+    static let controlWords = 32 + maxRecordPorts
+
+    /// Port slots a record can name (11 bits); the engine has fewer.
+    public static let maxRecordPorts = 2048
+    static let lengthMask: UInt32 = 0xF_FFFF, portShift: UInt32 = 20, outboundBit: UInt32 = 1 << 31
+
+    /// The `where` bits of a record without its length: the port slot and the direction.
+    @inline(__always)
+    static func origin(port: Int, outbound: Bool) -> UInt32 {
+        UInt32(truncatingIfNeeded: port) << portShift | (outbound ? outboundBit : 0)
+    }
 
     let control: UnsafeMutablePointer<UInt64>
     let data: UnsafeMutableRawPointer
@@ -45,11 +61,12 @@ public struct CaptureRing {
 
     // MARK: producer (forwarding thread)
 
-    /// Appends `length` bytes of `list` from byte `offset`, cut to `snaplen`. Returns false
-    /// (and counts a drop) when the ring has no room. Never blocks or allocates.
+    /// Appends `length` bytes of `list` from byte `offset`, cut to `snaplen`, with `origin`
+    /// (`origin(port:outbound:)`). Returns false (and counts a drop) when the ring has no
+    /// room. Never blocks or allocates.
     @inline(__always)
-    func record(_ list: SegmentList, offset: Int, length: Int, snaplen: Int) -> Bool {
-        let ok = recordUnpublished(list, offset: offset, length: length, snaplen: snaplen)
+    func record(_ list: SegmentList, offset: Int, length: Int, snaplen: Int, origin: UInt32 = 0) -> Bool {
+        let ok = recordUnpublished(list, offset: offset, length: length, snaplen: snaplen, origin: origin)
         publish()
         return ok
     }
@@ -57,7 +74,7 @@ public struct CaptureRing {
     /// Like `record`, but the record becomes visible to the writer only at the next
     /// `publish()` (the forwarding engine publishes after each batch).
     @inline(__always)
-    func recordUnpublished(_ list: SegmentList, offset: Int, length: Int, snaplen: Int) -> Bool {
+    func recordUnpublished(_ list: SegmentList, offset: Int, length: Int, snaplen: Int, origin: UInt32) -> Bool {
         let captured = min(length, snaplen)
         let need = Self.headerSize &+ ((captured &+ 15) & ~15)
         let head = control[Self.cursorWord]
@@ -70,6 +87,7 @@ public struct CaptureRing {
             control[Self.cachedTailWord] = tail
             guard Int(truncatingIfNeeded: head &- tail) &+ wrap &+ need <= capacity else {
                 vs_counter_add(control + Self.droppedWord, 1)
+                vs_counter_add(control + Self.portDropsWord + Int(origin >> Self.portShift & 0x7FF), 1)
                 return false
             }
         }
@@ -83,7 +101,7 @@ public struct CaptureRing {
         let p = data + off
         // SAFETY: need <= capacity - off after the wrap, checked above.
         p.storeBytes(of: vs_realtime_ns(), as: UInt64.self)
-        p.storeBytes(of: UInt32(truncatingIfNeeded: length), toByteOffset: 8, as: UInt32.self)
+        p.storeBytes(of: UInt32(truncatingIfNeeded: length) & Self.lengthMask | origin, toByteOffset: 8, as: UInt32.self)
         p.storeBytes(of: UInt32(truncatingIfNeeded: captured), toByteOffset: 12, as: UInt32.self)
         Self.gather(list, offset: offset, count: captured, to: p + Self.headerSize)
         control[Self.cursorWord] = h &+ UInt64(need)
@@ -134,6 +152,9 @@ public struct CaptureRing {
     public struct Record {
         public var timestampNs: UInt64
         public var originalLength: Int
+        /// The engine port slot the frame entered by (`outbound` false) or left by (true).
+        public var port: Int
+        public var outbound: Bool
         public var bytes: UnsafeRawBufferPointer
         var size: Int
     }
@@ -152,8 +173,10 @@ public struct CaptureRing {
                 continue
             }
             let n = Int(captured)
+            let whereWord = p.load(fromByteOffset: 8, as: UInt32.self)
             return Record(timestampNs: p.load(as: UInt64.self),
-                          originalLength: Int(p.load(fromByteOffset: 8, as: UInt32.self)),
+                          originalLength: Int(whereWord & Self.lengthMask),
+                          port: Int(whereWord >> Self.portShift & 0x7FF), outbound: whereWord & Self.outboundBit != 0,
                           bytes: UnsafeRawBufferPointer(start: p + Self.headerSize, count: n),
                           size: Self.headerSize + ((n + 15) & ~15))
         }
@@ -170,6 +193,11 @@ public struct CaptureRing {
     /// Frames put into the ring, and frames dropped because it was full.
     public var recorded: UInt64 { vs_counter_load(control + Self.recordedWord) }
     public var dropped: UInt64 { vs_counter_load(control + Self.droppedWord) }
+    /// Frames of port slot `port` dropped because the ring was full.
+    public func dropped(port: Int) -> UInt64 {
+        guard port >= 0, port < Self.maxRecordPorts else { return 0 }
+        return vs_counter_load(control + Self.portDropsWord + port)
+    }
 
     /// The writer announces it is about to sleep, then must look at the ring once more.
     public func setSleeping(_ on: Bool) {

@@ -8,6 +8,8 @@ import Virtio
 /// A tap is not a bridge member: floods do not visit it and it has no port slot. It is a bit
 /// in a mask: `BridgeSlot.captureMask` for a bridge-wide capture (each frame recorded once,
 /// at ingress), `PortSlot.captureRx` / `captureTx` for one port's frames in one direction.
+/// A bridge-wide capture of deliveries too (tx) sets its bit in every member's `captureTx`.
+/// Every record says which port slot it entered or left by (`CaptureRing.origin`).
 /// With no capture active the cost is one load and branch at ingress and one per delivery.
 struct CaptureTapSlot {
     var inUse = false
@@ -31,14 +33,16 @@ extension ForwardingEngine {
     // MARK: hot path
 
     /// Records the frame in `txScratch` (`length` bytes after `offset`) into every tap of
-    /// `mask`. Out of line: only reached when a capture is active.
+    /// `mask`, as having entered the bridge by port slot `port` (`outbound` false) or left
+    /// it by that port (true). Out of line: only reached when a capture is active.
     @inline(never)
-    func captureFrame(_ mask: UInt32, offset: Int, length: Int) {
+    func captureFrame(_ mask: UInt32, offset: Int, length: Int, port: Int, outbound: Bool) {
+        let origin = CaptureRing.origin(port: port, outbound: outbound)
         var m = mask
         while m != 0 {
             let t = captureTaps + m.trailingZeroBitCount
             _ = t.pointee.ring.unsafelyUnwrapped.recordUnpublished(txScratch.pointee, offset: offset, length: length,
-                                                                   snaplen: t.pointee.snaplen)
+                                                                   snaplen: t.pointee.snaplen, origin: origin)
             m &= m &- 1
         }
         hot.pointee.unpublishedCaptures |= mask
@@ -64,7 +68,7 @@ extension ForwardingEngine {
         let before = PortCounters.load(counters).txPackets
         deliverLocal(to: d, frameLength: frameLength, sourceHeader: sourceHeader, edit: edit)
         if PortCounters.load(counters).txPackets != before {
-            captureFrame(ports[d].captureTx, offset: sourceHeader, length: frameLength)
+            captureFrame(ports[d].captureTx, offset: sourceHeader, length: frameLength, port: d, outbound: true)
         }
     }
 
@@ -72,11 +76,14 @@ extension ForwardingEngine {
 
     public var freeCaptureTaps: Int { (0..<Self.maxCaptureTaps).filter { !captureTaps[$0].inUse }.count }
 
-    /// Starts copying frames of bridge `b` (or of its port slot `port`, in the directions
-    /// given) into `ring`. Returns the tap index, or nil if every tap is taken or the
+    /// Starts copying frames of bridge `b` (or of its port slot `port`) into `ring`: rx =
+    /// frames entering (by any port of the bridge, or by `port`), tx = frames delivered (to
+    /// any port, or to `port`); `tx` defaults to true for a port and to false for a bridge
+    /// (each frame once). Returns the tap index, or nil if every tap is taken or the
     /// bridge/port is gone.
     public func addCaptureTap(ring: CaptureRing, snaplen: Int, bridge b: Int, port: Int? = nil,
-                              rx: Bool = true, tx: Bool = true) -> Int? {
+                              rx: Bool = true, tx txOption: Bool? = nil) -> Int? {
+        let tx = txOption ?? (port != nil)
         guard b >= 0, b < Self.maxBridges, bridges[b].inUse, snaplen > 0,
               let t = (0..<Self.maxCaptureTaps).first(where: { !captureTaps[$0].inUse }) else { return nil }
         if let port {
@@ -89,7 +96,11 @@ extension ForwardingEngine {
             if rx { ports[port].captureRx |= bit }
             if tx { ports[port].captureTx |= bit }
         } else {
-            bridges[b].captureMask |= bit
+            if rx { bridges[b].captureMask |= bit }
+            if tx {
+                bridges[b].captureTxAll |= bit
+                for p in 0..<Self.maxPorts where ports[p].inUse && ports[p].bridge == Int32(b) { ports[p].captureTx |= bit }
+            }
         }
         return t
     }
@@ -122,6 +133,9 @@ extension ForwardingEngine {
             ports[p].captureRx &= keep
             ports[p].captureTx &= keep
         }
-        for b in 0..<Self.maxBridges { bridges[b].captureMask &= keep }
+        for b in 0..<Self.maxBridges {
+            bridges[b].captureMask &= keep
+            bridges[b].captureTxAll &= keep
+        }
     }
 }

@@ -26,6 +26,7 @@ extension ForwardingEngine {
     public func addPort(bridge b: Int) -> Int? {
         guard bridges[b].inUse, let p = (0..<Self.maxPorts).first(where: { !ports[$0].inUse }) else { return nil }
         ports[p].allocate(bridge: Int32(b))
+        ports[p].captureTx = bridges[b].captureTxAll
         refreshMirrors(bridge: b)   // select-all and VLAN mirrors take the new port in; rebuilds members
         return p
     }

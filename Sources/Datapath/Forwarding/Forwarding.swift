@@ -114,7 +114,7 @@ extension ForwardingEngine {
         let b = Int(slot.pointee.bridge)
         let bridge = bridges + b
         let watched = bridge.pointee.captureMask | slot.pointee.captureRx
-        if watched != 0 { captureFrame(watched, offset: header, length: frameLength) }
+        if watched != 0 { captureFrame(watched, offset: header, length: frameLength, port: p, outbound: false) }
         if bridge.pointee.vlanAware {
             forwardVlanAware(from: p, frameLength: frameLength, header: header, dst: dst, src: src,
                              tagged: tpid == 0x8100 && frameLength >= 18, vid: vlan)
@@ -309,7 +309,7 @@ extension ForwardingEngine {
         counters.add(.txPackets)
         counters.add(.txBytes, UInt64(frameLength))
         let watched = slot.pointee.captureTx
-        if watched != 0 { captureFrame(watched, offset: sourceHeader, length: sourceLength) }
+        if watched != 0 { captureFrame(watched, offset: sourceHeader, length: sourceLength, port: d, outbound: true) }
     }
 
     /// A frame over the port's MTU still fits if it leaves with an 802.1Q tag that the MTU

@@ -171,6 +171,10 @@ struct BridgeSlot {
     var vlanAware = false
     /// Bridge-wide capture taps: every frame entering the bridge is recorded once.
     var captureMask: UInt32 = 0
+    /// Bridge-wide taps that also record every delivery (`--direction tx` or `both`): not
+    /// read per frame; copied into `PortSlot.captureTx` of each member, now and when a port
+    /// joins later, so delivery checks one mask as for a one-port capture.
+    var captureTxAll: UInt32 = 0
 
     mutating func allocate(agingSeconds: UInt32) {
         self = BridgeSlot()
