@@ -50,6 +50,8 @@ public final class VhostUserDevice {
     /// The dirty log from SET_LOG_BASE (kept until replaced or reset), and the one the data
     /// plane logs into now: the same while LOG_ALL is acked, else nil.
     public private(set) var dirtyLog: DirtyLog?
+    /// Regions added by ADD_MEM_REG and how many times each (one per queue pair's vhost device).
+    private var regionReferences: [(region: MemoryRegionDescription, count: Int)] = []
     private var activeLog: DirtyLog?
     public var isLogging: Bool { activeLog != nil }
     /// Test of the migration test only (vswitchd's VSWITCH_TEST_IGNORE_DIRTY_LOG=1): accept the
@@ -243,6 +245,7 @@ public final class VhostUserDevice {
     /// Stops every queue, closes every fd and drops the memory table: the state of a
     /// device whose frontend went away. Safe to call repeatedly.
     public func reset() {
+        regionReferences = []
         for i in queues.indices {
             stop(i)
             for fd in [queues[i].kickFd, queues[i].callFd, queues[i].errFd].compactMap({ $0 }) { close(fd) }
@@ -299,6 +302,7 @@ public final class VhostUserDevice {
         let newMemory: GuestMemory
         do { newMemory = try GuestMemory(regions: table.regions, fds: fds) } catch { throw .memory(error) }
         replaceMemory(with: newMemory)
+        regionReferences = []
     }
 
     /// ADD_MEM_REG and REM_MEM_REG are only defined with CONFIGURE_MEM_SLOTS (vhost-user.rst).
@@ -312,6 +316,16 @@ public final class VhostUserDevice {
     /// The unchanged regions stay mapped as they are (shared with the old table).
     private func addRegion(_ r: MemoryRegionDescription, fd: Int32) throws(VhostUserError) {
         let current = memory ?? GuestMemory()
+        // QEMU runs one vhost device per queue pair on the same connection, and each sends
+        // ADD_MEM_REG / REM_MEM_REG for every region: the same region again is a reference.
+        if let k = regionReferences.firstIndex(where: { Self.sameRegion($0.region, r) }),
+           current.mappings.contains(where: { Self.sameRegion($0.description, r) }) {
+            close(fd)
+            regionReferences[k].count += 1
+            logger.debug("memory region added again (another queue pair's vhost device)",
+                         metadata: Self.metadata(r, regions: current.mappings.count))
+            return
+        }
         guard current.mappings.count < Self.maxMemorySlots else {
             close(fd)
             throw .memorySlotsFull(limit: Self.maxMemorySlots)
@@ -319,7 +333,14 @@ public final class VhostUserDevice {
         let next: GuestMemory
         do { next = try current.adding(r, fd: fd) } catch { throw .memory(error) }
         replaceMemory(with: next)
+        regionReferences.removeAll { Self.sameRegion($0.region, r) }
+        regionReferences.append((r, 1))
         logger.debug("memory region added", metadata: Self.metadata(r, regions: next.mappings.count))
+    }
+
+    /// How many times each region was added (see `addRegion`).
+    private static func sameRegion(_ a: MemoryRegionDescription, _ b: MemoryRegionDescription) -> Bool {
+        a.guestPhysicalAddress == b.guestPhysicalAddress && a.size == b.size && a.userAddress == b.userAddress
     }
 
     private static func metadata(_ r: MemoryRegionDescription, regions: Int) -> Logger.Metadata {
@@ -329,6 +350,11 @@ public final class VhostUserDevice {
     /// REM_MEM_REG: the removed region is unmapped once the data plane let go of the old
     /// table (in `replaceMemory`, when the last ring translated through it has stopped).
     private func removeRegion(_ r: MemoryRegionDescription) throws(VhostUserError) {
+        if let k = regionReferences.firstIndex(where: { Self.sameRegion($0.region, r) }), regionReferences[k].count > 1 {
+            regionReferences[k].count -= 1   // still added by another queue pair's vhost device
+            return
+        }
+        regionReferences.removeAll { Self.sameRegion($0.region, r) }
         let next: GuestMemory
         do throws(GuestMemoryError) {
             next = try (memory ?? GuestMemory()).removing(r)
