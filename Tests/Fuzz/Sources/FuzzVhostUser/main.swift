@@ -15,6 +15,15 @@ final class NullBackend: VhostUserBackend {
 let backend = NullBackend()
 let guest = SimulatedGuest(memorySize: 1 << 20, queueSize: 16, bufferSize: 64)
 
+/// A file (on /dev/shm, unlinked) big enough for a dirty log of the simulated guest (which ends at 4 GiB + 1 MiB).
+func logFile() -> Int32 {
+    let path = "/dev/shm/vsw-fuzz-log-\(getpid())"
+    let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
+    unlink(path)
+    _ = ftruncate(fd, off_t(((1 << 32) + (1 << 20)) >> 15))
+    return fd
+}
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let device = VhostUserDevice(backend: backend, logger: Logger(label: "fuzz"))
@@ -28,11 +37,16 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         let payload = Array(bytes[i..<i + n])
         i += n
         // Requests that carry fds get real ones: the memfd for a memory table or a region
-        // (SET_MEM_TABLE, ADD_MEM_REG), eventfds else.
+        // (SET_MEM_TABLE, ADD_MEM_REG), a memfd for the dirty log (SET_LOG_BASE), dup'd
+        // descriptors else.
         var fds: [Int32] = []
         if header.request == VhostUserRequest.setMemTable.rawValue || header.request == VhostUserRequest.addMemReg.rawValue {
             fds = [guest.memoryTable().1]
         } else if [12, 13, 14].contains(header.request), payload.count == 8, payload[1] & 1 == 0 {
+            fds = [dup(0)]
+        } else if header.request == VhostUserRequest.setLogBase.rawValue {
+            fds = [logFile()]   // the dirty log of a live migration
+        } else if header.request == VhostUserRequest.setLogFd.rawValue {
             fds = [dup(0)]
         }
         _ = try? device.handle(VhostUserMessage(header: header, payload: payload, fds: fds))
