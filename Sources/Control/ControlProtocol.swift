@@ -86,6 +86,9 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var queues: Int?
     /// vhostuser: group of the socket file the switch creates (mode 0660).
     public var socketGroup: String?
+    /// vxlan: learn remotes not in `remotes` from `remotePrefix` (CIDR, e.g. 192.0.2.0/24).
+    public var learning: Bool?
+    public var remotePrefix: String?
     /// add-mirror / del-mirror: the mirror's name; add-mirror: its selection and output.
     public var mirror: String?
     public var mirrorSpec: MirrorSpec?
@@ -102,7 +105,10 @@ public struct ControlRequest: Codable, Sendable, Equatable {
                 direction: String? = nil, remotes: [String]? = nil, vni: Int? = nil, local: String? = nil,
                 dstPort: Int? = nil, vlanMode: String? = nil, tag: Int? = nil, trunks: [Int]? = nil,
                 mtu: Int? = nil, queues: Int? = nil, count: Int? = nil, socketGroup: String? = nil,
-                captureFormat: String? = nil, mirror: String? = nil, mirrorSpec: MirrorSpec? = nil) {
+                captureFormat: String? = nil, learning: Bool? = nil, remotePrefix: String? = nil,
+                mirror: String? = nil, mirrorSpec: MirrorSpec? = nil) {
+        self.learning = learning
+        self.remotePrefix = remotePrefix
         self.socketGroup = socketGroup
         self.captureFormat = captureFormat
         self.mirror = mirror

@@ -25,12 +25,20 @@ extension SwitchController {
 
     func vxlanSnapshot(_ p: Port, _ t: VxlanTunnel) -> PortInfo {
         let mtus = t.underlayMtu.map { $0 > 0 ? String($0) : "?" }.joined(separator: ",")
+        var learned: [String: String] = [:]
+        if let prefix = t.learningPrefix {
+            let state = t.state
+            let addresses = engine.sync { _ in
+                (state.pointee.floodCount..<state.pointee.remoteCount).map { state.pointee.remotes[$0] }
+            }
+            learned = ["learning": prefix, "learned_remotes": addresses.isEmpty ? "-" : addresses.map(VxlanTunnel.format).joined(separator: ",")]
+        }
         return info(p, state: "attached", linkUp: true, mtu: t.guestMtu,
-                    options: ["remote": t.remoteNames.joined(separator: ","),
+                    options: learned.merging(["remote": t.remoteNames.joined(separator: ","),
                                       "remote_ip": t.remoteAddresses.map(VxlanTunnel.format).joined(separator: ","),
                                       "vni": String(t.vni), "dst_port": String(t.dstPort), "local": t.local,
                                       "src_ports": t.sourcePorts.map(String.init).joined(separator: ","),
-                                      "underlay_mtu": mtus])
+                                      "underlay_mtu": mtus]) { a, _ in a })
     }
 
     /// True for tunnel ports (their `port stats` include the tunnel drop counters).

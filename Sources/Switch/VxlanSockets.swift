@@ -24,6 +24,8 @@ final class VxlanTunnel {
     let receiveFd: Int32
     let sendFds: [Int32]
     let sourcePorts: [Int]
+    /// `--remote-prefix` as given (normalised), with `--learning`; nil without.
+    let learningPrefix: String?
     let state: UnsafeMutablePointer<VxlanState>
 
     init(spec: PortSpec) throws(SwitchError) {
@@ -53,6 +55,7 @@ final class VxlanTunnel {
             guard a != localAddress else { throw .invalidOption("remote \(name) is the tunnel's own --local address") }
             addresses.append(a)
         }
+        let learn = try Self.learningPrefix(spec)
         self.vni = vni
         self.dstPort = dstPort
         self.local = localAddress == 0 ? "0.0.0.0" : Self.format(localAddress)
@@ -85,10 +88,13 @@ final class VxlanTunnel {
         state = .allocate(capacity: 1)
         let header = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
         header.initialize(to: VxlanState.header(vni: UInt32(vni)))
-        let remotes = UnsafeMutablePointer<UInt32>.allocate(capacity: addresses.count)
-        remotes.initialize(from: addresses, count: addresses.count)
-        let maxFrame = UnsafeMutablePointer<Int>.allocate(capacity: addresses.count)
-        maxFrame.initialize(from: underlayMtu.map(Self.largestInnerFrame), count: addresses.count)
+        // Room for the remotes `--learning` may add after the configured ones.
+        let remotes = UnsafeMutablePointer<UInt32>.allocate(capacity: VxlanState.remoteCapacity)
+        remotes.initialize(repeating: 0, count: VxlanState.remoteCapacity)
+        remotes.update(from: addresses, count: addresses.count)
+        let maxFrame = UnsafeMutablePointer<Int>.allocate(capacity: VxlanState.remoteCapacity)
+        maxFrame.initialize(repeating: 0, count: VxlanState.remoteCapacity)
+        maxFrame.update(from: underlayMtu.map(Self.largestInnerFrame), count: addresses.count)
         let sends = UnsafeMutablePointer<Int32>.allocate(capacity: fds.count)
         sends.initialize(from: fds, count: fds.count)
         let learned = UnsafeMutablePointer<VxlanState.LearnedRemote>.allocate(capacity: VxlanState.tableSize)
@@ -97,6 +103,40 @@ final class VxlanTunnel {
             header: header, vniWord: (UInt32(vni) << 8).bigEndian, dstPort: UInt16(dstPort),
             remoteCount: addresses.count, remotes: remotes, maxFrame: maxFrame, sendFds: sends,
             sendCount: fds.count, learned: learned))
+        if let (prefix, mask) = learn {
+            state.pointee.learning = true
+            state.pointee.learnPrefix = prefix
+            state.pointee.learnMask = mask
+            // A learned remote's path MTU is not known: the smallest of the configured ones.
+            state.pointee.learnedMaxFrame = underlayMtu.map(Self.largestInnerFrame).min() ?? Self.largestInnerFrame(underlayMtu: 0)
+        }
+        learningPrefix = learn.map { "\(Self.format($0.0))/\($0.1.nonzeroBitCount)" }
+    }
+
+    /// `--learning --remote-prefix A.B.C.D/N`: the prefix and mask in network byte order, or
+    /// nil without `--learning`. Remotes are never learned from anywhere by default.
+    static func learningPrefix(_ spec: PortSpec) throws(SwitchError) -> (UInt32, UInt32)? {
+        guard spec.learning == true else {
+            if spec.remotePrefix != nil { throw .invalidOption("--remote-prefix needs --learning") }
+            return nil
+        }
+        guard let text = spec.remotePrefix else {
+            throw .invalidOption("--learning needs --remote-prefix: remotes are never learned from anywhere by default")
+        }
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, let bits = Int(parts[1]), (0...32).contains(bits), !parts[0].isEmpty else {
+            throw .invalidOption("invalid --remote-prefix '\(text)': use an IPv4 prefix such as 192.0.2.0/24")
+        }
+        var address: UInt32 = 0
+        guard !String(parts[0]).contains(":"), inet_pton(AF_INET, String(parts[0]), &address) == 1 else {
+            throw .invalidOption("invalid --remote-prefix '\(text)': use an IPv4 prefix such as 192.0.2.0/24")
+        }
+        let hostMask: UInt32 = bits == 0 ? 0 : UInt32.max << (32 - UInt32(bits))
+        let mask = hostMask.bigEndian
+        guard address & ~mask == 0 else {
+            throw .invalidOption("--remote-prefix \(text) has host bits set (did you mean \(format(address & mask))/\(bits)?)")
+        }
+        return (address, mask)
     }
 
     /// Runs after the engine has released the port's slot (the port object goes last).

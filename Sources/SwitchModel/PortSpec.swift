@@ -35,6 +35,11 @@ public struct PortSpec: Sendable, Equatable {
     /// pcap: the file format, "pcap" (default) or "pcapng" (an interface per port, the
     /// direction of each frame). Set after `init`, like an option of its own.
     public var captureFormat: String?
+    /// vxlan: accept datagrams from remotes not in `remotes` when they come from
+    /// `remotePrefix` (CIDR), and learn the inner sources behind them (kernel `learning`).
+    /// Set after `init`, like `captureFormat`.
+    public var learning: Bool?
+    public var remotePrefix: String?
 
     public init(kind: PortKind, path: String? = nil, ifname: String? = nil, file: String? = nil,
                 filter: String? = nil, snaplen: Int? = nil, rotateBytes: Int? = nil, rotateCount: Int? = nil,

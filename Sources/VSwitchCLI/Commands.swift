@@ -75,6 +75,10 @@ public struct AddPort: ControlSubcommand {
     @Option(help: "vxlan: VXLAN network identifier (0-16777215).") public var vni: Int?
     @Option(help: "vxlan: local address to send from.") public var local: String?
     @Option(help: "vxlan: UDP destination port (default 4789).") public var dstPort: Int?
+    @Flag(help: "vxlan: accept remotes not in --remote when they come from --remote-prefix, and learn who is behind them.")
+    public var learning = false
+    @Option(help: "vxlan, with --learning: the addresses remotes may be learned from (CIDR, e.g. 192.0.2.0/24).")
+    public var remotePrefix: String?
     @Option(help: "Any type: access (untagged, one VLAN: --tag) or trunk (tagged: --trunks, native --tag).")
     public var vlanMode: String?
     @Option(help: "access: the port's VLAN; trunk: the native (untagged) VLAN.") public var tag: Int?
@@ -110,6 +114,10 @@ public struct AddPort: ControlSubcommand {
             guard let vni else { throw ValidationError("--type vxlan needs --vni") }
             guard (0...0xFF_FFFF).contains(vni) else { throw ValidationError("--vni must be 0-16777215") }
             if let dstPort, !(1...65535).contains(dstPort) { throw ValidationError("--dst-port must be 1-65535") }
+            if learning && remotePrefix == nil {
+                throw ValidationError("--learning needs --remote-prefix (remotes are never learned from anywhere by default)")
+            }
+            if remotePrefix != nil && !learning { throw ValidationError("--remote-prefix needs --learning") }
         }
         switch vlanMode {
         case nil:
@@ -142,7 +150,8 @@ public struct AddPort: ControlSubcommand {
                        rotateCount: rotateCount, watchPort: watchPort, direction: direction,
                        remotes: remote.map { $0.split(separator: ",").map(String.init) }, vni: vni, local: local,
                        dstPort: dstPort, vlanMode: vlanMode, tag: tag, trunks: trunkList, mtu: mtu, queues: queues,
-                       socketGroup: socketGroup, captureFormat: global.format.captureFormat)
+                       socketGroup: socketGroup, captureFormat: global.format.captureFormat,
+                       learning: learning ? true : nil, remotePrefix: remotePrefix)
     }
 }
 

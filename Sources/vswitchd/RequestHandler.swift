@@ -79,6 +79,8 @@ struct RequestHandler {
                             local: r.local, dstPort: r.dstPort, vlanMode: r.vlanMode, tag: r.tag, trunks: r.trunks,
                             mtu: r.mtu, queues: r.queues, socketGroup: r.socketGroup)
         spec.captureFormat = r.captureFormat
+        spec.learning = r.learning
+        spec.remotePrefix = r.remotePrefix
         return spec
     }
 

@@ -34,6 +34,18 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(t.tag, 10)
     }
 
+    func testVxlanLearningOptions() throws {
+        let r = try request(["add-port", "br0", "vx0", "--type", "vxlan", "--remote", "192.0.2.1", "--vni", "42",
+                             "--learning", "--remote-prefix", "192.0.2.0/24"])
+        XCTAssertEqual(r.learning, true)
+        XCTAssertEqual(r.remotePrefix, "192.0.2.0/24")
+        XCTAssertNil(try request(["add-port", "br0", "vx0", "--type", "vxlan", "--remote", "192.0.2.1", "--vni", "42"]).learning)
+        assertRejected(["add-port", "br0", "vx0", "--type", "vxlan", "--remote", "192.0.2.1", "--vni", "42", "--learning"],
+                       mentioning: "--learning needs --remote-prefix")
+        assertRejected(["add-port", "br0", "vx0", "--type", "vxlan", "--remote", "192.0.2.1", "--vni", "42",
+                        "--remote-prefix", "192.0.2.0/24"], mentioning: "--remote-prefix needs --learning")
+    }
+
     func testMirrorCommands() throws {
         let r = try request(["add-mirror", "br0", "m0", "--select-src", "vm1,vm2", "--select-dst", "vm1",
                              "--select-vlan", "10,20", "--output", "ids"])

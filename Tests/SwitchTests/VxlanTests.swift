@@ -184,6 +184,59 @@ final class VxlanTests: XCTestCase {
         XCTAssertEqual(engine.counters(port: slot).txPackets, 5)
     }
 
+    /// `--learning --remote-prefix`: a VTEP of the prefix that is not configured is accepted
+    /// and learned (unicast to its hosts goes to it alone), floods still go to the configured
+    /// remotes only, and addresses outside the prefix stay refused.
+    func testLearningAcceptsRemotesOfThePrefixOnly() throws {
+        let guest = SimulatedGuest()
+        _ = try attachGuest(guest)
+        guest.postReceiveBuffers(16)
+        var spec = PortSpec(kind: .vxlan, remotes: ["127.0.0.2"], vni: 42, local: "127.0.0.1", dstPort: port)
+        spec.learning = true
+        spec.remotePrefix = "127.0.0.0/29"
+        let t = try VxlanTunnel(spec: spec)
+        tunnels.append(t)
+        let slot = try XCTUnwrap(engine.addLocalPort(bridge: bridge, kind: SlotKind.vxlan.rawValue, fd: t.receiveFd,
+                                                     local: UnsafeMutableRawPointer(t.state)))
+        let configured = remote("127.0.0.2")
+        let newcomer = remote("127.0.0.5")   // inside 127.0.0.0/29
+        let outsider = remote("127.0.0.9")   // outside it
+        let fromNewcomer = TestFrame.make(dst: TestFrame.mac(1), src: TestFrame.mac(5))
+        send(newcomer, Self.header(vni: 43) + fromNewcomer)   // wrong VNI: not learned from
+        send(newcomer, Self.header(vni: 42) + fromNewcomer)
+        send(outsider, Self.header(vni: 42) + TestFrame.make(dst: TestFrame.mac(1), src: TestFrame.mac(6)))
+        engine.pollOnce()
+        XCTAssertEqual(guest.receivedFrames(), [fromNewcomer])
+        XCTAssertEqual(engine.counters(port: slot).rxDropUnknownRemote, 2)
+        XCTAssertEqual(t.state.pointee.remoteCount, 2, "one learned remote")
+        let unicast = TestFrame.make(dst: TestFrame.mac(5), src: TestFrame.mac(1), payload: 200)
+        guest.transmit(unicast)
+        engine.pollOnce()
+        XCTAssertEqual(receive(newcomer)?.bytes, Self.header(vni: 42) + unicast, "to the learned remote")
+        XCTAssertNil(receive(configured))
+        let flood = TestFrame.make(dst: TestFrame.broadcast, src: TestFrame.mac(1), etherType: 0x0806)
+        guest.transmit(flood)
+        engine.pollOnce()
+        XCTAssertEqual(receive(configured)?.bytes, Self.header(vni: 42) + flood, "floods go to the configured remote")
+        XCTAssertNil(receive(newcomer), "not to learned ones")
+        XCTAssertNil(receive(outsider))
+    }
+
+    func testLearningOptionsAreChecked() {
+        func refused(_ learning: Bool?, _ prefix: String?) -> String {
+            var spec = PortSpec(kind: .vxlan, remotes: ["127.0.0.2"], vni: 42, local: "127.0.0.1", dstPort: port)
+            spec.learning = learning
+            spec.remotePrefix = prefix
+            do { _ = try VxlanTunnel(spec: spec); return "accepted" } catch { return "\(error)" }
+        }
+        XCTAssertTrue(refused(true, nil).contains("needs --remote-prefix"))
+        XCTAssertTrue(refused(nil, "10.0.0.0/8").contains("needs --learning"))
+        XCTAssertTrue(refused(true, "10.0.0.1/8").contains("host bits set"))
+        XCTAssertTrue(refused(true, "10.0.0.0/33").contains("invalid --remote-prefix"))
+        XCTAssertTrue(refused(true, "fe80::/10").contains("invalid --remote-prefix"))
+        XCTAssertTrue(refused(true, "10.0.0.0").contains("invalid --remote-prefix"))
+    }
+
     func testFrameTooBigForTheUnderlayIsDroppedAndCounted() throws {
         XCTAssertEqual(VxlanTunnel.largestInnerFrame(underlayMtu: 1500), 1464)   // guest MTU 1450
         let guest = SimulatedGuest()

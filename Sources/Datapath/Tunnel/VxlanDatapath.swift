@@ -52,9 +52,14 @@ extension ForwardingEngine {
         // else who can reach the UDP port would otherwise inject into the segment.
         var remote = 0
         while remote < vx.pointee.remoteCount && vx.pointee.remotes[remote] != from { remote &+= 1 }
-        guard remote < vx.pointee.remoteCount else {
-            counters.add(.rxDropUnknownRemote)
-            return
+        if remote == vx.pointee.remoteCount {
+            // `--learning`: an address of the allowed prefix becomes a remote (kernel `learning`).
+            guard r >= 8 + 14, buffer.load(as: UInt8.self) & 0x08 != 0,
+                  buffer.loadUnaligned(fromByteOffset: 4, as: UInt32.self) & UInt32(0x00FF_FFFF).bigEndian == vx.pointee.vniWord,
+                  vx.pointee.learnRemote(from) >= 0 else {
+                counters.add(.rxDropUnknownRemote)
+                return
+            }
         }
         guard r >= 8 + 14 else {   // -1: cut (longer than the buffer)
             counters.add(.rxDropRunt)
@@ -67,7 +72,7 @@ extension ForwardingEngine {
             counters.add(.rxDropVni)
             return
         }
-        if vx.pointee.remoteCount > 1 {
+        if vx.pointee.remoteCount > 1 || vx.pointee.learning {
             let inner = buffer + 8
             let src = UInt64(inner.loadUnaligned(fromByteOffset: 6, as: UInt32.self))
                 | UInt64(inner.loadUnaligned(fromByteOffset: 10, as: UInt16.self)) << 32
@@ -95,9 +100,9 @@ extension ForwardingEngine {
         let fd = vx.pointee.sendFds[Int(truncatingIfNeeded: hash % UInt64(vx.pointee.sendCount))]
         let port = vx.pointee.dstPort
         var first = 0
-        var last = vx.pointee.remoteCount
+        var last = vx.pointee.floodCount   // floods go to the configured remotes, not learned ones
         let dst = w0 & 0xFFFF_FFFF_FFFF
-        if last > 1 && dst & 1 == 0 {
+        if vx.pointee.remoteCount > 1 && dst & 1 == 0 {
             let tpid = UInt16(truncatingIfNeeded: w1 >> 32).byteSwapped
             var vlan: UInt16 = tpid == 0x8100 && sourceLength >= 18 ? UInt16(truncatingIfNeeded: w1 >> 48).byteSwapped & 0xfff : 0
             if edit != VlanEdit.none { vlan = edit == VlanEdit.pop ? 0 : UInt16(truncatingIfNeeded: edit) & 0xfff }

@@ -7,6 +7,9 @@ public struct VxlanState {
     /// frame; the outer Ethernet header (14) makes the usual "50 bytes" of overhead.
     public static let ipUdpVxlanOverhead = 36
     public static let maxRemotes = 16
+    /// Remotes a `--learning` port may add to its configured ones.
+    public static let maxLearnedRemotes = 48
+    public static let remoteCapacity = maxRemotes + maxLearnedRemotes
     /// Send sockets, each bound to its own UDP source port (see `flowHash`).
     public static let sendSockets = 8
     /// Learned inner MAC -> remote entries (open addressing, power of two).
@@ -22,7 +25,16 @@ public struct VxlanState {
     /// The VNI as it appears in bytes 4-7 of a received header (VNI << 8, big-endian).
     public var vniWord: UInt32
     public var dstPort: UInt16
+    /// Remotes in `remotes`: the configured ones (`floodCount`, where floods go), then the
+    /// learned ones. Written only by the forwarding thread after start.
     public var remoteCount: Int
+    public var floodCount: Int
+    /// `--learning`: datagrams from an unknown address in this prefix (network byte order,
+    /// address & mask == prefix) add it as a remote, with `learnedMaxFrame`.
+    public var learning = false
+    public var learnPrefix: UInt32 = 0
+    public var learnMask: UInt32 = 0
+    public var learnedMaxFrame = 0
     /// Remote addresses (IPv4, network byte order) and the largest inner Ethernet frame
     /// that fits the underlay MTU towards each.
     public var remotes: UnsafeMutablePointer<UInt32>
@@ -51,6 +63,7 @@ public struct VxlanState {
         self.vniWord = vniWord
         self.dstPort = dstPort
         self.remoteCount = remoteCount
+        self.floodCount = remoteCount
         self.remotes = remotes
         self.maxFrame = maxFrame
         self.sendFds = sendFds
@@ -98,6 +111,15 @@ public struct VxlanState {
             n &+= 1
         }
         learned[victim] = LearnedRemote(key: key, remote: r, seen: now)
+    }
+
+    /// Adds `address` as a learned remote if learning allows it; its index, or -1.
+    mutating func learnRemote(_ address: UInt32) -> Int {
+        guard learning, address & learnMask == learnPrefix, remoteCount < Self.remoteCapacity else { return -1 }
+        remotes[remoteCount] = address
+        maxFrame[remoteCount] = learnedMaxFrame
+        remoteCount += 1
+        return remoteCount - 1
     }
 
     /// The remote `key` was learned from, or -1 (unknown or too old: flood to all).
