@@ -64,6 +64,22 @@ if vsw_have promtool; then
     promtool check metrics <"$E2E_LOG_DIR/idle.prom" >"$E2E_LOG_DIR/promtool.txt" 2>&1 ||
         e2e_fail "promtool check metrics: $(head -c 600 "$E2E_LOG_DIR/promtool.txt")"
     e2e_msg "ok      promtool check metrics"
+    # Configs/grafana-vswitch.json: every query parses (as recording rules), and names only series we serve.
+    python3 - "$VSWITCH_REPO/Configs/grafana-vswitch.json" "$E2E_LOG_DIR/idle.prom" >"$E2E_LOG_DIR/dashboard-rules.yml" <<'PY' ||
+import json, re, sys
+d = json.load(open(sys.argv[1])); served = open(sys.argv[2]).read()
+exprs = [t["expr"] for p in d["panels"] for t in p["targets"]]
+print("groups:\n- name: dashboard\n  rules:")
+for i, e in enumerate(exprs):
+    for name in re.findall(r"vswitch_[a-z_]+", e):
+        if "\n" + name not in "\n" + served: sys.exit(f"dashboard names {name}, not in /metrics")
+    e = e.replace("$__rate_interval", "1m").replace("$bridge", ".*").replace("$port", ".*")
+    print(f"  - record: dashboard:q{i}\n    expr: {json.dumps(e)}")
+PY
+        e2e_fail "Configs/grafana-vswitch.json: $(tail -1 "$E2E_LOG_DIR/dashboard-rules.yml")"
+    promtool check rules "$E2E_LOG_DIR/dashboard-rules.yml" >>"$E2E_LOG_DIR/promtool.txt" 2>&1 ||
+        e2e_fail "a dashboard query does not parse: $(tail -3 "$E2E_LOG_DIR/promtool.txt")"
+    e2e_msg "ok      Configs/grafana-vswitch.json: its queries parse and name served metrics"
 elif [[ ${CI:-} == true ]]; then
     e2e_fail "required tool missing: promtool (install prometheus)"
 else
