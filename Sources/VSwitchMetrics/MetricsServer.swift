@@ -75,11 +75,10 @@ public final class MetricsServer: @unchecked Sendable {
 
     private func serve() {
         var conns: [Connection] = []
+        // The wake pipe stays open: `stop()` may still write to it after this returns.
         defer {
             for c in conns { close(c.fd) }
             close(listenFd)
-            close(wake.read)
-            close(wake.write)
         }
         while true {
             var fds = [pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0),
