@@ -52,11 +52,12 @@ bash -c 'source /usr/share/bash-completion/completions/vswitch && complete -p vs
 if [[ -d /run/systemd/system ]]; then
     echo '{"bridges":[{"addBridge":{"agingSeconds":300,"bridge":"br9","command":"add-br"},"addPorts":[]}],"version":1}' \
         >/etc/vswitch/vswitchd.json
-    systemctl start vswitchd || e2e_fail "systemctl start vswitchd failed"
-    sleep 1
-    vswitch --control /run/vswitch/vswitchd.sock show | grep -q br9 || e2e_fail "the service did not restore br9"
+    # restart: postinst has started it already, with the empty configuration.
+    systemctl restart vswitchd || e2e_fail "systemctl restart vswitchd failed"
+    vsw_wait_for 20 sh -c 'vswitch --control /run/vswitch/vswitchd.sock show | grep -q br9' ||
+        e2e_fail "the service did not restore br9"
     systemctl stop vswitchd
-    e2e_msg "ok      systemctl start vswitchd brought back br9"
+    e2e_msg "ok      systemctl restart vswitchd brought back br9"
 else
     e2e_msg "systemd is not PID 1 here: the service is not started (systemd-analyze verify only)"
 fi
