@@ -12,13 +12,25 @@ public enum PrometheusText {
         for p in s.ports { port(p, into: r) }
         for b in s.bridges { bridge(b, into: r) }
         forwarding(s.forwarding, into: r)
-        r.makeGauge(name: "vswitch_uptime_seconds", help: "Seconds since vswitchd started.").set(to: s.uptimeSeconds)
-        r.makeGauge(name: "vswitch_build_info", labels: [("version", s.version)],
+        gauge(r, "vswitch_uptime_seconds", help: "Seconds since vswitchd started.").set(to: s.uptimeSeconds)
+        gauge(r, "vswitch_build_info", [("version", s.version)],
                     help: "The vswitchd release (always 1).").set(to: 1)
         var out: [UInt8] = []
         out.reserveCapacity(4096 + 2048 * s.ports.count)
         r.emit(into: &out)
         return out
+    }
+
+    /// The registry's descriptor form (its `name:help:` calls are deprecated); the whole name
+    /// is `metricName`, already ending in its unit (`_total`, `_bytes_total`, `_seconds`).
+    private static func counter(_ r: PrometheusCollectorRegistry, _ name: String, _ labels: [(String, String)] = [],
+                                help: String) -> Counter {
+        r.makeCounter(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels)
+    }
+
+    private static func gauge(_ r: PrometheusCollectorRegistry, _ name: String, _ labels: [(String, String)] = [],
+                              help: String) -> Gauge {
+        r.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels)
     }
 
     /// Which Prometheus series a `PortCounter` is. Drop counters share one family per
@@ -65,37 +77,37 @@ public enum PrometheusText {
         for c in PortCounter.allCases where p.tunnel || !c.tunnelOnly {
             let (name, reason) = series(c)
             let l = reason.map { labels + [("reason", $0)] } ?? labels
-            r.makeCounter(name: name, labels: l, help: help(name)).increment(by: Int64(clamping: p.counters[c]))
+            counter(r, name, l, help: help(name)).increment(by: Int64(clamping: p.counters[c]))
         }
-        r.makeGauge(name: "vswitch_port_link_up", labels: labels + [("type", p.info.type.rawValue)],
+        gauge(r, "vswitch_port_link_up", labels + [("type", p.info.type.rawValue)],
                     help: "1 when the port forwards (a vhost-user port: at least one RX and one TX queue running).")
             .set(to: p.info.link == "up" ? 1 : 0)
         if p.info.type == .vhostUser || p.info.type == .vhostUserClient {
-            r.makeGauge(name: "vswitch_port_queue_pairs", labels: labels,
+            gauge(r, "vswitch_port_queue_pairs", labels,
                         help: "Queue pairs the frontend set up (negotiated).").set(Int64(p.info.queues.count / 2))
-            r.makeGauge(name: "vswitch_port_running_queues", labels: labels,
+            gauge(r, "vswitch_port_running_queues", labels,
                         help: "Virtqueues running in the forwarding thread.")
                 .set(Int64(p.info.queues.filter(\.running).count))
         }
         if let o = p.info.options, let w = o["framesWritten"].flatMap(UInt64.init), let d = o["framesDropped"].flatMap(UInt64.init) {
-            r.makeCounter(name: "vswitch_capture_written_packets_total", labels: labels,
+            counter(r, "vswitch_capture_written_packets_total", labels,
                           help: "Frames a pcap port wrote to its file.").increment(by: Int64(clamping: w))
-            r.makeCounter(name: "vswitch_capture_dropped_packets_total", labels: labels,
+            counter(r, "vswitch_capture_dropped_packets_total", labels,
                           help: "Frames a pcap port lost (its capture ring was full).").increment(by: Int64(clamping: d))
         }
     }
 
     private static func bridge(_ b: MetricsSnapshot.Bridge, into r: PrometheusCollectorRegistry) {
         let labels = [("bridge", b.name)]
-        r.makeGauge(name: "vswitch_bridge_mac_entries", labels: labels, help: "Learned MAC addresses.").set(Int64(b.macEntries))
-        r.makeGauge(name: "vswitch_bridge_aging_seconds", labels: labels, help: "MAC aging time.").set(Int64(b.agingSeconds))
+        gauge(r, "vswitch_bridge_mac_entries", labels, help: "Learned MAC addresses.").set(Int64(b.macEntries))
+        gauge(r, "vswitch_bridge_aging_seconds", labels, help: "MAC aging time.").set(Int64(b.agingSeconds))
         for m in b.mirrors {
             let l = labels + [("mirror", m.name)]
-            r.makeCounter(name: "vswitch_mirror_mirrored_packets_total", labels: l,
+            counter(r, "vswitch_mirror_mirrored_packets_total", l,
                           help: "Copies a mirror delivered to its output port.").increment(by: Int64(clamping: m.mirrored))
-            r.makeCounter(name: "vswitch_mirror_dropped_packets_total", labels: l,
+            counter(r, "vswitch_mirror_dropped_packets_total", l,
                           help: "Copies the mirror's output could not take.").increment(by: Int64(clamping: m.dropped))
-            r.makeCounter(name: "vswitch_mirror_output_sent_dropped_packets_total", labels: l,
+            counter(r, "vswitch_mirror_output_sent_dropped_packets_total", l,
                           help: "Frames the output port sent into the bridge (dropped).")
                 .increment(by: Int64(clamping: m.outputSentDropped))
         }
@@ -112,9 +124,9 @@ public enum PrometheusText {
             ("awake_cycles", f.awakeCycles, "TSC cycles spent awake (polling or forwarding)."),
         ]
         for (name, v, h) in counters {
-            r.makeCounter(name: "vswitch_forwarding_\(name)_total", labels: l, help: h).increment(by: Int64(clamping: v))
+            counter(r, "vswitch_forwarding_\(name)_total", l, help: h).increment(by: Int64(clamping: v))
         }
-        r.makeCounter(name: "vswitch_forwarding_cpu_seconds_total", labels: l,
+        counter(r, "vswitch_forwarding_cpu_seconds_total", l,
                       help: "CPU time of the forwarding thread (user + system).").increment(by: f.cpuSeconds)
     }
 }

@@ -19,7 +19,11 @@ final class PrometheusTextTests: XCTestCase {
                           protocolFeatures: [], mtu: nil, queues: [])
         s.ports = [.init(bridge: "br0", info: vm1, counters: c, tunnel: false),
                    .init(bridge: "br0", info: vx, counters: PortCounters(), tunnel: true)]
-        s.bridges = [.init(name: "br0", macEntries: 2, agingSeconds: 300, mirrors: [])]
+        let cap = PortInfo(name: "cap", type: .pcap, path: "", state: "", link: "up", features: [], protocolFeatures: [],
+                           mtu: nil, queues: [], options: ["framesWritten": "40", "framesDropped": "1"])
+        s.ports.append(.init(bridge: "br0", info: cap, counters: PortCounters(), tunnel: false))
+        let mirror = MirrorInfo(name: "m0", spec: MirrorSpec(selectSrc: ["vm1"], output: "cap"), mirrored: 7, dropped: 0, outputSentDropped: 0)
+        s.bridges = [.init(name: "br0", macEntries: 2, agingSeconds: 300, mirrors: [mirror])]
         s.forwarding.frames = 19
         s.forwarding.cpuSeconds = 0.25
         s.uptimeSeconds = 12
@@ -42,6 +46,14 @@ final class PrometheusTextTests: XCTestCase {
         XCTAssertTrue(l.contains(#"vswitch_forwarding_cpu_seconds_total{thread="vswitch-fwd"} 0.25"#))
         XCTAssertTrue(l.contains("# TYPE vswitch_port_rx_packets_total counter"))
         XCTAssertTrue(l.contains("# TYPE vswitch_uptime_seconds gauge"))
+    }
+
+    func testCaptureAndMirrorCounters() {
+        let l = lines()
+        XCTAssertTrue(l.contains(#"vswitch_capture_written_packets_total{bridge="br0",port="cap"} 40"#), "\(l)")
+        XCTAssertTrue(l.contains(#"vswitch_capture_dropped_packets_total{bridge="br0",port="cap"} 1"#))
+        XCTAssertTrue(l.contains(#"vswitch_mirror_mirrored_packets_total{bridge="br0",mirror="m0"} 7"#))
+        XCTAssertFalse(l.contains { $0.hasPrefix("vswitch_port_queue_pairs") && $0.contains(#"port="cap""#) })
     }
 
     func testEveryDropCounterHasAReasonAndTunnelOnesOnlyOnTunnels() {
