@@ -21,6 +21,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        // vswitchd --metrics: Prometheus text format (swift-prometheus builds on swift-metrics).
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .target(name: "CShims"),
@@ -36,10 +39,14 @@ let package = Package(
         .target(name: "Switch", dependencies: ["CShims", "Virtio", "VhostUser", "SwitchModel", "Datapath", "CaptureWriter",
                                                .product(name: "Logging", package: "swift-log")]),
         .target(name: "Control", dependencies: ["CShims", "SwitchModel", "Syscalls"]),  // CShims: SO_PEERCRED
+        // vswitchd --metrics: /metrics text from a snapshot, and its small HTTP server.
+        .target(name: "VSwitchMetrics", dependencies: ["SwitchModel", "Syscalls",
+                                                .product(name: "Prometheus", package: "swift-prometheus"),
+                                                .product(name: "CoreMetrics", package: "swift-metrics")]),
         // A virtio-net driver simulated in memfd memory: tests and the microbenchmark.
         .target(name: "GuestSimulator", dependencies: ["CShims", "Virtio", "VhostUser"]),
         .executableTarget(name: "vswitchd", dependencies: [
-            "Switch", "SwitchModel", "Datapath", "CaptureWriter", "Control", "VhostUser",
+            "Switch", "SwitchModel", "Datapath", "CaptureWriter", "Control", "VhostUser", "VSwitchMetrics",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -59,5 +66,6 @@ let package = Package(
         .testTarget(name: "SwitchTests", dependencies: ["Switch", "SwitchModel", "Datapath", "CaptureWriter", "Virtio", "VhostUser",
                                                       "CShims", "CPcap", "GuestSimulator"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "VSwitchCLI", "SwitchModel"]),
+        .testTarget(name: "VSwitchMetricsTests", dependencies: ["VSwitchMetrics", "SwitchModel"]),
     ]
 )

@@ -4,6 +4,7 @@ import CShims
 import Control
 import Foundation
 import Logging
+import VSwitchMetrics
 import Switch
 import VhostUser
 #if canImport(Glibc)
@@ -47,7 +48,13 @@ struct VSwitchd: ParsableCommand {
     @Option(name: .long, help: "Group of every vhost-user socket the switch creates (mode 0660), and of the run directory when vswitchd creates it (setgid), e.g. kvm for libvirt's QEMU.")
     var socketGroup: String?
 
+    @Option(name: .long, help: ArgumentHelp("Serve Prometheus metrics at http://ADDRESS:PORT/metrics, e.g. 127.0.0.1:9101 (off by default).", valueName: "address:port"))
+    var metrics: String?
+
     func validate() throws {
+        if let metrics {
+            do { _ = try MetricsAddress(parsing: metrics) } catch { throw ValidationError(error.description) }
+        }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("unknown log level '\(logLevel)'")
         }
@@ -56,6 +63,7 @@ struct VSwitchd: ParsableCommand {
     }
 
     func run() throws {
+        let started = Date()
         let level = Logger.Level(rawValue: logLevel)!
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)
@@ -150,6 +158,20 @@ struct VSwitchd: ParsableCommand {
             "bridges": "\(restored.bridges.count)", "ports": "\(restored.bridges.map(\.addPorts.count).reduce(0, +))"])
         server.streamer = LiveCapture.streamer(controller: controller, loop: loop)
         server.start()
+        var metricsServer: MetricsServer?
+        if let metrics {
+            do {
+                metricsServer = try MetricsEndpoint.start(try MetricsAddress(parsing: metrics), controller: controller,
+                                                          loop: loop, started: started)
+                logger.info("metrics", metadata: ["url": "http://\(metrics)/metrics"])
+            } catch {
+                logger.critical("\(error)")
+                server.stop()
+                controller.shutdown()
+                engine.stop()
+                throw ExitCode(1)
+            }
+        }
 
         // SIGINT/SIGTERM: stop the loop; ports are closed on the loop thread below.
         for sig in [SIGINT, SIGTERM] {
@@ -162,6 +184,7 @@ struct VSwitchd: ParsableCommand {
         logger.info("vswitchd ready", metadata: ["control": "\(socketPath)", "run-dir": "\(runDir)"])
         loop.run()
         logger.info("shutting down")
+        metricsServer?.stop()
         server.stop()
         controller.shutdown()
         engine.stop()
