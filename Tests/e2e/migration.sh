@@ -10,12 +10,12 @@
 #   kill     the destination QEMU killed mid-copy, then a new destination
 #   nolog    (not by default) vswitchd ignores the dirty log (VSWITCH_TEST_IGNORE_DIRTY_LOG):
 #            shows what the test catches without logging; passes if the test saw damage
-# Pass: the migration completes; in client, server and mq, with both QEMUs stopped (the
-# destination starts with -S) the destination's memory equals the source's page for page (QMP
-# pmemsave, compare_memory.py): a page the switch wrote without marking it would differ;
-# vm1's received data has vm3's md5; pings lost at the switch-over are reported (in cancel and
-# kill, which do not pause for the comparison, fail above E2E_MIGRATION_MAX_LOSS, default 10
-# = 1 s); the FDB has
+# Pass: the migration completes; with both QEMUs stopped (the destination starts with -S) the
+# destination's memory equals the source's page for page (QMP pmemsave, compare_memory.py): a
+# page the switch wrote without marking it would differ; vm1's received data has vm3's md5;
+# pings lost at the switch-over are reported (the comparison pauses the guest for seconds; with
+# E2E_MIGRATION_COMPARE=no the cancel and kill rounds skip it and fail above
+# E2E_MIGRATION_MAX_LOSS, default 10 = 1 s: see docs/migration.md, "Known problem"); the FDB has
 # vm1's MAC on m2; the destination guest's kernel logs no virtio errors; after a cancel or a
 # failed copy the source kept forwarding and stopped logging.
 source "$(dirname "$0")/lib.sh"
@@ -161,8 +161,8 @@ for r in $ROUNDS; do
         client) round client vhostuserclient server none "$n" ;;
         server) GUEST_DEVICE_OPTS=",packed=on" round server vhostuser client none "$n" ;;
         mq) GUEST_SMP=2 GUEST_NETDEV_OPTS=",queues=2" GUEST_DEVICE_OPTS=",mq=on" round mq vhostuserclient server none "$n" ;;
-        cancel) round cancel vhostuserclient server cancel "$n" no ;;
-        kill) round kill vhostuser client kill "$n" no ;;
+        cancel) round cancel vhostuserclient server cancel "$n" "${E2E_MIGRATION_COMPARE:-yes}" ;;
+        kill) round kill vhostuser client kill "$n" "${E2E_MIGRATION_COMPARE:-yes}" ;;
         nolog)
             round nolog vhostuserclient server none "$n"
             [[ $NOLOG_DAMAGE == yes ]] || e2e_fail "nolog: without dirty logging the test saw no damage"
