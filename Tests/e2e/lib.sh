@@ -107,6 +107,16 @@ e2e_require_guest() {
         e2e_fail "could not build the guest image (see guest-build.log)"
 }
 
+# vsw_expect_refused WHAT REGEX ARGS...: `vswitch ARGS` must fail, its error matching REGEX
+# (case-insensitive); the message is logged.
+vsw_expect_refused() {
+    local what=$1 re=$2 err
+    shift 2
+    if err=$(vsw "$@" 2>&1 >/dev/null); then e2e_fail "$what: 'vswitch $*' succeeded"; fi
+    grep -Eqi -- "$re" <<<"$err" || e2e_fail "$what: unexpected message: $err"
+    e2e_msg "refused ($what): $err"
+}
+
 # vsw ARGS...: the CLI against this test's daemon.
 vsw() { "$VSWITCH_BIN" --control "$VSWITCH_SOCK" "$@"; }
 

@@ -24,16 +24,9 @@ grep -q "UP" <<<"$(ip link show "$TAP")" || e2e_fail "TAP $TAP is not up after a
 e2e_msg "TAP $TAP created and up"
 
 # Error cases: clear messages, nothing created, the bridge keeps working.
-expect_refused() {
-    local what=$1 re=$2 err
-    shift 2
-    if err=$(vsw "$@" 2>&1 >/dev/null); then e2e_fail "$what: 'vswitch $*' succeeded"; fi
-    grep -Eqi -- "$re" <<<"$err" || e2e_fail "$what: unexpected message: $err"
-    e2e_msg "refused ($what): $err"
-}
-expect_refused "same interface twice" "already port tap0" add-port br0 tap1 --type tap --ifname "$TAP"
-expect_refused "not a TAP device" "not a TAP device" add-port br0 tap1 --type tap --ifname lo
-expect_refused "missing --ifname" "--ifname" add-port br0 tap1 --type tap
+vsw_expect_refused "same interface twice" "already port tap0" add-port br0 tap1 --type tap --ifname "$TAP"
+vsw_expect_refused "not a TAP device" "not a TAP device" add-port br0 tap1 --type tap --ifname lo
+vsw_expect_refused "missing --ifname" "--ifname" add-port br0 tap1 --type tap
 ports=$(show_ports)
 grep -q '^tap1 ' <<<"$ports" && e2e_fail "a refused port was created anyway"
 

@@ -74,13 +74,6 @@ ip netns exec "$NSK" ping -c 3 -i 0.2 -W 1 10.42.0.1 >/dev/null 2>&1 && e2e_fail
 drops=$(vsw port stats br0 vx0 --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)["stats"][0].get("rxDropUnknownRemote", 0))')
 ((drops > 0)) || e2e_fail "datagrams from outside the prefix were not counted (rxDropUnknownRemote $drops)"
 e2e_msg "outside --remote-prefix: refused, rxDropUnknownRemote $drops"
-expect_refused() {
-    local what=$1 re=$2 err
-    shift 2
-    if err=$(vsw "$@" 2>&1 >/dev/null); then e2e_fail "$what: 'vswitch $*' succeeded"; fi
-    grep -Eqi -- "$re" <<<"$err" || e2e_fail "$what: unexpected message: $err"
-    e2e_msg "refused ($what): $err"
-}
-expect_refused "learning from anywhere by default" "needs --remote-prefix" add-port br0 vx1 --type vxlan --remote 192.0.2.50 --vni 43 --learning
-expect_refused "host bits" "host bits" add-port br0 vx1 --type vxlan --remote 192.0.2.50 --vni 43 --dst-port 4790 --learning --remote-prefix 192.0.2.1/24
+vsw_expect_refused "learning from anywhere by default" "needs --remote-prefix" add-port br0 vx1 --type vxlan --remote 192.0.2.50 --vni 43 --learning
+vsw_expect_refused "host bits" "host bits" add-port br0 vx1 --type vxlan --remote 192.0.2.50 --vni 43 --dst-port 4790 --learning --remote-prefix 192.0.2.1/24
 e2e_pass
