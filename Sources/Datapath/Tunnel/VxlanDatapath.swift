@@ -54,9 +54,7 @@ extension ForwardingEngine {
         while remote < vx.pointee.remoteCount && vx.pointee.remotes[remote] != from { remote &+= 1 }
         if remote == vx.pointee.remoteCount {
             // `--learning`: an address of the allowed prefix becomes a remote (kernel `learning`).
-            guard r >= 8 + 14, buffer.load(as: UInt8.self) & 0x08 != 0,
-                  buffer.loadUnaligned(fromByteOffset: 4, as: UInt32.self) & UInt32(0x00FF_FFFF).bigEndian == vx.pointee.vniWord,
-                  vx.pointee.learnRemote(from) >= 0 else {
+            guard r >= 8 + 14, Self.isOurs(buffer, vx), vx.pointee.learnRemote(from) >= 0 else {
                 counters.add(.rxDropUnknownRemote)
                 return
             }
@@ -65,10 +63,7 @@ extension ForwardingEngine {
             counters.add(.rxDropRunt)
             return
         }
-        // RFC 7348, 5: the I flag (0x08) must be set; the VNI is bytes 4-6.
-        let flags = buffer.load(as: UInt8.self)
-        let vniWord = buffer.loadUnaligned(fromByteOffset: 4, as: UInt32.self) & UInt32(0x00FF_FFFF).bigEndian
-        guard flags & 0x08 != 0, vniWord == vx.pointee.vniWord else {
+        guard Self.isOurs(buffer, vx) else {
             counters.add(.rxDropVni)
             return
         }
@@ -83,6 +78,14 @@ extension ForwardingEngine {
         }
         loadScratch(buffer + 8, length: r - 8)
         forwardFrame(from: p)
+    }
+
+    /// RFC 7348, 5: the VXLAN header at `buffer` (8 bytes, present) has the I flag (0x08) and,
+    /// in bytes 4-6, the port's VNI.
+    @inline(__always)
+    private static func isOurs(_ buffer: UnsafeMutableRawPointer, _ vx: UnsafeMutablePointer<VxlanState>) -> Bool {
+        buffer.load(as: UInt8.self) & 0x08 != 0
+            && buffer.loadUnaligned(fromByteOffset: 4, as: UInt32.self) & UInt32(0x00FF_FFFF).bigEndian == vx.pointee.vniWord
     }
 
     /// Sends the frame in `txScratch` (after `sourceHeader` bytes) into the tunnel: to the
