@@ -58,7 +58,7 @@ let package = Package(
         // Benchmarks (see Benchmarks/README.md).
         .target(name: "MallocCounter", path: "Benchmarks/MallocCounter"),
         .executableTarget(name: "vswitch-microbench", dependencies: [
-            "Datapath", "GuestSimulator", "CShims", "Virtio", "MallocCounter",
+            "Datapath", "CaptureWriter", "GuestSimulator", "CShims", "Virtio", "MallocCounter",
             .product(name: "Logging", package: "swift-log"),
         ], path: "Benchmarks/Microbench"),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "CShims", "GuestSimulator"]),

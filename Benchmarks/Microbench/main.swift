@@ -3,9 +3,12 @@
 // engine forwards them with the real ring and copy code. Reports ns per frame (median of
 // rounds) and heap allocations per frame during forwarding.
 //
-//   vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture] [--packed] [--dirty-log]
+//   vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-file PATH] [--packed] [--dirty-log]
 // --capture adds a bridge-wide capture tap (4 MiB ring) drained by a second thread, as a pcap
 // port's writer would (without the file): the hot-path cost of an active capture.
+// --capture-file PATH: instead, a real pcap capture session (the pcap port's writer thread,
+// libpcap, the file at PATH) on the whole bridge: reports frames written and dropped, and the
+// writer's rate when the engine offers more than it can write.
 // --packed: both guests use packed virtqueues (VIRTIO_F_RING_PACKED) instead of split ones.
 // --dirty-log: both guests log their writes as during a live migration (a dirty log each, used
 // rings logged at their own addresses): the cost of logging.
@@ -15,6 +18,7 @@ import Foundation
 import GuestSimulator
 import Logging
 import MallocCounter
+import CaptureWriter
 import Datapath
 import Virtio
 
@@ -23,6 +27,7 @@ var rounds = 5
 var frameSize = 64
 var batch = 32
 var capture = false
+var captureFile: String? = nil
 var packed = false
 var dirtyLog = false
 var args = CommandLine.arguments.dropFirst().makeIterator()
@@ -33,10 +38,11 @@ while let a = args.next() {
     case "--size": frameSize = Int(args.next() ?? "") ?? frameSize
     case "--batch": batch = Int(args.next() ?? "") ?? batch
     case "--capture": capture = true
+    case "--capture-file": captureFile = args.next()
     case "--packed": packed = true
     case "--dirty-log": dirtyLog = true
     default:
-        FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture] [--packed] [--dirty-log]\n".data(using: .utf8)!)
+        FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-file PATH] [--packed] [--dirty-log]\n".data(using: .utf8)!)
         exit(2)
     }
 }
@@ -78,6 +84,16 @@ if capture {
     }
     t.start()
 }
+var session: CaptureSession? = nil
+if let captureFile {
+    let format = try! PcapFormat(snaplen: 262_144, filter: nil)
+    let sink = try! PcapFileSink(format: format, path: captureFile, rotateBytes: 100 << 20, rotateCount: 2)
+    let s = CaptureSession(engine: engine, format: format, file: sink)
+    precondition(s.attach(bridge: bridge, port: nil, rx: true, tx: false))
+    s.startThread()
+    session = s
+}
+let benchStart = vs_monotonic_ns()
 let toB = TestFrame.make(dst: TestFrame.mac(2), src: TestFrame.mac(1), payload: frameSize - 14)
 let toA = TestFrame.make(dst: TestFrame.mac(1), src: TestFrame.mac(2), payload: frameSize - 14)
 // Teach the bridge both MACs.
@@ -125,6 +141,14 @@ print(String(format: "median: %.1f ns/frame = %.2f Mpps, frame size %d, batch %d
              median, 1000 / median, frameSize, batch, packed ? "packed" : "split", dirtyLog ? ", dirty logging on" : "",
              Double(allocs) / Double(frames * rounds)))
 print("delivered to B: \(c.txPackets), dropped no-buffers: \(c.txDropNoBuffers)")
+if let session {
+    let seconds = Double(vs_monotonic_ns() - benchStart) / 1e9
+    session.finish()
+    let written = session.framesWritten, dropped = session.framesDropped
+    print(String(format: "capture file: %llu written, %llu dropped (%.1f%%), %.2f M frames/s written over %.2f s",
+                 written, dropped, 100 * Double(dropped) / Double(max(1, written + dropped)),
+                 Double(written) / seconds / 1e6, seconds))
+}
 if capture {
     print("capture: \(captureBuffer.ring.recorded) recorded, \(captureBuffer.ring.dropped) dropped (ring full), \(vs_counter_load(drained)) drained")
 }

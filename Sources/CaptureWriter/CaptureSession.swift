@@ -140,20 +140,27 @@ public final class CaptureSession: @unchecked Sendable {
         let ring = buffer.ring
         guard sink.flush() else { return .writeFailed }    // the file header, now
         while true {
-            var n = 0
+            // Counted per drained batch, not per frame (the counters are atomics others read).
+            var n = 0, written: UInt64 = 0, bytes: UInt64 = 0, refused: UInt64 = 0
+            defer {
+                vs_counter_add(words, written)
+                vs_counter_add(words + 1, bytes)
+                vs_counter_add(words + 2, refused)
+            }
+            let room = limit.map { UInt64($0) &- framesWritten } ?? UInt64.max
             while n < 4096, let r = ring.peek() {
                 var header = PcapFormat.header(r)
                 if format.matches(&header, r.bytes) {
                     guard sink.write(r, &header) else { return .writeFailed }
-                    vs_counter_add(words, 1)
-                    vs_counter_add(words + 1, UInt64(r.bytes.count))
+                    written &+= 1
+                    bytes &+= UInt64(r.bytes.count)
                 } else {
                     sink.filteredOut(r)
-                    vs_counter_add(words + 2, 1)
+                    refused &+= 1
                 }
                 ring.consume(r)
                 n += 1
-                if let limit, framesWritten >= UInt64(limit) { return .limit }
+                if written >= room { return .limit }
             }
             if n > 0 {
                 guard sink.flush() else { return .writeFailed }

@@ -112,18 +112,58 @@ enum CaptureFiles {
     }
 }
 
+/// Writes pcap records to a libpcap dump stream: the 16-byte record header (`struct
+/// pcap_sf_pkthdr`: seconds, nanoseconds, captured and original length, in host order, as
+/// libpcap writes them) and the bytes, with unlocked stdio writes into the stream's buffer.
+/// libpcap still writes every file header; the records are the same bytes `pcap_dump`
+/// writes, minus its two locked `fwrite`s per frame (the writer thread is the stream's only
+/// user). Returns the bytes written to the stream.
+enum PcapRecords {
+    /// Stdio buffer of a capture stream: big writes (one `write(2)` per MiB, or per drained
+    /// batch when the writer catches up and flushes).
+    static let streamBuffer = 1 << 20
+
+    @inline(__always)
+    static func write(_ stream: UnsafeMutablePointer<FILE>, _ header: pcap_pkthdr, _ bytes: UnsafeRawBufferPointer) -> Int {
+        var record: (UInt32, UInt32, UInt32, UInt32) = (UInt32(truncatingIfNeeded: header.ts.tv_sec),
+                                                        UInt32(truncatingIfNeeded: header.ts.tv_usec),
+                                                        header.caplen, header.len)
+        _ = withUnsafeBytes(of: &record) { fwrite_unlocked($0.baseAddress, 1, 16, stream) }
+        if let base = bytes.baseAddress, bytes.count > 0 { _ = fwrite_unlocked(base, 1, bytes.count, stream) }
+        return 16 + bytes.count
+    }
+
+    /// Opens `path` for writing with a `streamBuffer`-byte buffer and has libpcap write the
+    /// file header into it.
+    static func open(_ format: PcapFormat, _ path: String) throws(SwitchError) -> OpaquePointer {
+        guard let f = fopen(path, "w") else {
+            throw .invalidOption("cannot write capture file: \(path): \(String(cString: strerror(errno)))")
+        }
+        setvbuf(f, nil, _IOFBF, streamBuffer)
+        guard let d = pcap_dump_fopen(format.handle, f) else {
+            fclose(f)
+            throw .invalidOption("cannot write capture file: \(String(cString: pcap_geterr(format.handle)))")
+        }
+        return d
+    }
+}
+
 /// A pcap file, flushed after every batch (a reader can follow it while it grows), rotated
 /// by size: when FILE reaches `rotateBytes` it becomes FILE.1 (FILE.1 becomes FILE.2, ...),
 /// at most `rotateCount` files are kept (FILE and FILE.1 ... FILE.<count-1>), and a new FILE
-/// starts. Every file is a complete pcap file that starts with its own header.
+/// starts. Every file is a complete pcap file that starts with its own header. The size is
+/// counted as records are written (an `ftell` per frame would cost a system call).
 public final class PcapFileSink: CaptureSink, CaptureFile {
     let format: PcapFormat
     let path: String
     public let rotateBytes: Int?
     public let rotateCount: Int
     private var dumper: OpaquePointer?
+    private var fileBytes = 0
     private let rotationCount = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
     public var rotations: UInt64 { vs_counter_load(rotationCount) }
+    /// The pcap file header libpcap writes (magic, version, zone, sigfigs, snaplen, link type).
+    static let fileHeaderBytes = 24
 
     public init(format: PcapFormat, path: String, rotateBytes: Int?, rotateCount: Int) throws(SwitchError) {
         self.format = format
@@ -132,7 +172,8 @@ public final class PcapFileSink: CaptureSink, CaptureFile {
         self.rotateCount = max(1, rotateCount)
         rotationCount.initialize(to: 0)
         // Every stored property is set by now: if this throws, `deinit` runs and frees.
-        dumper = try Self.open(format, path)
+        dumper = try PcapRecords.open(format, path)
+        fileBytes = Self.fileHeaderBytes
     }
 
     deinit {
@@ -140,18 +181,10 @@ public final class PcapFileSink: CaptureSink, CaptureFile {
         rotationCount.deallocate()
     }
 
-    private static func open(_ format: PcapFormat, _ path: String) throws(SwitchError) -> OpaquePointer {
-        guard let d = pcap_dump_open(format.handle, path) else {
-            throw .invalidOption("cannot write capture file: \(String(cString: pcap_geterr(format.handle)))")
-        }
-        return d
-    }
-
     func write(_ record: CaptureRing.Record, _ header: inout pcap_pkthdr) -> Bool {
-        guard let d = dumper, let base = record.bytes.baseAddress else { return false }
-        pcap_dump(UnsafeMutableRawPointer(d).assumingMemoryBound(to: UInt8.self), &header,
-                  base.assumingMemoryBound(to: UInt8.self))
-        if let limit = rotateBytes, pcap_dump_ftell64(d) >= Int64(limit) { return rotate() }
+        guard let d = dumper else { return false }
+        fileBytes += PcapRecords.write(pcap_dump_file(d), header, record.bytes)
+        if let limit = rotateBytes, fileBytes >= limit { return rotate() }
         return true
     }
 
@@ -167,10 +200,12 @@ public final class PcapFileSink: CaptureSink, CaptureFile {
 
     /// Closes FILE (complete), shifts the older files by one, opens a new FILE.
     private func rotate() -> Bool {
+        guard flush() else { return false }
         close()
         CaptureFiles.shift(path, keep: rotateCount)
         vs_counter_add(rotationCount, 1)
-        dumper = try? Self.open(format, path)
+        dumper = try? PcapRecords.open(format, path)
+        fileBytes = Self.fileHeaderBytes
         return dumper != nil
     }
 }
@@ -192,9 +227,8 @@ public final class PcapStreamSink: CaptureSink {
     deinit { close() }
 
     func write(_ record: CaptureRing.Record, _ header: inout pcap_pkthdr) -> Bool {
-        guard let d = dumper, let base = record.bytes.baseAddress else { return false }
-        pcap_dump(UnsafeMutableRawPointer(d).assumingMemoryBound(to: UInt8.self), &header,
-                  base.assumingMemoryBound(to: UInt8.self))
+        guard let d = dumper else { return false }
+        _ = PcapRecords.write(pcap_dump_file(d), header, record.bytes)
         return true
     }
 

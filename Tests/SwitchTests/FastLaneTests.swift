@@ -60,6 +60,46 @@ final class FastLaneTests: XCTestCase {
         XCTAssertEqual(engine.counters(port: pb).txBytes - before.1.txBytes, UInt64(frame.count))
     }
 
+    /// A bridge-wide (rx) capture keeps the lane open: each frame the lane forwards is
+    /// recorded once, straight from the TX buffer, cut to the snaplen, named by its ingress
+    /// port; a batch's records share one clock read.
+    func testLaneWithABridgeCaptureRecordsEachFrameOnceWithOneTimestampPerBatch() throws {
+        let a = SimulatedGuest(), b = SimulatedGuest()
+        let pa = try attachGuest(a), pb = try attachGuest(b)
+        a.postReceiveBuffers(8); b.postReceiveBuffers(8)
+        learnedPair(a, b)
+        let whole = CaptureBuffer(), cut = CaptureBuffer()
+        XCTAssertNotNil(engine.addCaptureTap(ring: whole.ring, snaplen: 65536, bridge: bridge))
+        XCTAssertNotNil(engine.addCaptureTap(ring: cut.ring, snaplen: 20, bridge: bridge))
+        XCTAssertTrue(engine.fastLaneOpen(from: pa), "an rx capture does not close the lane")
+        XCTAssertEqual(engine.ingressCaptures(of: pa), 0b11)
+        let frames = [60, 300, 1000].map { TestFrame.make(dst: TestFrame.mac(2), src: TestFrame.mac(1), payload: $0, fill: UInt8($0 & 0xff)) }
+        for f in frames { a.transmit(f) }
+        XCTAssertEqual(engine.pollOnce(), 3)
+        XCTAssertEqual(b.receivedFrames(), frames, "forwarding unchanged")
+        XCTAssertEqual(engine.counters(port: pb).txPackets, 4, "the learning frame and the three, each once")
+        var stamps: Set<UInt64> = []
+        for f in frames {
+            let r = try XCTUnwrap(whole.ring.peek())
+            XCTAssertEqual(Array(r.bytes), f)
+            XCTAssertEqual(r.originalLength, f.count)
+            XCTAssertEqual(r.port, pa)
+            XCTAssertFalse(r.outbound)
+            stamps.insert(r.timestampNs)
+            whole.ring.consume(r)
+            let c = try XCTUnwrap(cut.ring.peek())
+            XCTAssertEqual(Array(c.bytes), Array(f.prefix(20)))
+            XCTAssertEqual(c.originalLength, f.count)
+            cut.ring.consume(c)
+        }
+        XCTAssertNil(whole.ring.peek(), "each frame once")
+        XCTAssertEqual(stamps.count, 1, "one clock read per batch")
+        a.transmit(frames[0])
+        engine.pollOnce()
+        let next = try XCTUnwrap(whole.ring.peek())
+        XCTAssertGreaterThan(next.timestampNs, stamps.first!, "the next batch reads the clock again")
+    }
+
     func testFramesTheLaneDeclinesTakeTheGeneralPath() throws {
         // b has 512-byte receive buffers: a 1400-byte frame needs three (mergeable).
         let a = SimulatedGuest(), b = SimulatedGuest(bufferSize: 512), c = SimulatedGuest()

@@ -66,16 +66,39 @@ public struct CaptureRing {
     /// room. Never blocks or allocates.
     @inline(__always)
     func record(_ list: SegmentList, offset: Int, length: Int, snaplen: Int, origin: UInt32 = 0) -> Bool {
-        let ok = recordUnpublished(list, offset: offset, length: length, snaplen: snaplen, origin: origin)
+        let ok = recordUnpublished(list, offset: offset, length: length, snaplen: snaplen, origin: origin,
+                                   timestamp: vs_realtime_ns())
         publish()
         return ok
     }
 
     /// Like `record`, but the record becomes visible to the writer only at the next
-    /// `publish()` (the forwarding engine publishes after each batch).
+    /// `publish()` (the forwarding engine publishes after each batch), and is stamped with
+    /// `timestamp` (the engine reads the clock once per batch, not per frame).
     @inline(__always)
-    func recordUnpublished(_ list: SegmentList, offset: Int, length: Int, snaplen: Int, origin: UInt32) -> Bool {
+    func recordUnpublished(_ list: SegmentList, offset: Int, length: Int, snaplen: Int, origin: UInt32,
+                           timestamp: UInt64) -> Bool {
         let captured = min(length, snaplen)
+        guard let p = reserve(captured: captured, length: length, origin: origin, timestamp: timestamp) else { return false }
+        Self.gather(list, offset: offset, count: captured, to: p)
+        return true
+    }
+
+    /// Like `recordUnpublished`, for a frame that lies in one buffer (the fast lane's).
+    @inline(__always)
+    func recordUnpublished(_ bytes: UnsafeRawPointer, length: Int, snaplen: Int, origin: UInt32,
+                           timestamp: UInt64) -> Bool {
+        let captured = min(length, snaplen)
+        guard let p = reserve(captured: captured, length: length, origin: origin, timestamp: timestamp) else { return false }
+        p.copyMemory(from: bytes, byteCount: captured)
+        return true
+    }
+
+    /// Writes a record header for `captured` bytes (of a frame `length` long) and returns
+    /// where its bytes go, the record counted as written; nil (a drop counted) when the ring
+    /// has no room.
+    @inline(__always)
+    private func reserve(captured: Int, length: Int, origin: UInt32, timestamp: UInt64) -> UnsafeMutableRawPointer? {
         let need = Self.headerSize &+ ((captured &+ 15) & ~15)
         let head = control[Self.cursorWord]
         var off = Int(truncatingIfNeeded: head) & (capacity &- 1)
@@ -88,7 +111,7 @@ public struct CaptureRing {
             guard Int(truncatingIfNeeded: head &- tail) &+ wrap &+ need <= capacity else {
                 vs_counter_add(control + Self.droppedWord, 1)
                 vs_counter_add(control + Self.portDropsWord + Int(origin >> Self.portShift & 0x7FF), 1)
-                return false
+                return nil
             }
         }
         var h = head
@@ -100,13 +123,12 @@ public struct CaptureRing {
         }
         let p = data + off
         // SAFETY: need <= capacity - off after the wrap, checked above.
-        p.storeBytes(of: vs_realtime_ns(), as: UInt64.self)
+        p.storeBytes(of: timestamp, as: UInt64.self)
         p.storeBytes(of: UInt32(truncatingIfNeeded: length) & Self.lengthMask | origin, toByteOffset: 8, as: UInt32.self)
         p.storeBytes(of: UInt32(truncatingIfNeeded: captured), toByteOffset: 12, as: UInt32.self)
-        Self.gather(list, offset: offset, count: captured, to: p + Self.headerSize)
         control[Self.cursorWord] = h &+ UInt64(need)
         control[Self.unpublishedWord] &+= 1
-        return true
+        return p + Self.headerSize
     }
 
     /// Makes the records written since the last call visible to the writer (one release

@@ -13,6 +13,7 @@ extension ForwardingEngine {
     @discardableResult
     public func pollOnce() -> Int {
         var frames = 0
+        hot.pointee.captureTimestamp = 0   // frames captured by a command in between get a fresh clock
         var i = 0
         while i < hot.pointee.pollCount {
             let p = Int(pollList[i])
@@ -47,6 +48,7 @@ extension ForwardingEngine {
         let n = min(available, hot.pointee.batchSize, Self.maxBatch)
         // Fast-lane batches: every chain's buffer found (and prefetched) up front.
         let gathered = fastLaneOpen(from: p) ? gatherTransmitBuffers(port: p, queue: q, count: n) : 0
+        let watched = gathered > 0 ? ingressCaptures(of: p) : 0
         var k = 0
         while k < n {
             guard let head = q.pointee.head(at: k) else {
@@ -59,7 +61,8 @@ extension ForwardingEngine {
             }
             if k < gathered {
                 let buffer = batchBuffers[k]
-                if buffer.length > 0 && forwardFast(buffer, from: p) {
+                if buffer.length > 0
+                    && (watched == 0 ? forwardFast(buffer, from: p) : forwardFastCaptured(buffer, from: p, watched: watched)) {
                     q.pointee.pushUsed(id: head, length: 0)
                     k &+= 1
                     continue

@@ -336,6 +336,9 @@ struct HotState {
     var batchSize = 32
     /// Capture taps with records not yet published to their writers.
     var unpublishedCaptures: UInt32 = 0
+    /// The wall-clock time (ns) this batch's capture records carry: read at the batch's
+    /// first captured frame, 0 again once the batch is published (one clock read per batch).
+    var captureTimestamp: UInt64 = 0
     /// The current frame's offload fields (virtio-net header bytes 0-7, 0 = none) and
     /// csum_offset; whether it was copied to `offloadBuffer`.
     var offloadHeader: UInt64 = 0
