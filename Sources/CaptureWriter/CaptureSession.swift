@@ -27,8 +27,9 @@ public final class CaptureSession: @unchecked Sendable {
     let sink: CaptureSink
     /// Stop after this many frames passed the filter (live capture `-c`).
     let limit: Int?
-    /// written, bytesWritten, filteredOut, stopRequested, end (`End` raw value, 0 = running)
-    private let words = UnsafeMutablePointer<UInt64>.allocate(capacity: 5)
+    /// written, bytesWritten, filteredOut, stopRequested, end (`End` raw value, 0 = running),
+    /// pinFailed
+    private let words = UnsafeMutablePointer<UInt64>.allocate(capacity: 6)
     private let lock = NSLock()
     private var tap = -1
     private var done: DispatchSemaphore?
@@ -40,24 +41,34 @@ public final class CaptureSession: @unchecked Sendable {
         self.sink = sink
         self.limit = limit
         buffer = CaptureBuffer(capacity: capacity)
-        words.initialize(repeating: 0, count: 5)
+        words.initialize(repeating: 0, count: 6)
         sink.bind(buffer.ring)
     }
 
-    /// A pcap port's session: frames go to `sink`'s file.
-    public convenience init(engine: ForwardingEngine, format: PcapFormat, file sink: PcapFileSink) {
-        self.init(engine: engine, format: format, sink: sink)
+    /// Capture ring sizes `--buffer-size` accepts: one largest record must fit; beyond a
+    /// GiB a capture only delays its drops.
+    public static let bufferSizes = (128 << 10)...(1 << 30)
+
+    /// A pcap port's session: frames go to `sink`'s file, through a `capacity`-byte ring.
+    public convenience init(engine: ForwardingEngine, format: PcapFormat, file sink: PcapFileSink,
+                            capacity: Int = CaptureBuffer.defaultCapacity) {
+        self.init(engine: engine, format: format, sink: sink, capacity: capacity)
     }
 
     /// A pcapng port's session, or a live pcapng capture's (`limit` frames at most).
-    public convenience init(engine: ForwardingEngine, format: PcapFormat, pcapng sink: PcapngSink, limit: Int? = nil) {
-        self.init(engine: engine, format: format, sink: sink, limit: limit)
+    public convenience init(engine: ForwardingEngine, format: PcapFormat, pcapng sink: PcapngSink, limit: Int? = nil,
+                            capacity: Int = CaptureBuffer.defaultCapacity) {
+        self.init(engine: engine, format: format, sink: sink, limit: limit, capacity: capacity)
     }
 
     /// A live capture's session: frames go to the control connection, `limit` of them at most.
-    public convenience init(engine: ForwardingEngine, format: PcapFormat, stream sink: PcapStreamSink, limit: Int?) {
-        self.init(engine: engine, format: format, sink: sink, limit: limit)
+    public convenience init(engine: ForwardingEngine, format: PcapFormat, stream sink: PcapStreamSink, limit: Int?,
+                            capacity: Int = CaptureBuffer.defaultCapacity) {
+        self.init(engine: engine, format: format, sink: sink, limit: limit, capacity: capacity)
     }
+
+    /// The ring's size in bytes (the requested size rounded up to a power of two).
+    public var bufferBytes: Int { buffer.ring.capacity }
 
     deinit {
         detach()
@@ -71,6 +82,8 @@ public final class CaptureSession: @unchecked Sendable {
     public var framesFilteredOut: UInt64 { vs_counter_load(words + 2) }
     /// Frames the writer could not take in time (the ring was full): lost to the capture only.
     public var framesDropped: UInt64 { buffer.ring.dropped }
+    /// The writer thread could not be pinned to the CPU asked for.
+    public var pinFailed: Bool { vs_counter_load(words + 5) != 0 }
     public var end: End? {
         End(rawValue: vs_counter_load(words + 4))
     }
@@ -98,12 +111,14 @@ public final class CaptureSession: @unchecked Sendable {
 
     // MARK: writer
 
-    /// Runs the writer on a new thread (pcap ports).
-    public func startThread() {
+    /// Runs the writer on a new thread (pcap ports), pinned to `cpu` if given (a failed
+    /// pin is reported by `pinFailed`; the writer then runs unpinned).
+    public func startThread(cpu: Int? = nil) {
         let sem = DispatchSemaphore(value: 0)
         lock.withLock { done = sem }
         let t = Thread { [self] in
             vs_set_thread_name("vswitch-pcap")
+            if let cpu, vs_pin_to_cpu(Int32(cpu)) != 0 { vs_store_relaxed_u64(words + 5, 1) }
             _ = runWriter()
             sem.signal()
         }

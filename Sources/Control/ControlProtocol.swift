@@ -97,6 +97,10 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     /// pcap ports and capture: "pcap" (the default) or "pcapng" (the port and direction of
     /// each frame). Persisted with the port's request like every other field.
     public var captureFormat: String?
+    /// pcap ports and capture: the capture ring's size in bytes (`--buffer-size`); pcap
+    /// ports: the CPU their writer thread is pinned to (`--capture-cpu`).
+    public var captureBuffer: Int?
+    public var captureCPU: Int?
 
     public init(command: ControlCommand, bridge: String? = nil, port: String? = nil,
                 type: PortType? = nil, path: String? = nil, agingSeconds: Int? = nil,

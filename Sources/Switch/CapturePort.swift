@@ -28,6 +28,25 @@ extension SwitchController {
         CaptureInterfaces.Interface(slot: p.slot, name: p.name, description: "\(p.kind.rawValue) \(p.path)")
     }
 
+    /// Checks `--buffer-size` (nil: the default ring).
+    static func captureBuffer(_ bytes: Int?) throws(SwitchError) -> Int {
+        guard let bytes else { return CaptureBuffer.defaultCapacity }
+        guard CaptureSession.bufferSizes.contains(bytes) else {
+            throw .invalidOption("invalid buffer size \(bytes): use 128K-1G bytes")
+        }
+        return bytes
+    }
+
+    /// Checks `--capture-cpu` against the CPUs this machine has.
+    static func captureCPU(_ cpu: Int?) throws(SwitchError) -> Int? {
+        guard let cpu else { return nil }
+        let cpus = sysconf(Int32(_SC_NPROCESSORS_CONF))
+        guard cpu >= 0, cpu < min(cpus, 1024) else {
+            throw .invalidOption("invalid capture CPU \(cpu): this machine has CPUs 0-\(cpus - 1)")
+        }
+        return cpu
+    }
+
     /// Checks a capture file format: pcap (the default) or pcapng.
     static func captureFormat(_ f: String?) throws(SwitchError) -> Bool {
         switch f ?? "pcap" {
@@ -78,6 +97,8 @@ extension SwitchController {
         }
         let target = try captureTarget(bridge: b, port: spec.watchPort, direction: spec.direction)
         let pcapng = try Self.captureFormat(spec.captureFormat)
+        let capacity = try Self.captureBuffer(spec.captureBuffer)
+        let cpu = try Self.captureCPU(spec.captureCPU)
         let format = try PcapFormat(snaplen: spec.snaplen ?? PcapFormat.maxSnaplen, filter: spec.filter)
         guard engine.sync({ $0.freeCaptureTaps }) > 0 else { throw .tooMany("captures (at most \(ForwardingEngine.maxCaptureTaps))") }
         let existed = access(file, F_OK) == 0
@@ -87,17 +108,17 @@ extension SwitchController {
         if pcapng {
             let s = try PcapngSink(format: format, path: file, interfaces: bridges[b].captureInterfaces,
                                    rotateBytes: spec.rotateBytes, rotateCount: rotateCount)
-            (sink, session) = (s, CaptureSession(engine: engine, format: format, pcapng: s))
+            (sink, session) = (s, CaptureSession(engine: engine, format: format, pcapng: s, capacity: capacity))
         } else {
             let s = try PcapFileSink(format: format, path: file, rotateBytes: spec.rotateBytes, rotateCount: rotateCount)
-            (sink, session) = (s, CaptureSession(engine: engine, format: format, file: s))
+            (sink, session) = (s, CaptureSession(engine: engine, format: format, file: s, capacity: capacity))
         }
         guard session.attach(bridge: target.bridgeSlot, port: target.portSlot, rx: target.rx, tx: target.tx) else {
             sink.close()
             if !existed { unlink(file) }
             throw .tooMany("captures")
         }
-        session.startThread()
+        session.startThread(cpu: cpu)
         let info = PcapPortInfo(session: session, sink: sink, target: target.description)
         return Port(name: name, spec: spec, path: file, slot: -1, attachment: .pcap(info))
     }
@@ -107,21 +128,22 @@ extension SwitchController {
     /// watched port is removed.
     public func startLiveCapture(bridge: String, port: String?, direction: String?, filter: String?,
                                  snaplen: Int?, count: Int?, format fileFormat: String? = nil,
-                                 socket fd: Int32) throws(SwitchError) -> CaptureSession {
+                                 buffer: Int? = nil, socket fd: Int32) throws(SwitchError) -> CaptureSession {
         guard let b = bridges.firstIndex(where: { $0.name == bridge }) else { throw .noSuchBridge(bridge) }
         if let count, count < 1 { throw .invalidOption("invalid count \(count): use 1 or more frames") }
         let target = try captureTarget(bridge: b, port: port, direction: direction)
         let pcapng = try Self.captureFormat(fileFormat)
+        let capacity = try Self.captureBuffer(buffer)
         let format = try PcapFormat(snaplen: snaplen ?? PcapFormat.maxSnaplen, filter: filter)
         guard engine.sync({ $0.freeCaptureTaps }) > 0 else { throw .tooMany("captures (at most \(ForwardingEngine.maxCaptureTaps))") }
         let session: CaptureSession
         let close: () -> Void
         if pcapng {
             let sink = PcapngSink(format: format, socket: fd, interfaces: bridges[b].captureInterfaces)
-            (session, close) = (CaptureSession(engine: engine, format: format, pcapng: sink, limit: count), sink.close)
+            (session, close) = (CaptureSession(engine: engine, format: format, pcapng: sink, limit: count, capacity: capacity), sink.close)
         } else {
             let sink = try PcapStreamSink(format: format, socket: fd)
-            (session, close) = (CaptureSession(engine: engine, format: format, stream: sink, limit: count), sink.close)
+            (session, close) = (CaptureSession(engine: engine, format: format, stream: sink, limit: count, capacity: capacity), sink.close)
         }
         guard session.attach(bridge: target.bridgeSlot, port: target.portSlot, rx: target.rx, tx: target.tx) else {
             close()
@@ -145,6 +167,8 @@ extension SwitchController {
                        "framesFilteredOut": String(s.framesFilteredOut)]
         if let f = s.format.filter { options["filter"] = f }
         if let f = p.spec.captureFormat { options["format"] = f }
+        options["buffer"] = String(s.bufferBytes)
+        if let cpu = p.spec.captureCPU { options["captureCPU"] = s.pinFailed ? "\(cpu) (pinning failed)" : String(cpu) }
         if let r = info.sink.rotateBytes {
             options["rotate"] = "\(r) bytes, \(info.sink.rotateCount) files, \(info.sink.rotations) rotations"
         }

@@ -40,6 +40,11 @@ public struct PortSpec: Sendable, Equatable {
     /// Set after `init`, like `captureFormat`.
     public var learning: Bool?
     public var remotePrefix: String?
+    /// pcap: bytes of the ring between the forwarding thread and the capture's writer
+    /// (`--buffer-size`), and the CPU the writer thread is pinned to (`--capture-cpu`).
+    /// Set after `init`, like `captureFormat`.
+    public var captureBuffer: Int?
+    public var captureCPU: Int?
 
     public init(kind: PortKind, path: String? = nil, ifname: String? = nil, file: String? = nil,
                 filter: String? = nil, snaplen: Int? = nil, rotateBytes: Int? = nil, rotateCount: Int? = nil,

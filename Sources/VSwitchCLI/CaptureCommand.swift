@@ -30,6 +30,8 @@ public struct Capture: ParsableCommand {
     public var write: String?
     @Option(help: "rx (frames PORT, or any port, sends into the bridge; the default without PORT), tx (frames delivered to it) or both (the default with PORT).")
     public var direction: String?
+    @Option(help: "The ring between forwarding and this capture (e.g. 64M; default 4M, 128K-1G): bigger rides out longer bursts.")
+    public var bufferSize: String?
     public init() {}
 
     public func validate() throws {
@@ -41,11 +43,14 @@ public struct Capture: ParsableCommand {
             guard ["rx", "tx", "both"].contains(direction) else { throw ValidationError("--direction must be rx, tx or both") }
         }
         if let write, write.isEmpty { throw ValidationError("-w needs a file name or -") }
+        if let bufferSize { _ = try Validate.size(bufferSize, "--buffer-size") }
     }
 
     public func makeRequest() -> ControlRequest {
-        ControlRequest(command: .capture, bridge: bridge, filter: filter, snaplen: snaplen, watchPort: port,
-                       direction: direction, count: count, captureFormat: global.format.captureFormat)
+        var request = ControlRequest(command: .capture, bridge: bridge, filter: filter, snaplen: snaplen, watchPort: port,
+                                     direction: direction, count: count, captureFormat: global.format.captureFormat)
+        request.captureBuffer = bufferSize.flatMap { try? Validate.size($0, "--buffer-size") }
+        return request
     }
 
     public func run() throws {

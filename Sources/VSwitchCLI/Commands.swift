@@ -71,6 +71,10 @@ public struct AddPort: ControlSubcommand {
     @Option(name: .customLong("port"), help: "pcap: capture only this port's frames.") public var watchPort: String?
     @Option(help: "pcap: rx (sent by --port, or any port, into the bridge), tx (delivered to it) or both.")
     public var direction: String?
+    @Option(help: "pcap: the ring between forwarding and the file writer (e.g. 64M; default 4M, 128K-1G).")
+    public var bufferSize: String?
+    @Option(help: "pcap: pin the file writer thread to this CPU (keep it off the forwarding CPU).")
+    public var captureCpu: Int?
     @Option(help: "vxlan: remote address(es), comma-separated.") public var remote: String?
     @Option(help: "vxlan: VXLAN network identifier (0-16777215).") public var vni: Int?
     @Option(help: "vxlan: local address to send from.") public var local: String?
@@ -109,6 +113,8 @@ public struct AddPort: ControlSubcommand {
             if let direction, !["rx", "tx", "both"].contains(direction) {
                 throw ValidationError("--direction must be rx, tx or both")
             }
+            if let bufferSize { _ = try Validate.size(bufferSize, "--buffer-size") }
+            if let captureCpu, captureCpu < 0 { throw ValidationError("--capture-cpu must be a CPU number (0 or more)") }
         case .vxlan:
             guard let remote, !remote.isEmpty else { throw ValidationError("--type vxlan needs --remote") }
             guard let vni else { throw ValidationError("--type vxlan needs --vni") }
@@ -144,7 +150,7 @@ public struct AddPort: ControlSubcommand {
         }
     }
     public func makeRequest() -> ControlRequest {
-        ControlRequest(command: .addPort, bridge: bridge, port: port, type: type, path: path, ifname: ifname,
+        var request = ControlRequest(command: .addPort, bridge: bridge, port: port, type: type, path: path, ifname: ifname,
                        file: file.map(Validate.absolutePath), filter: filter, snaplen: snaplen,
                        rotateBytes: rotateSize.flatMap { try? Validate.size($0, "--rotate-size") },
                        rotateCount: rotateCount, watchPort: watchPort, direction: direction,
@@ -152,6 +158,9 @@ public struct AddPort: ControlSubcommand {
                        dstPort: dstPort, vlanMode: vlanMode, tag: tag, trunks: trunkList, mtu: mtu, queues: queues,
                        socketGroup: socketGroup, captureFormat: global.format.captureFormat,
                        learning: learning ? true : nil, remotePrefix: remotePrefix)
+        request.captureBuffer = bufferSize.flatMap { try? Validate.size($0, "--buffer-size") }
+        request.captureCPU = captureCpu
+        return request
     }
 }
 

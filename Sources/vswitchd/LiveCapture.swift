@@ -17,7 +17,8 @@ enum LiveCapture {
                     try controller.startLiveCapture(bridge: bridge, port: request.watchPort ?? request.port,
                                                     direction: request.direction, filter: request.filter,
                                                     snaplen: request.snaplen, count: request.count,
-                                                    format: request.captureFormat, socket: fd)
+                                                    format: request.captureFormat, buffer: request.captureBuffer,
+                                                    socket: fd)
                 }
             }
             switch started {

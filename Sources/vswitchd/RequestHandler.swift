@@ -81,6 +81,8 @@ struct RequestHandler {
         spec.captureFormat = r.captureFormat
         spec.learning = r.learning
         spec.remotePrefix = r.remotePrefix
+        spec.captureBuffer = r.captureBuffer
+        spec.captureCPU = r.captureCPU
         return spec
     }
 

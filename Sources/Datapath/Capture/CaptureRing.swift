@@ -55,7 +55,7 @@ public struct CaptureRing {
     let control: UnsafeMutablePointer<UInt64>
     let data: UnsafeMutableRawPointer
     /// Bytes in `data`: a power of two.
-    let capacity: Int
+    public let capacity: Int
     /// eventfd the producer signals when the consumer sleeps.
     public let wakeFd: Int32
 
