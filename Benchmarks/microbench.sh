@@ -2,7 +2,7 @@
 # Forwarding microbenchmark: ns/frame and allocations/frame (wall clock, median of rounds),
 # then instructions per forwarded frame inside ForwardingEngine.pollOnce under callgrind
 # (repeatable on a noisy machine: it counts instructions, not time).
-#   Benchmarks/microbench.sh [--size 64] [--frames 2000000] [--rounds 5] [--packed] [--dirty-log] [--capture]
+#   Benchmarks/microbench.sh [--size 64] [--frames 2000000] [--rounds 5] [--packed] [--dirty-log] [--capture | --capture-inline]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=64; frames=2000000; rounds=5; ring=()
@@ -14,7 +14,8 @@ while (($#)); do
         --packed) ring+=(--packed); shift ;;
         --dirty-log) ring+=(--dirty-log); shift ;;
         --capture) ring+=(--capture); shift ;;
-        *) echo "usage: $0 [--size N] [--frames N] [--rounds N] [--packed] [--dirty-log] [--capture]" >&2; exit 2 ;;
+        --capture-inline) ring+=(--capture-inline); shift ;;   # repeatable under callgrind
+        *) echo "usage: $0 [--size N] [--frames N] [--rounds N] [--packed] [--dirty-log] [--capture | --capture-inline]" >&2; exit 2 ;;
     esac
 done
 swift build -c release --product vswitch-microbench >&2

@@ -3,9 +3,12 @@
 // engine forwards them with the real ring and copy code. Reports ns per frame (median of
 // rounds) and heap allocations per frame during forwarding.
 //
-//   vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-file PATH] [--packed] [--dirty-log]
+//   vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--packed] [--dirty-log]
 // --capture adds a bridge-wide capture tap (4 MiB ring) drained by a second thread, as a pcap
 // port's writer would (without the file): the hot-path cost of an active capture.
+// --capture-inline: like --capture, but the ring is drained between engine passes on the
+// main thread (outside the timed pollOnce), so no record is ever dropped: repeatable
+// instruction counts under callgrind, which serialises threads.
 // --capture-file PATH: instead, a real pcap capture session (the pcap port's writer thread,
 // libpcap, the file at PATH) on the whole bridge: reports frames written and dropped, and the
 // writer's rate when the engine offers more than it can write.
@@ -28,6 +31,7 @@ var frameSize = 64
 var batch = 32
 var capture = false
 var captureFile: String? = nil
+var captureInline = false
 var packed = false
 var dirtyLog = false
 var args = CommandLine.arguments.dropFirst().makeIterator()
@@ -38,11 +42,12 @@ while let a = args.next() {
     case "--size": frameSize = Int(args.next() ?? "") ?? frameSize
     case "--batch": batch = Int(args.next() ?? "") ?? batch
     case "--capture": capture = true
+    case "--capture-inline": capture = true; captureInline = true
     case "--capture-file": captureFile = args.next()
     case "--packed": packed = true
     case "--dirty-log": dirtyLog = true
     default:
-        FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-file PATH] [--packed] [--dirty-log]\n".data(using: .utf8)!)
+        FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--packed] [--dirty-log]\n".data(using: .utf8)!)
         exit(2)
     }
 }
@@ -82,7 +87,7 @@ if capture {
             if let r = ring.peek() { ring.consume(r); vs_counter_add(drained, 1) } else { usleep(50) }
         }
     }
-    t.start()
+    if !captureInline { t.start() }
 }
 var session: CaptureSession? = nil
 if let captureFile {
@@ -119,6 +124,9 @@ func round(_ n: Int) -> (UInt64, UInt64) {
         precondition(forwarded == burst, "forwarded \(forwarded) of \(burst)")
         _ = a.reclaimUsed(queue: 1)
         b.postReceiveBuffers(b.reclaimUsed(queue: 0))
+        if captureInline {
+            while let r = captureBuffer.ring.peek() { captureBuffer.ring.consume(r); drained.pointee &+= 1 }
+        }
         sent += burst
     }
     return (engineNs, allocations)

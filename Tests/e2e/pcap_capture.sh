@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # pcap ports and live capture, read by tcpdump and tshark. Two QEMU guests ping each other
-# through br0 while four pcap ports record: the whole bridge, an ICMP-only filter, a rotating
-# file (8 KiB x 3 files), and vm1's transmitted frames cut to 64 bytes. A live capture
+# through br0 while four pcap ports record: the whole bridge (an 8 MiB ring, its writer
+# pinned to CPU 0), an ICMP-only filter, a rotating file (8 KiB x 3 files), and vm1's
+# transmitted frames cut to 64 bytes. A live capture
 # `vswitch capture br0 -c 5 -w - | tcpdump -nr -` runs at the same time. Then: every echo
 # request and reply sent is in the files, the filter kept only ICMP, the rotated files open in
 # tshark, the live capture showed exactly 5 frames, a Ctrl-C'd capture is dropped by the
@@ -20,7 +21,7 @@ COUNT=10
 vsw_ok add-br br0 >/dev/null
 vsw_ok add-port br0 vm1 --type vhostuserclient --path "$E2E_TMP/vm1.sock" >/dev/null
 vsw_ok add-port br0 vm2 --type vhostuserclient --path "$E2E_TMP/vm2.sock" >/dev/null
-vsw_ok add-port br0 cap --type pcap --file "$CAP/all.pcap" >/dev/null
+vsw_ok add-port br0 cap --type pcap --file "$CAP/all.pcap" --buffer-size 8M --capture-cpu 0 >/dev/null
 vsw_ok add-port br0 capicmp --type pcap --file "$CAP/icmp.pcap" --filter icmp >/dev/null
 vsw_ok add-port br0 caprot --type pcap --file "$CAP/rot.pcap" --rotate-size 8k --rotate-count 3 >/dev/null
 vsw_ok add-port br0 capvm1 --type pcap --file "$CAP/vm1rx.pcap" --port vm1 --direction rx --snaplen 64 >/dev/null
@@ -38,8 +39,10 @@ expect_refused "invalid filter" add-port br0 bad1 --type pcap --file "$CAP/bad1.
 expect_refused "No such file" add-port br0 bad2 --type pcap --file "$E2E_TMP/no-such-dir/x.pcap"
 expect_refused "no port named vm9" add-port br0 bad3 --type pcap --file "$CAP/bad3.pcap" --port vm9
 expect_refused "direction" add-port br0 bad4 --type pcap --file "$CAP/bad4.pcap" --port vm1 --direction sideways
+expect_refused "invalid buffer size" add-port br0 bad6 --type pcap --file "$CAP/bad6.pcap" --buffer-size 1k
+expect_refused "invalid capture CPU" add-port br0 bad7 --type pcap --file "$CAP/bad7.pcap" --capture-cpu 4096
 expect_refused "invalid filter" capture br0 -f 'tcp port' -w "$CAP/bad5.pcap"
-for f in bad1 bad3 bad4 bad5; do [[ ! -e $CAP/$f.pcap ]] || e2e_fail "a refused add-port created $CAP/$f.pcap"; done
+for f in bad1 bad3 bad4 bad5 bad6 bad7; do [[ ! -e $CAP/$f.pcap ]] || e2e_fail "a refused add-port created $CAP/$f.pcap"; done
 [[ $(show_ports | awk '$2 == "pcap"' | wc -l) == 4 ]] || e2e_fail "expected 4 pcap ports: $(show_ports | tr '\n' ';')"
 
 # Live capture of the first 5 frames, started before the guests.
@@ -121,8 +124,9 @@ e2e_msg "interrupted live capture dropped by the daemon"
 
 # 7. show reports the counters; del-port leaves a complete, closed file.
 json=$(vsw show --format json)
-written=$(python3 -c 'import json,sys; p=[p for b in json.load(sys.stdin)["bridges"] for p in b["ports"] if p["name"]=="cap"][0]; print(p["options"]["framesWritten"], p["options"]["framesDropped"])' <<<"$json")
-e2e_msg "show: cap framesWritten framesDropped = $written"
+written=$(python3 -c 'import json,sys; p=[p for b in json.load(sys.stdin)["bridges"] for p in b["ports"] if p["name"]=="cap"][0]; print(p["options"]["framesWritten"], p["options"]["framesDropped"], p["options"]["buffer"], p["options"]["captureCPU"])' <<<"$json")
+e2e_msg "show: cap framesWritten framesDropped buffer captureCPU = $written"
+[[ ${written#* * } == "8388608 0" ]] || e2e_fail "show: cap should have an 8 MiB ring and its writer on CPU 0: $written"
 vsw_ok del-port br0 cap >/dev/null
 n=$(tshark -r "$CAP/all.pcap" 2>"$E2E_LOG_DIR/tshark.err" | wc -l)
 [[ -z $(tshark_errors "$E2E_LOG_DIR/tshark.err") ]] || e2e_fail "tshark -r all.pcap after del-port: $(cat "$E2E_LOG_DIR/tshark.err")"
