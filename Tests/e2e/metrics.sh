@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # vswitchd --metrics: while two guests ping, curl scrapes /metrics; the rx/tx counters grow and
-# equal `vswitch port stats`; promtool check metrics accepts the text (Debian's prometheus);
+# equal `vswitch port stats`; the MAC learned count goes from 0 to at least 2 (none aged) and
+# equals `fdb show`'s; promtool check metrics accepts the text (Debian's prometheus);
 # 404/405/400 for other requests, a half-sent request does not hold up a scrape; a bad
 # --metrics value or a taken port stops vswitchd with a clear error.
 source "$(dirname "$0")/lib.sh"
