@@ -2,6 +2,7 @@ import SwitchModel
 import ArgumentParser
 import Control
 import Foundation
+import CShims
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -49,9 +50,10 @@ public struct Top: ParsableCommand {
             if Terminal.waitForQuit(until: deadline) { return }
             let (current, t1) = try sampleOrLeave(client)
             let clock = clockFormat.string(from: Date())
+            let size = Terminal.size   // each frame: follows a resized window
             let lines = TopView.render(previous: previous, current: current, elapsed: t1 - t0,
-                                       width: Terminal.columns, clock: clock)
-            Terminal.draw(lines, rows: Terminal.rows)
+                                       width: size?.columns, clock: clock)
+            Terminal.draw(lines, rows: size?.rows)
             (previous, t0) = (current, t1)
             deadline = max(t1, deadline) + interval
         }
@@ -162,9 +164,12 @@ enum Terminal {
         put("\u{1B}[H" + shown.map { $0 + "\u{1B}[K" }.joined(separator: "\r\n") + "\u{1B}[J")
     }
 
-    /// $COLUMNS / $LINES when the shell exports them (no ioctl in the CLI's modules).
-    static var columns: Int? { ProcessInfo.processInfo.environment["COLUMNS"].flatMap(Int.init) }
-    static var rows: Int? { ProcessInfo.processInfo.environment["LINES"].flatMap(Int.init) }
+    /// The window's rows and columns, nil when the terminal does not say.
+    static var size: (rows: Int, columns: Int)? {
+        var rows: Int32 = 0, cols: Int32 = 0
+        guard vs_tty_size(STDOUT_FILENO, &rows, &cols) == 0, rows > 0, cols > 0 else { return nil }
+        return (Int(rows), Int(cols))
+    }
 
     static func put(_ s: String) {
         var bytes = Array(s.utf8)

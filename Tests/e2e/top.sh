@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # vswitch top while two guests ping: `--once` prints one plain frame with both ports and
 # non-zero rates; under tmux the full-screen view shows both ports with non-zero rates, `q`
-# ends it (exit 0) and SIGTERM ends it (exit 143), each time with the terminal restored
+# ends it (exit 0); in a 50-column window the frame is cut to it, and SIGTERM ends it (exit 143),
+# each time with the terminal restored
 # (icanon and echo back on, as `stty -a` in the same pane shows).
 source "$(dirname "$0")/lib.sh"
 
@@ -82,7 +83,11 @@ e2e_msg "ok      tmux: the full-screen view shows vm1 and vm2 with non-zero rate
 tm send-keys -t top q
 wait_exit q 0
 
+# A narrow window: the frame is cut to it (read each refresh), the rates still show.
+tm resize-window -t top -x 50 -y 8 || e2e_fail "tmux resize-window failed"
 run_top term
+awk 'length > 50 { bad = 1 } END { exit bad }' "$E2E_LOG_DIR/pane-term.txt" || e2e_fail "top drew lines wider than the 50-column window"
+e2e_msg "ok      a 50x8 window: the frame is cut to it"
 pid=$(pgrep -P "$(tm display -p -t top '#{pane_pid}')") || e2e_fail "no top process under the pane's shell"
 kill -TERM "$pid"
 wait_exit term 143
