@@ -51,7 +51,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "VSwitchCLI", dependencies: [
-            "Control", "SwitchModel",
+            "Control", "SwitchModel", "CShims",  // CShims: the terminal size for `vswitch top`
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "vswitch", dependencies: ["VSwitchCLI"]),

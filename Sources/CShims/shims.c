@@ -204,3 +204,11 @@ int vs_fd_backing(int fd) {
 
 #include <pthread.h>
 void vs_set_thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }
+
+int vs_tty_size(int fd, int *rows, int *cols) {
+    struct winsize w;
+    if (ioctl(fd, TIOCGWINSZ, &w) < 0) return -1;
+    *rows = w.ws_row;
+    *cols = w.ws_col;
+    return 0;
+}

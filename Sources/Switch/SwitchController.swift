@@ -239,7 +239,8 @@ public final class SwitchController {
     public func snapshot() -> [BridgeInfo] {
         bridges.map { b in
             BridgeInfo(name: b.name, agingSeconds: b.agingSeconds, ports: b.ports.map(portSnapshot),
-                       mirrors: b.mirrors.isEmpty ? nil : b.mirrors.map(mirrorSnapshot))
+                       mirrors: b.mirrors.isEmpty ? nil : b.mirrors.map(mirrorSnapshot),
+                       macTable: macCounts(slot: b.slot))
         }
     }
 
@@ -307,6 +308,12 @@ public final class SwitchController {
                           vlan: Int($0.key >> 48), ageSeconds: $0.age) }
             .sorted { ($0.port, $0.vlan, $0.mac) < ($1.port, $1.vlan, $1.mac) }
     }
+
+    public func macCounts(bridge name: String) throws(SwitchError) -> MacTableCounts {
+        macCounts(slot: bridges[try bridgeIndex(name)].slot)
+    }
+
+    private func macCounts(slot: Int) -> MacTableCounts { engine.sync { $0.macCounts(bridge: slot) } }
 
     public func flushFdb(bridge name: String) throws(SwitchError) {
         let slot = bridges[try bridgeIndex(name)].slot

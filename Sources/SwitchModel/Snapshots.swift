@@ -7,11 +7,27 @@ public struct BridgeInfo: Codable, Sendable, Equatable {
     public var ports: [PortInfo]
     /// Port mirrors (absent when there are none, and from daemons older than this field).
     public var mirrors: [MirrorInfo]?
-    public init(name: String, agingSeconds: Int, ports: [PortInfo], mirrors: [MirrorInfo]? = nil) {
+    /// MAC table activity since the bridge was created (absent from older daemons).
+    public var macTable: MacTableCounts?
+    public init(name: String, agingSeconds: Int, ports: [PortInfo], mirrors: [MirrorInfo]? = nil,
+                macTable: MacTableCounts? = nil) {
         self.name = name
         self.agingSeconds = agingSeconds
         self.ports = ports
         self.mirrors = mirrors
+        self.macTable = macTable
+    }
+}
+
+/// What a bridge's MAC table did: `learned` counts new addresses, moves to another port
+/// and addresses back after aging out; `aged` counts entries that aged out. Removal with a
+/// port and `fdb flush` count as neither.
+public struct MacTableCounts: Codable, Sendable, Equatable {
+    public var learned: UInt64
+    public var aged: UInt64
+    public init(learned: UInt64, aged: UInt64) {
+        self.learned = learned
+        self.aged = aged
     }
 }
 
@@ -106,8 +122,11 @@ public struct FdbEntry: Codable, Sendable, Equatable {
 public struct FdbTable: Codable, Sendable, Equatable {
     public var bridge: String
     public var entries: [FdbEntry]
-    public init(bridge: String, entries: [FdbEntry]) {
+    /// The table's learn and age-out counts (absent from older daemons).
+    public var counts: MacTableCounts?
+    public init(bridge: String, entries: [FdbEntry], counts: MacTableCounts? = nil) {
         self.bridge = bridge
         self.entries = entries
+        self.counts = counts
     }
 }

@@ -9,7 +9,7 @@ public struct VSwitchCommand: ParsableCommand {
         abstract: "Configure and inspect vswitchd, the userspace vhost-user switch.",
         subcommands: [AddBridge.self, DeleteBridge.self, AddPort.self, DeletePort.self, Show.self,
                       Fdb.self, Port.self, SetAging.self, DatapathStatsCommand.self, Capture.self, Doctor.self,
-                      AddMirror.self, DeleteMirror.self, Extcap.self])
+                      AddMirror.self, DeleteMirror.self, Extcap.self, Top.self])
     /// Also declared here so global options may come before the subcommand name too
     /// (`vswitch --format json show`); ArgumentParser hands the values to the subcommand.
     @OptionGroup var global: GlobalOptions

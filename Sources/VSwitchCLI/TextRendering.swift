@@ -22,6 +22,7 @@ public enum TextRendering {
         for bridge in bridges {
             lines.append("Bridge \(bridge.name)")
             lines.append("    aging: \(bridge.agingSeconds)s")
+            if let c = bridge.macTable { lines.append("    mac table: \(macCounts(c))") }
             if bridge.ports.isEmpty { lines.append("    (no ports)") }
             for port in bridge.ports {
                 lines.append("    Port \(port.name)")
@@ -114,8 +115,12 @@ public enum TextRendering {
         for e in table.entries {
             lines.append(row(e.port, String(e.vlan), e.mac, String(e.ageSeconds)))
         }
+        if let c = table.counts { lines.append(" (\(macCounts(c)))") }
         return lines.joined(separator: "\n")
     }
+
+    /// "learned 12, aged out 3" (since the bridge was created).
+    static func macCounts(_ c: MacTableCounts) -> String { "learned \(c.learned), aged out \(c.aged)" }
 
     /// One block per port: traffic counters, then every drop counter by name.
     public static func stats(_ stats: [PortStats]) -> String {

@@ -24,9 +24,15 @@ public struct MetricsSnapshot: Sendable {
         public var macEntries: Int
         public var agingSeconds: Int
         public var mirrors: [MirrorInfo]
-        public init(name: String, macEntries: Int, agingSeconds: Int, mirrors: [MirrorInfo]) {
+        /// MAC table learns (new, moved, back after aging) and age-outs since the bridge was made.
+        public var macLearned: UInt64
+        public var macAged: UInt64
+        public init(name: String, macEntries: Int, agingSeconds: Int, mirrors: [MirrorInfo],
+                    macLearned: UInt64 = 0, macAged: UInt64 = 0) {
             self.name = name
             self.macEntries = macEntries
+            self.macLearned = macLearned
+            self.macAged = macAged
             self.agingSeconds = agingSeconds
             self.mirrors = mirrors
         }

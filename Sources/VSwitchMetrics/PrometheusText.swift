@@ -101,6 +101,11 @@ public enum PrometheusText {
         let labels = [("bridge", b.name)]
         gauge(r, "vswitch_bridge_mac_entries", labels, help: "Learned MAC addresses.").set(Int64(b.macEntries))
         gauge(r, "vswitch_bridge_aging_seconds", labels, help: "MAC aging time.").set(Int64(b.agingSeconds))
+        counter(r, "vswitch_bridge_mac_learned_total", labels,
+                help: "MAC addresses learned: new, moved to another port, or back after aging out.")
+            .increment(by: Int64(clamping: b.macLearned))
+        counter(r, "vswitch_bridge_mac_aged_total", labels, help: "MAC table entries that aged out.")
+            .increment(by: Int64(clamping: b.macAged))
         for m in b.mirrors {
             let l = labels + [("mirror", m.name)]
             counter(r, "vswitch_mirror_mirrored_packets_total", l,

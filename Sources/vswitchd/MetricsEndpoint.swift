@@ -29,7 +29,8 @@ enum MetricsEndpoint {
                                      tunnel: controller.isTunnel(bridge: b.name, port: p.name)))
             }
             s.bridges.append(.init(name: b.name, macEntries: (try? controller.fdb(bridge: b.name).count) ?? 0,
-                                   agingSeconds: b.agingSeconds, mirrors: b.mirrors ?? []))
+                                   agingSeconds: b.agingSeconds, mirrors: b.mirrors ?? [],
+                                   macLearned: b.macTable?.learned ?? 0, macAged: b.macTable?.aged ?? 0))
         }
         let c = controller.engine.loopStatistics()
         s.forwarding.polls = c.polls

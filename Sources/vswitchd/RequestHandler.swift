@@ -33,7 +33,8 @@ struct RequestHandler {
             case .fdbShow:
                 let bridge = try need(r.bridge, "bridge")
                 let rows = try controller.fdb(bridge: bridge)
-                return .success(ControlResult(fdb: FdbTable(bridge: bridge, entries: rows)))
+                return .success(ControlResult(fdb: FdbTable(bridge: bridge, entries: rows,
+                                                            counts: try controller.macCounts(bridge: bridge))))
             case .fdbFlush:
                 try controller.flushFdb(bridge: try need(r.bridge, "bridge"))
                 return .success()

@@ -21,6 +21,11 @@ final class TextRenderingTests: XCTestCase {
              vm1      0  52:54:00:00:00:01    3
             """)
         XCTAssertEqual(TextRendering.fdb(FdbTable(bridge: "br0", entries: [])), " port  VLAN  MAC                Age")
+        XCTAssertEqual(TextRendering.fdb(FdbTable(bridge: "br0", entries: [],
+                                                  counts: MacTableCounts(learned: 4, aged: 1))), """
+             port  VLAN  MAC                Age
+             (learned 4, aged out 1)
+            """)
     }
 
     func testShowListsPortDetails() {
@@ -33,9 +38,10 @@ final class TextRenderingTests: XCTestCase {
                                                              backing: "file", sealed: false)])
         let idle = PortInfo(name: "vm2", type: .vhostUser, path: "/run/vm2.sock", state: "listening",
                             link: "down", features: [], protocolFeatures: [], mtu: nil, queues: [])
-        let text = TextRendering.show([BridgeInfo(name: "br0", agingSeconds: 300, ports: [port, idle]),
+        let text = TextRendering.show([BridgeInfo(name: "br0", agingSeconds: 300, ports: [port, idle],
+                                                  macTable: MacTableCounts(learned: 7, aged: 2)),
                                        BridgeInfo(name: "br1", agingSeconds: 60, ports: [])])
-        for expected in ["Bridge br0", "aging: 300s", "    Port vm1", "type:              vhostuserclient",
+        for expected in ["Bridge br0", "aging: 300s", "    mac table: learned 7, aged out 2", "    Port vm1", "type:              vhostuserclient",
                          "path:              /run/vm1.sock", "state:             connected",
                          "link:              up", "mtu:               1500",
                          "features:          VERSION_1 MRG_RXBUF", "protocol features: MQ",

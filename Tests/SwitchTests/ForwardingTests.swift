@@ -188,6 +188,11 @@ final class ForwardingTests: XCTestCase {
         b.transmit(fromX)
         engine.pollOnce()
         XCTAssertEqual(engine.fdbEntries(bridge: bridge).map(\.port), [pb])
+        // Learned once, then moved three times; repeats on the same port are not learns.
+        a.transmit(fromX)
+        a.transmit(fromX)
+        engine.pollOnce()
+        XCTAssertEqual(engine.macCounts(bridge: bridge), MacTableCounts(learned: 5, aged: 0))
     }
 
     func testRemovedPortIsForgottenByTheMacTable() throws {

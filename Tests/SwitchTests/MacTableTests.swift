@@ -46,6 +46,32 @@ final class MacTableTests: XCTestCase {
         for m in stride(from: 1, to: 20, by: 2) { XCTAssertEqual(t.lookup(UInt64(m) << 8, now: 0), 1) }
     }
 
+    func testLearnAndAgeCounts() {
+        var t = MacTable(capacity: 16, agingSeconds: 10)
+        defer { t.deallocate() }
+        let k = MacTable.key(mac: 0x0100_0054_5252, vlan: 0)
+        t.learn(k, port: 1, now: 0)
+        t.learn(k, port: 1, now: 0)
+        t.learn(k, port: 1, now: 5)                      // refresh: not a learn
+        XCTAssertEqual(t.learned, 1)
+        t.learn(k, port: 2, now: 6)                      // moved
+        XCTAssertEqual(t.learned, 2)
+        XCTAssertEqual(t.aged, 0)
+        t.learn(k, port: 2, now: 30)                     // came back after aging out
+        XCTAssertEqual(t.learned, 3)
+        XCTAssertEqual(t.aged, 1)
+        for m in 1...11 { t.learn(UInt64(m) << 8, port: 1, now: 30) }
+        XCTAssertEqual(t.learned, 14)
+        XCTAssertTrue(t.learn(0xffff00, port: 3, now: 100), "full: the 12 expired entries are purged")
+        XCTAssertEqual(t.aged, 13)
+        XCTAssertEqual(t.learned, 15)
+        t.learn(0xeeee00, port: 4, now: 100)
+        t.remove(port: 4, now: 100)                      // removal is not aging
+        t.removeAll()
+        XCTAssertEqual(t.aged, 13)
+        XCTAssertEqual(t.learned, 16)
+    }
+
     func testFormat() {
         XCTAssertEqual(MacTable.format(mac: 0x0100_0054_5252), "52:52:54:00:00:01")
     }

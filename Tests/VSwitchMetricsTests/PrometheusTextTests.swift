@@ -23,7 +23,8 @@ final class PrometheusTextTests: XCTestCase {
                            mtu: nil, queues: [], options: ["framesWritten": "40", "framesDropped": "1"])
         s.ports.append(.init(bridge: "br0", info: cap, counters: PortCounters(), tunnel: false))
         let mirror = MirrorInfo(name: "m0", spec: MirrorSpec(selectSrc: ["vm1"], output: "cap"), mirrored: 7, dropped: 0, outputSentDropped: 0)
-        s.bridges = [.init(name: "br0", macEntries: 2, agingSeconds: 300, mirrors: [mirror])]
+        s.bridges = [.init(name: "br0", macEntries: 2, agingSeconds: 300, mirrors: [mirror],
+                              macLearned: 5, macAged: 3)]
         s.forwarding.frames = 19
         s.forwarding.cpuSeconds = 0.25
         s.uptimeSeconds = 12
@@ -42,6 +43,9 @@ final class PrometheusTextTests: XCTestCase {
         XCTAssertTrue(l.contains(#"vswitch_port_link_up{bridge="br0",port="vm1",type="vhostuserclient"} 1.0"#))
         XCTAssertTrue(l.contains(#"vswitch_port_queue_pairs{bridge="br0",port="vm1"} 1.0"#))
         XCTAssertTrue(l.contains(#"vswitch_bridge_mac_entries{bridge="br0"} 2.0"#))
+        XCTAssertTrue(l.contains(#"vswitch_bridge_mac_learned_total{bridge="br0"} 5"#))
+        XCTAssertTrue(l.contains(#"vswitch_bridge_mac_aged_total{bridge="br0"} 3"#))
+        XCTAssertTrue(l.contains("# TYPE vswitch_bridge_mac_learned_total counter"))
         XCTAssertTrue(l.contains(#"vswitch_forwarding_frames_total{thread="vswitch-fwd"} 19"#))
         XCTAssertTrue(l.contains(#"vswitch_forwarding_cpu_seconds_total{thread="vswitch-fwd"} 0.25"#))
         XCTAssertTrue(l.contains("# TYPE vswitch_port_rx_packets_total counter"))

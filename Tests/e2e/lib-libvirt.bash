@@ -80,47 +80,39 @@ _lv_cleanup() {
     _lv_pid_alive "$LV_DIR/libvirtd.pid" && vsw_kill_pid "$(cat "$LV_DIR/libvirtd.pid")" 10
 }
 
-# lv_domain_xml NAME MAC SOCK MODE APPEND LOG
+# lv_domain_xml NAME MAC SOCK MODE APPEND LOG: Configs/libvirt-guest.xml with this guest's
+# name, MAC, kernel, initrd, command line, socket, mode and serial file put in (so the test
+# keeps the example true); in server mode without <reconnect> (libvirt 9.0 refuses it there).
+# Fails if the example lost what docs/libvirt.md says it has.
 lv_domain_xml() {
-    local name=$1 mac=$2 sock=$3 mode=$4 append=$5 log=$6 reconnect=""
-    # libvirt 9.0 refuses <reconnect> in server mode (QEMU listens and needs none).
-    [[ $mode == server ]] || reconnect="<reconnect enabled='yes' timeout='1'/>"
-    cat <<EOF
-<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
-  <name>$(lv_domain "$name")</name>
-  <memory unit='MiB'>256</memory>
-  <vcpu>1</vcpu>
-  <memoryBacking>
-    <source type='memfd'/>
-    <access mode='shared'/>
-  </memoryBacking>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>$LV_DIR/vmlinuz</kernel>
-    <initrd>$LV_DIR/initrd</initrd>
-    <cmdline>$append</cmdline>
-  </os>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <interface type='vhostuser'>
-      <mac address='$mac'/>
-      <source type='unix' path='$sock' mode='$mode'>$reconnect</source>
-      <model type='virtio'/>
-    </interface>
-    <serial type='file'>
-      <source path='$log'/>
-      <target port='0'/>
-    </serial>
-    <memballoon model='none'/>
-  </devices>
-  <qemu:commandline>
-    <qemu:arg value='-global'/>
-    <qemu:arg value='virtio-net-pci.vectors=0'/>
-  </qemu:commandline>
-</domain>
-EOF
+    python3 - "$VSWITCH_REPO/Configs/libvirt-guest.xml" "$(lv_domain "$1")" "$2" "$3" "$4" "$5" "$6" "$LV_DIR" <<'PY'
+import sys, xml.etree.ElementTree as ET
+src, name, mac, sock, mode, append, log, lvdir = sys.argv[1:]
+Q = "http://libvirt.org/schemas/domain/qemu/1.0"
+ET.register_namespace("qemu", Q)
+d = ET.parse(src).getroot()
+def one(path):
+    e = d.find(path)
+    if e is None: sys.exit(f"Configs/libvirt-guest.xml: no {path}")
+    return e
+iface = one("devices/interface[@type='vhostuser']")
+source = iface.find("source")
+want = [d.get("type") == "qemu", one("memoryBacking/source").get("type") == "memfd",
+        one("memoryBacking/access").get("mode") == "shared", source.get("mode") == "client",
+        source.find("reconnect") is not None and source.find("reconnect").get("timeout") == "1",
+        any(a.get("value") == "virtio-net-pci.vectors=0" for a in d.iter(f"{{{Q}}}arg"))]
+if not all(want): sys.exit(f"Configs/libvirt-guest.xml lost type qemu/memfd/shared/client/reconnect/vectors=0: {want}")
+one("name").text = name
+one("os/kernel").text = f"{lvdir}/vmlinuz"
+one("os/initrd").text = f"{lvdir}/initrd"
+one("os/cmdline").text = append
+iface.find("mac").set("address", mac)
+source.set("path", sock)
+source.set("mode", mode)
+if mode == "server": source.remove(source.find("reconnect"))
+one("devices/serial[@type='file']/source").set("path", log)
+sys.stdout.write(ET.tostring(d, encoding="unicode") + "\n")
+PY
 }
 
 # lv_guest NAME MAC SOCK MODE IP CMD: like e2e_boot, through libvirt. The kernel command
@@ -135,7 +127,8 @@ lv_guest() {
     local serial="$LV_DIR/$name-$n.serial"
     : >"$serial"
     chown libvirt-qemu "$serial"
-    lv_domain_xml "$name" "$mac" "$sock" "$mode" "$append" "$serial" >"$LV_DIR/$name.xml"
+    lv_domain_xml "$name" "$mac" "$sock" "$mode" "$append" "$serial" >"$LV_DIR/$name.xml" ||
+        e2e_fail "no domain XML from Configs/libvirt-guest.xml for $name"
     cp "$LV_DIR/$name.xml" "$E2E_LOG_DIR/$name-$n.domain.xml"
     virsh_lv define "$LV_DIR/$name.xml" >/dev/null || e2e_fail "virsh define $(lv_domain "$name") failed"
     LV_DOMAINS+=("$name")

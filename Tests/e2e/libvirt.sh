@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Guests started by the real libvirtd (Debian's, QEMU as libvirt-qemu, domain type qemu,
-# direct kernel boot) on <interface type='vhostuser'>:
+# direct kernel boot) on <interface type='vhostuser'>, every domain made from the example
+# Configs/libvirt-guest.xml (lv_domain_xml substitutes names, paths, MAC, mode):
 #   1. client mode (QEMU connects, vhostuser ports) with vswitchd --socket-group kvm on a run
 #      directory that did not exist (as after a reboot): vswitchd creates it root:kvm setgid,
 #      the sockets are root:kvm 0660, and the two guests ping each other;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # vswitchd --metrics: while two guests ping, curl scrapes /metrics; the rx/tx counters grow and
-# equal `vswitch port stats`; promtool check metrics accepts the text (Debian's prometheus);
+# equal `vswitch port stats`; the MAC learned count goes from 0 to at least 2 (none aged) and
+# equals `fdb show`'s; promtool check metrics accepts the text (Debian's prometheus);
 # 404/405/400 for other requests, a half-sent request does not hold up a scrape; a bad
 # --metrics value or a taken port stops vswitchd with a clear error.
 source "$(dirname "$0")/lib.sh"
@@ -21,6 +22,8 @@ stat() { vsw port stats br0 "$1" --format json | python3 -c "import json,sys; pr
 vsw_ok add-br br0 >/dev/null
 vsw_ok add-port br0 vm1 --type vhostuserclient --path "$E2E_TMP/vm1.sock" >/dev/null
 vsw_ok add-port br0 vm2 --type vhostuserclient --path "$E2E_TMP/vm2.sock" >/dev/null
+scrape before
+[[ $(value before vswitch_bridge_mac_learned_total 'bridge="br0"') == 0 ]] || e2e_fail "MAC learns before any guest ran"
 GUEST_WAIT_PEER=10.0.0.1 e2e_boot vm2 52:54:00:00:00:02 "$E2E_TMP/vm2.sock" server 10.0.0.2/24 "ping -c 12 10.0.0.1"
 GUEST_WAIT_PEER=10.0.0.2 e2e_boot vm1 52:54:00:00:00:01 "$E2E_TMP/vm1.sock" server 10.0.0.1/24 "ping -c 12 10.0.0.2"
 e2e_wait_up vm1
@@ -65,6 +68,14 @@ for p in vm1 vm2; do
 done
 e2e_msg "ok      port stats of vm1 and vm2 lie between the scrapes around them (equal when idle)"
 grep -q '^vswitch_bridge_mac_entries{bridge="br0"} 2' "$E2E_LOG_DIR/idle.prom" || e2e_fail "MAC entries are not 2"
+# Both guests' addresses were learned (at least 2: a guest that reconnected is learned again),
+# none aged (aging is 300 s); fdb show reports the same counts as the scrape after it.
+learned=$(value idle vswitch_bridge_mac_learned_total 'bridge="br0"')
+aged=$(value idle vswitch_bridge_mac_aged_total 'bridge="br0"')
+[[ $learned =~ ^[0-9]+$ ]] && ((learned >= 2)) && [[ $aged == 0 ]] || e2e_fail "MAC learned/aged: $learned/$aged, want >= 2/0"
+fdbc=$(vsw fdb show br0 --format json | python3 -c "import json,sys; c=json.load(sys.stdin)['fdb']['counts']; print(c['learned'], c['aged'])")
+[[ $fdbc == "$(value after vswitch_bridge_mac_learned_total 'bridge="br0"') 0" ]] || e2e_fail "fdb show counts: $fdbc"
+e2e_msg "ok      MAC learned 0 -> $learned while pinging, aged 0; fdb show agrees"
 grep -q '^vswitch_forwarding_frames_total{thread="vswitch-fwd"} [1-9]' "$E2E_LOG_DIR/idle.prom" || e2e_fail "no forwarding frames"
 grep -E '^vswitch_port_(rx|tx)_(packets|bytes)_total\{bridge="br0",port="vm1"\}' "$E2E_LOG_DIR/idle.prom" | sort
 

@@ -54,6 +54,9 @@ int vs_if_set_up(const char *name, int up);
 int vs_if_mtu(const char *name);
 /// 1 if an interface of this name exists in the caller's network namespace.
 int vs_if_exists(const char *name);
+/// The terminal's size (TIOCGWINSZ: ioctl is variadic, so Swift cannot call it): 0, or -1
+/// if fd is not a terminal.
+int vs_tty_size(int fd, int *rows, int *cols);
 /// A nonblocking AF_UNIX SOCK_SEQPACKET pair (one message per read, like a TAP descriptor).
 int vs_socketpair_seqpacket(int fds[2]);
 

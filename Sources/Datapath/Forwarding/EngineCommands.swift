@@ -149,6 +149,13 @@ extension ForwardingEngine {
         return t.entries(now: hot.pointee.now).map { ($0.key, Int($0.port), Int(hot.pointee.now &- $0.lastSeen)) }
     }
 
+    /// The bridge's MAC table learn and age-out counts (plain fields of the table, read here
+    /// on the forwarding thread like `fdbEntries`).
+    public func macCounts(bridge b: Int) -> MacTableCounts {
+        guard let t = bridges[b].table else { return MacTableCounts(learned: 0, aged: 0) }
+        return MacTableCounts(learned: t.learned, aged: t.aged)
+    }
+
     public func flushFdb(bridge b: Int) { bridges[b].table?.removeAll() }
 
     /// Forgets what was learned on a port (its guest went away: it may come back elsewhere).

@@ -19,6 +19,12 @@ public struct MacTable {
     /// Bumped whenever an entry is added, moves to another port or is removed, so a port
     /// can skip re-learning an address it learned this second (see `PortSlot`).
     public private(set) var generation: UInt32 = 0
+    /// Addresses learned: new entries, moves to another port, and entries re-learned after
+    /// they had aged out. Counted only on those (rare) paths, never per frame.
+    public private(set) var learned: UInt64 = 0
+    /// Entries that aged out: purged as expired, or found expired when their address came
+    /// back. Removal with a port or `fdb flush` is not aging and is not counted.
+    public private(set) var aged: UInt64 = 0
 
     public init(capacity: Int = 8192, agingSeconds: UInt32 = 300) {
         precondition(capacity > 0 && capacity & (capacity - 1) == 0, "capacity is a power of two")
@@ -63,6 +69,13 @@ public struct MacTable {
             if e.key == key {
                 if e.port != port { generation &+= 1 }
                 if e.port != port || e.lastSeen != now {
+                    // Wrapping: 2^64 learns do not happen; a counter must not trap.
+                    if now &- e.lastSeen > agingSeconds {
+                        aged &+= 1
+                        learned &+= 1
+                    } else if e.port != port {
+                        learned &+= 1
+                    }
                     slots[i].port = port
                     slots[i].lastSeen = now
                 }
@@ -79,6 +92,7 @@ public struct MacTable {
         slots[i] = Entry(key: key, port: port, lastSeen: now)
         count += 1
         generation &+= 1
+        learned &+= 1
         return true
     }
 
@@ -102,9 +116,11 @@ public struct MacTable {
     /// Re-inserts the live entries that `keep` accepts; drops expired ones. O(capacity),
     /// control-path or table-full only.
     private mutating func rebuild(now: UInt32, keep: (Entry) -> Bool) {
-        let live = entries(now: now).filter(keep)
+        let live = entries(now: now)
+        aged &+= UInt64(count - live.count)
+        let kept = live.filter(keep)
         removeAll()
-        for e in live {
+        for e in kept {
             var i = home(e.key)
             while slots[i].port >= 0 { i = (i &+ 1) & mask }
             slots[i] = e
