@@ -19,16 +19,27 @@ public enum PortCounter: Int, CaseIterable, Sendable {
     /// Offload metadata (partial checksum, TSO) that could not be finished for this port:
     /// offsets outside the frame, not TCP, MSS below 64.
     case txDropBadOffload
-    /// VXLAN: datagrams for another VNI (or without the I flag).
+    /// VXLAN: datagrams for another VNI.
     case rxDropVni
     /// VXLAN: datagrams from an address that is not a remote of the port.
     case rxDropUnknownRemote
+    /// Tunnels: datagrams shorter than the tunnel header.
+    case rxDropShortHeader
+    /// VXLAN: datagrams without the I flag (RFC 7348, 5).
+    case rxDropNoVniFlag
+    /// Tunnels: inner frames longer than the port's MTU (or than the receive buffer).
+    case rxDropTooLong
 
     /// The field name in `port stats --format json` (the case name).
     public var name: String { String(describing: self) }
 
     /// Only tunnel ports report it (absent from other ports' JSON and text).
-    public var tunnelOnly: Bool { self == .rxDropVni || self == .rxDropUnknownRemote }
+    public var tunnelOnly: Bool {
+        switch self {
+        case .rxDropVni, .rxDropUnknownRemote, .rxDropShortHeader, .rxDropNoVniFlag, .rxDropTooLong: return true
+        default: return false
+        }
+    }
 
     /// What `vswitch port stats` prints.
     public var label: String {
@@ -46,6 +57,9 @@ public enum PortCounter: Int, CaseIterable, Sendable {
         case .txDropBadOffload: return "tx dropped, bad offload metadata"
         case .rxDropVni: return "rx dropped, other VNI"
         case .rxDropUnknownRemote: return "rx dropped, unknown remote"
+        case .rxDropShortHeader: return "rx dropped, shorter than tunnel header"
+        case .rxDropNoVniFlag: return "rx dropped, VXLAN I flag missing"
+        case .rxDropTooLong: return "rx dropped, longer than MTU"
         }
     }
 }
@@ -67,6 +81,9 @@ public struct PortCounters: Equatable, Sendable {
     public var txDropBadOffload: UInt64 = 0
     public var rxDropVni: UInt64 = 0
     public var rxDropUnknownRemote: UInt64 = 0
+    public var rxDropShortHeader: UInt64 = 0
+    public var rxDropNoVniFlag: UInt64 = 0
+    public var rxDropTooLong: UInt64 = 0
     public init() {}
 
     public static let count = PortCounter.allCases.count

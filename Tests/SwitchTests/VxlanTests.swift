@@ -130,18 +130,22 @@ final class VxlanTests: XCTestCase {
         send(peer, Self.header(vni: 42, flags: 0) + frame)       // no I flag
         send(stranger, Self.header(vni: 42) + frame)             // not a remote
         send(peer, Self.header(vni: 42) + [1, 2, 3])             // runt
-        XCTAssertEqual(engine.pollOnce(), 5)
-        XCTAssertEqual(guest.receivedFrames(), [frame])
+        send(peer, [0x08, 0, 0])                                  // shorter than the header
+        send(peer, Self.header(vni: 42, flags: 0xff) + frame)    // reserved flag bits: ignored
+        XCTAssertEqual(engine.pollOnce(), 7)
+        XCTAssertEqual(guest.receivedFrames(), [frame, frame])
         let c = engine.counters(port: slot)
-        XCTAssertEqual(c.rxPackets, 1)
-        XCTAssertEqual(c.rxBytes, UInt64(frame.count))
-        XCTAssertEqual(c.rxDropVni, 2)
+        XCTAssertEqual(c.rxPackets, 2)
+        XCTAssertEqual(c.rxBytes, UInt64(2 * frame.count))
+        XCTAssertEqual(c.rxDropVni, 1)
+        XCTAssertEqual(c.rxDropNoVniFlag, 1)
         XCTAssertEqual(c.rxDropUnknownRemote, 1)
         XCTAssertEqual(c.rxDropRunt, 1)
+        XCTAssertEqual(c.rxDropShortHeader, 1)
         // The inner source is learned on the tunnel port.
         let fdb = engine.fdbEntries(bridge: bridge)
         XCTAssertEqual(fdb.first { $0.key & 0xFFFF_FFFF_FFFF == MacTable.key(mac: Self.mac(9), vlan: 0) }?.port, slot)
-        XCTAssertEqual(engine.counters(port: pg).txPackets, 1)
+        XCTAssertEqual(engine.counters(port: pg).txPackets, 2)
     }
 
     static func mac(_ last: UInt8) -> UInt64 {
