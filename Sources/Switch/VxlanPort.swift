@@ -19,7 +19,7 @@ extension SwitchController {
             throw .tooMany("ports")
         }
         // `show` prints this after the type; the options carry the rest (VNI, ports, local).
-        let remotes = tunnel.remoteNames.joined(separator: ",")
+        let remotes = tunnel.group.map { "group \($0)" } ?? tunnel.remoteNames.joined(separator: ",")
         return Port(name: name, spec: spec, path: remotes, slot: slot, attachment: .vxlan(tunnel))
     }
 
@@ -33,9 +33,14 @@ extension SwitchController {
             }
             learned = ["learning": prefix, "learned_remotes": addresses.isEmpty ? "-" : addresses.map(VxlanTunnel.format).joined(separator: ",")]
         }
+        if let group = t.group {
+            learned["group"] = group
+            learned["ttl"] = String(t.ttl)
+            learned["dev"] = t.dev ?? "-"
+        }
         return info(p, state: "attached", linkUp: true, mtu: t.guestMtu,
-                    options: learned.merging(["remote": t.remoteNames.joined(separator: ","),
-                                      "remote_ip": t.remoteAddresses.map(VxlanTunnel.format).joined(separator: ","),
+                    options: learned.merging(["remote": t.remoteNames.isEmpty ? "-" : t.remoteNames.joined(separator: ","),
+                                      "remote_ip": t.remoteAddresses.isEmpty ? "-" : t.remoteAddresses.map(VxlanTunnel.format).joined(separator: ","),
                                       "vni": String(t.vni), "dst_port": String(t.dstPort), "local": t.local,
                                       "src_ports": t.sourcePorts.map(String.init).joined(separator: ","),
                                       "underlay_mtu": mtus]) { a, _ in a })

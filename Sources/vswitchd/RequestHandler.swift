@@ -81,6 +81,9 @@ struct RequestHandler {
         spec.captureFormat = r.captureFormat
         spec.learning = r.learning
         spec.remotePrefix = r.remotePrefix
+        spec.group = r.group
+        spec.dev = r.dev
+        spec.ttl = r.ttl
         return spec
     }
 

@@ -46,6 +46,28 @@ final class CLITests: XCTestCase {
                         "--remote-prefix", "192.0.2.0/24"], mentioning: "--remote-prefix needs --learning")
     }
 
+    func testVxlanGroupOptions() throws {
+        let r = try request(["add-port", "br0", "vx0", "--type", "vxlan", "--group", "239.1.1.1", "--dev", "eth0",
+                             "--ttl", "4", "--vni", "42"])
+        XCTAssertEqual(r.group, "239.1.1.1")
+        XCTAssertEqual(r.dev, "eth0")
+        XCTAssertEqual(r.ttl, 4)
+        XCTAssertNil(r.remotes)
+        // Persisted as the request itself (SwitchConfig): the group options survive a restart.
+        var config = SwitchConfig()
+        config.record(ControlRequest(command: .addBridge, bridge: "br0"))
+        config.record(r)
+        let restored = try JSONDecoder().decode(SwitchConfig.self, from: JSONEncoder().encode(config))
+        XCTAssertEqual(restored.requests.last, r)
+        assertRejected(["add-port", "br0", "vx0", "--type", "vxlan", "--remote", "192.0.2.1", "--group", "239.1.1.1", "--vni", "42"],
+                       mentioning: "--remote and --group are mutually exclusive")
+        assertRejected(["add-port", "br0", "vx0", "--type", "vxlan", "--vni", "42"], mentioning: "needs --remote or --group")
+        assertRejected(["add-port", "br0", "vx0", "--type", "vxlan", "--remote", "192.0.2.1", "--vni", "42", "--ttl", "2"],
+                       mentioning: "--dev and --ttl need --group")
+        assertRejected(["add-port", "br0", "vx0", "--type", "vxlan", "--group", "239.1.1.1", "--vni", "42", "--ttl", "256"],
+                       mentioning: "--ttl must be 1-255")
+    }
+
     func testMirrorCommands() throws {
         let r = try request(["add-mirror", "br0", "m0", "--select-src", "vm1,vm2", "--select-dst", "vm1",
                              "--select-vlan", "10,20", "--output", "ids"])

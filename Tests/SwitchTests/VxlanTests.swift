@@ -307,6 +307,39 @@ final class VxlanTests: XCTestCase {
         XCTAssertEqual(engine.counters(port: gp).txPackets, 100)
     }
 
+    /// `--group`: exclusive with `--remote`, a multicast address, an existing `--dev`; a good
+    /// one joins the group and `show` says so (traffic: Tests/e2e/vxlan_multicast.sh).
+    func testGroupOptionsAreChecked() throws {
+        let controller = SwitchController(engine: engine, loop: EventLoop(), runDirectory: "/tmp",
+                                          logger: Logger(label: "test"))
+        try controller.addBridge("br0")
+        func spec(remotes: [String] = [], group: String?, dev: String? = nil, ttl: Int? = nil) -> PortSpec {
+            var s = PortSpec(kind: .vxlan, remotes: remotes, vni: 42, dstPort: port)
+            s.group = group
+            s.dev = dev
+            s.ttl = ttl
+            return s
+        }
+        func refuse(_ s: PortSpec, _ expected: String, line: UInt = #line) {
+            XCTAssertThrowsError(try controller.addPort(bridge: "br0", name: "vx0", spec: s), line: line) {
+                XCTAssertTrue("\($0)".contains(expected), "\($0)", line: line)
+            }
+            XCTAssertEqual(controller.snapshot().first?.ports.count, 0, line: line)
+        }
+        refuse(spec(remotes: ["127.0.0.2"], group: "239.1.1.1"), "mutually exclusive")
+        refuse(spec(group: "192.0.2.1"), "not a multicast address")
+        refuse(spec(group: "239.1.1.1", dev: "vsw-no-such0"), "no such interface")
+        refuse(spec(group: "239.1.1.1", ttl: 0), "--ttl")
+        refuse(spec(remotes: ["127.0.0.2"], group: nil, dev: "lo"), "need --group")
+        try controller.addPort(bridge: "br0", name: "vx0", spec: spec(group: "239.1.1.1", dev: "lo", ttl: 3))
+        let p = try XCTUnwrap(controller.snapshot().first?.ports.first)
+        XCTAssertEqual(p.options?["group"], "239.1.1.1")
+        XCTAssertEqual(p.options?["dev"], "lo")
+        XCTAssertEqual(p.options?["ttl"], "3")
+        XCTAssertEqual(p.options?["learning"], "0.0.0.0/0", "group mode learns remotes from any source")
+        try controller.deletePort(bridge: "br0", port: "vx0")
+    }
+
     func testBadOptionsCreateNothing() throws {
         let controller = SwitchController(engine: engine, loop: EventLoop(), runDirectory: "/tmp",
                                           logger: Logger(label: "test"))
