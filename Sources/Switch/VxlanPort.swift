@@ -4,7 +4,7 @@ import SwitchModel
 /// option or a busy UDP port leaves nothing behind.
 extension SwitchController {
     func makeVxlanPort(bridge b: Int, name: String, spec: PortSpec) throws(SwitchError) -> Port {
-        let port = spec.dstPort ?? VxlanTunnel.defaultPort
+        let port = spec.dstPort ?? VxlanTunnel.defaultPort(spec.kind)
         if let other = bridges.flatMap(\.ports).first(where: {
             if case .vxlan(let t) = $0.attachment { return t.dstPort == port } else { return false }
         }) {
@@ -48,6 +48,6 @@ extension SwitchController {
 
     /// True for tunnel ports (their `port stats` include the tunnel drop counters).
     public func isTunnel(bridge: String, port: String) -> Bool {
-        bridges.first { $0.name == bridge }?.ports.contains { $0.name == port && $0.kind == .vxlan } ?? false
+        bridges.first { $0.name == bridge }?.ports.contains { $0.name == port && $0.kind.isTunnel } ?? false
     }
 }

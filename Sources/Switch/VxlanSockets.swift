@@ -9,7 +9,8 @@ import Glibc
 /// opens the UDP sockets and owns the `VxlanState` the forwarding thread reads. Everything is
 /// set up before the port slot exists, so a bad option creates nothing.
 final class VxlanTunnel {
-    static let defaultPort = 4789
+    /// IANA: 4789 for VXLAN (RFC 7348, 5), 6081 for Geneve (RFC 8926, 3.3).
+    static func defaultPort(_ kind: PortKind) -> Int { kind == .geneve ? 6081 : 4789 }
     /// Receive buffer asked for (SO_RCVBUFFORCE as root, else capped by net.core.rmem_max):
     /// a burst from a fast remote must not overflow while the forwarding thread is busy.
     static let receiveBuffer: Int32 = 4 << 20
@@ -36,15 +37,17 @@ final class VxlanTunnel {
         if spec.group != nil && !spec.remotes.isEmpty {
             throw .invalidOption("--remote and --group are mutually exclusive (a tunnel floods to its remotes or to a multicast group)")
         }
-        guard !spec.remotes.isEmpty || spec.group != nil else { throw .missingOption("--remote", kind: "vxlan") }
+        let kind = spec.kind.rawValue
+        if spec.kind == .geneve && spec.group != nil { throw .invalidOption("--group applies to --type vxlan only") }
+        guard !spec.remotes.isEmpty || spec.group != nil else { throw .missingOption("--remote", kind: kind) }
         if spec.group == nil && (spec.dev != nil || spec.ttl != nil) { throw .invalidOption("--dev and --ttl need --group") }
         let ttl = spec.ttl ?? 1
         guard (1...255).contains(ttl) else { throw .invalidOption("invalid --ttl \(ttl): use 1-255") }
-        guard let vni = spec.vni else { throw .missingOption("--vni", kind: "vxlan") }
+        guard let vni = spec.vni else { throw .missingOption("--vni", kind: kind) }
         guard (0...0xFF_FFFF).contains(vni) else {
             throw .invalidOption("invalid VNI \(vni): use 0-16777215 (24 bits)")
         }
-        let dstPort = spec.dstPort ?? Self.defaultPort
+        let dstPort = spec.dstPort ?? Self.defaultPort(spec.kind)
         guard (1...65535).contains(dstPort) else { throw .invalidOption("invalid UDP port \(dstPort): use 1-65535") }
         guard spec.remotes.count <= VxlanState.maxRemotes else {
             throw .invalidOption("too many remotes (\(spec.remotes.count)): at most \(VxlanState.maxRemotes)")
@@ -126,7 +129,7 @@ final class VxlanTunnel {
         underlayMtu = addresses.map { Int(vs_udp_path_mtu(localAddress, $0, UInt16(dstPort))) }
         state = .allocate(capacity: 1)
         let header = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
-        header.initialize(to: VxlanState.header(vni: UInt32(vni)))
+        header.initialize(to: spec.kind == .geneve ? GeneveCodec.header(vni: UInt32(vni)) : VxlanState.header(vni: UInt32(vni)))
         // Room for the remotes `--learning` may add after the configured ones.
         let remotes = UnsafeMutablePointer<UInt32>.allocate(capacity: VxlanState.remoteCapacity)
         remotes.initialize(repeating: 0, count: VxlanState.remoteCapacity)
@@ -142,6 +145,7 @@ final class VxlanTunnel {
             header: header, vniWord: (UInt32(vni) << 8).bigEndian, dstPort: UInt16(dstPort),
             remoteCount: addresses.count, remotes: remotes, maxFrame: maxFrame, sendFds: sends,
             sendCount: fds.count, learned: learned))
+        state.pointee.geneve = spec.kind == .geneve
         if let (prefix, mask) = learn {
             state.pointee.learning = true
             state.pointee.learnPrefix = prefix

@@ -29,6 +29,14 @@ public enum PortCounter: Int, CaseIterable, Sendable {
     case rxDropNoVniFlag
     /// Tunnels: inner frames longer than the port's MTU (or than the receive buffer).
     case rxDropTooLong
+    /// Geneve: a version other than 0.
+    case rxDropBadVersion
+    /// Geneve: option lengths past Opt Len or the datagram.
+    case rxDropBadOptions
+    /// Geneve: a critical option (we implement none).
+    case rxDropCriticalOption
+    /// Geneve: a payload that is not Ethernet (protocol type), or an OAM packet.
+    case rxDropNotEthernet
 
     /// The field name in `port stats --format json` (the case name).
     public var name: String { String(describing: self) }
@@ -36,7 +44,8 @@ public enum PortCounter: Int, CaseIterable, Sendable {
     /// Only tunnel ports report it (absent from other ports' JSON and text).
     public var tunnelOnly: Bool {
         switch self {
-        case .rxDropVni, .rxDropUnknownRemote, .rxDropShortHeader, .rxDropNoVniFlag, .rxDropTooLong: return true
+        case .rxDropVni, .rxDropUnknownRemote, .rxDropShortHeader, .rxDropNoVniFlag, .rxDropTooLong,
+             .rxDropBadVersion, .rxDropBadOptions, .rxDropCriticalOption, .rxDropNotEthernet: return true
         default: return false
         }
     }
@@ -60,6 +69,10 @@ public enum PortCounter: Int, CaseIterable, Sendable {
         case .rxDropShortHeader: return "rx dropped, shorter than tunnel header"
         case .rxDropNoVniFlag: return "rx dropped, VXLAN I flag missing"
         case .rxDropTooLong: return "rx dropped, longer than MTU"
+        case .rxDropBadVersion: return "rx dropped, Geneve version not 0"
+        case .rxDropBadOptions: return "rx dropped, Geneve options malformed"
+        case .rxDropCriticalOption: return "rx dropped, Geneve critical option"
+        case .rxDropNotEthernet: return "rx dropped, not Ethernet (Geneve protocol or OAM)"
         }
     }
 }
@@ -84,6 +97,10 @@ public struct PortCounters: Equatable, Sendable {
     public var rxDropShortHeader: UInt64 = 0
     public var rxDropNoVniFlag: UInt64 = 0
     public var rxDropTooLong: UInt64 = 0
+    public var rxDropBadVersion: UInt64 = 0
+    public var rxDropBadOptions: UInt64 = 0
+    public var rxDropCriticalOption: UInt64 = 0
+    public var rxDropNotEthernet: UInt64 = 0
     public init() {}
 
     public static let count = PortCounter.allCases.count

@@ -56,6 +56,7 @@ public struct AddPort: ControlSubcommand {
             pcap:            writes copies of the bridge's frames (or --port's) to --file
                              (--format pcapng: with the port and direction of each frame).
             vxlan:           a VXLAN tunnel to --remote or a multicast --group (RFC 7348, UDP --dst-port, default 4789).
+            geneve:          a Geneve tunnel to --remote (RFC 8926, UDP --dst-port, default 6081).
             """)
     @OptionGroup public var global: GlobalOptions
     @Argument(help: "Bridge name.") public var bridge: String
@@ -113,17 +114,20 @@ public struct AddPort: ControlSubcommand {
             if let direction, !["rx", "tx", "both"].contains(direction) {
                 throw ValidationError("--direction must be rx, tx or both")
             }
-        case .vxlan:
+        case .vxlan, .geneve:
+            if type == .geneve && group != nil { throw ValidationError("--group applies to --type vxlan only") }
             if remote != nil && group != nil {
                 throw ValidationError("--remote and --group are mutually exclusive (a tunnel floods to its remotes or to a multicast group)")
             }
             if group == nil {
-                guard let remote, !remote.isEmpty else { throw ValidationError("--type vxlan needs --remote or --group") }
+                guard let remote, !remote.isEmpty else {
+                    throw ValidationError(type == .vxlan ? "--type vxlan needs --remote or --group" : "--type geneve needs --remote")
+                }
             }
             if group == nil && (dev != nil || ttl != nil) { throw ValidationError("--dev and --ttl need --group") }
             if let ttl, !(1...255).contains(ttl) { throw ValidationError("--ttl must be 1-255") }
             if let dev { try Validate.name(dev, "interface") }
-            guard let vni else { throw ValidationError("--type vxlan needs --vni") }
+            guard let vni else { throw ValidationError("--type \(type.rawValue) needs --vni") }
             guard (0...0xFF_FFFF).contains(vni) else { throw ValidationError("--vni must be 0-16777215") }
             if let dstPort, !(1...65535).contains(dstPort) { throw ValidationError("--dst-port must be 1-65535") }
             if learning && remotePrefix == nil {

@@ -68,6 +68,16 @@ final class CLITests: XCTestCase {
                        mentioning: "--ttl must be 1-255")
     }
 
+    func testGeneveOptions() throws {
+        let r = try request(["add-port", "br0", "gn0", "--type", "geneve", "--remote", "192.0.2.1", "--vni", "42"])
+        XCTAssertEqual(r.type, .geneve)
+        XCTAssertEqual(r.remotes, ["192.0.2.1"])
+        assertRejected(["add-port", "br0", "gn0", "--type", "geneve", "--vni", "42"], mentioning: "--type geneve needs --remote")
+        assertRejected(["add-port", "br0", "gn0", "--type", "geneve", "--remote", "192.0.2.1"], mentioning: "--type geneve needs --vni")
+        assertRejected(["add-port", "br0", "gn0", "--type", "geneve", "--group", "239.1.1.1", "--vni", "42"],
+                       mentioning: "--group applies to --type vxlan only")
+    }
+
     func testMirrorCommands() throws {
         let r = try request(["add-mirror", "br0", "m0", "--select-src", "vm1,vm2", "--select-dst", "vm1",
                              "--select-vlan", "10,20", "--output", "ids"])
@@ -127,7 +137,7 @@ final class CLITests: XCTestCase {
 
     func testArgumentErrors() {
         assertRejected(["add-port", "br0", "vm1", "--type", "tun", "--path", "/x"], mentioning: "vhostuserclient")
-        assertRejected(["add-port", "br0", "vm1", "--type", "tun", "--path", "/x"], mentioning: "'vhostuser'")
+        assertRejected(["add-port", "br0", "vm1", "--type", "tun", "--path", "/x"], mentioning: "geneve")
         assertRejected(["add-port", "br0", "vm1", "--type", "tap", "--path", "/x"], mentioning: "--ifname")
         assertRejected(["add-port", "br0", "t0", "--type", "tap", "--ifname", "much-too-long-name0"], mentioning: "interface")
         assertRejected(["add-port", "br0", "c", "--type", "pcap"], mentioning: "--file")

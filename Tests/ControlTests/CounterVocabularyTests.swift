@@ -20,7 +20,8 @@ final class CounterVocabularyTests: XCTestCase {
         let tunnel = try ControlCoding.encode(ControlResponse.success(ControlResult(stats: [
             PortStats(port: "vx0", counters: c, tunnel: true)])))
         let t = String(decoding: tunnel, as: UTF8.self)
-        XCTAssertTrue(t.contains(#""rxDropNoVniFlag":15,"rxDropRunt":6,"rxDropShortHeader":14,"rxDropTooLong":16,"#
+        XCTAssertTrue(t.contains(#""rxDropBadOptions":18,"rxDropBadVersion":17,"rxDropCriticalOption":19,"rxDropNoVniFlag":15,"#
+                                 + #""rxDropNotEthernet":20,"rxDropRunt":6,"rxDropShortHeader":14,"rxDropTooLong":16,"#
                                  + #""rxDropUnknownRemote":13,"rxDropVlan":9,"rxDropVni":12,"rxPackets":1"#), t)
     }
 

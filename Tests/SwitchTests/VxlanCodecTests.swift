@@ -9,14 +9,14 @@ final class VxlanCodecTests: XCTestCase {
     }
     let ethernet = [UInt8](repeating: 0xab, count: 60)
 
-    func decode(_ b: [UInt8], maxFrame: Int = 1518) -> VxlanDecoded {
+    func decode(_ b: [UInt8], maxFrame: Int = 1518) -> TunnelDecoded {
         VxlanCodec.decode(b, vni: 42, maxFrame: maxFrame)
     }
 
     func testGoodDatagram() {
-        XCTAssertEqual(decode(Self.header(vni: 42) + ethernet), .frame(length: 60))
-        XCTAssertEqual(decode(Self.header(vni: 42) + ethernet.prefix(14)), .frame(length: 14), "exactly an Ethernet header")
-        XCTAssertEqual(decode(Self.header(vni: 42) + [UInt8](repeating: 0, count: 1518)), .frame(length: 1518), "exactly maxFrame")
+        XCTAssertEqual(decode(Self.header(vni: 42) + ethernet), .frame(offset: 8, length: 60))
+        XCTAssertEqual(decode(Self.header(vni: 42) + ethernet.prefix(14)), .frame(offset: 8, length: 14), "exactly an Ethernet header")
+        XCTAssertEqual(decode(Self.header(vni: 42) + [UInt8](repeating: 0, count: 1518)), .frame(offset: 8, length: 1518), "exactly maxFrame")
     }
 
     func testTooShortForTheHeader() {
@@ -30,7 +30,7 @@ final class VxlanCodecTests: XCTestCase {
 
     /// RFC 7348, 5: reserved bits "MUST be set to zero on transmission and ignored on receipt".
     func testReservedBitsAreIgnored() {
-        XCTAssertEqual(decode(Self.header(vni: 42, flags: 0xff, reserved: 0xff) + ethernet), .frame(length: 60))
+        XCTAssertEqual(decode(Self.header(vni: 42, flags: 0xff, reserved: 0xff) + ethernet), .frame(offset: 8, length: 60))
     }
 
     func testWrongVni() {
@@ -52,7 +52,7 @@ final class VxlanCodecTests: XCTestCase {
     }
 
     func testEveryReasonHasItsOwnCounter() {
-        XCTAssertEqual(Set(VxlanDrop.allCases.map(\.counter)).count, VxlanDrop.allCases.count)
-        for d in VxlanDrop.allCases where d != .innerRunt { XCTAssertTrue(d.counter.tunnelOnly, "\(d)") }
+        XCTAssertEqual(Set(TunnelDrop.allCases.map(\.counter)).count, TunnelDrop.allCases.count)
+        for d in TunnelDrop.allCases where d != .innerRunt { XCTAssertTrue(d.counter.tunnelOnly, "\(d)") }
     }
 }

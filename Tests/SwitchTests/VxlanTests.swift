@@ -46,8 +46,8 @@ final class VxlanTests: XCTestCase {
     }
 
     /// A tunnel port on the bridge; returns its slot.
-    func attachTunnel(remotes: [String], vni: Int = 42) throws -> (Int, VxlanTunnel) {
-        let t = try VxlanTunnel(spec: PortSpec(kind: .vxlan, remotes: remotes, vni: vni, local: "127.0.0.1", dstPort: port))
+    func attachTunnel(remotes: [String], vni: Int = 42, kind: PortKind = .vxlan) throws -> (Int, VxlanTunnel) {
+        let t = try VxlanTunnel(spec: PortSpec(kind: kind, remotes: remotes, vni: vni, local: "127.0.0.1", dstPort: port))
         tunnels.append(t)
         let slot = try XCTUnwrap(engine.addLocalPort(bridge: bridge, kind: SlotKind.vxlan.rawValue, fd: t.receiveFd,
                                                      local: UnsafeMutableRawPointer(t.state)))
@@ -146,6 +146,35 @@ final class VxlanTests: XCTestCase {
         let fdb = engine.fdbEntries(bridge: bridge)
         XCTAssertEqual(fdb.first { $0.key & 0xFFFF_FFFF_FFFF == MacTable.key(mac: Self.mac(9), vlan: 0) }?.port, slot)
         XCTAssertEqual(engine.counters(port: pg).txPackets, 2)
+    }
+
+    /// `--type geneve`: the same datapath with a Geneve header (RFC 8926, 3.4) each way;
+    /// options are skipped, a critical one drops the packet.
+    func testGeneveFramingAndOptions() throws {
+        let guest = SimulatedGuest()
+        let pg = try attachGuest(guest)
+        guest.postReceiveBuffers(8)
+        let (slot, _) = try attachTunnel(remotes: ["127.0.0.2"], vni: 0x12_3456, kind: .geneve)
+        let peer = remote("127.0.0.2")
+        let arp = TestFrame.make(dst: TestFrame.broadcast, src: TestFrame.mac(1), etherType: 0x0806)
+        guest.transmit(arp)
+        engine.pollOnce()
+        let got = try XCTUnwrap(receive(peer))
+        XCTAssertEqual(Array(got.bytes.prefix(8)), [0, 0, 0x65, 0x58, 0x12, 0x34, 0x56, 0])
+        XCTAssertEqual(Array(got.bytes.dropFirst(8)), arp)
+
+        let frame = TestFrame.make(dst: TestFrame.mac(1), src: TestFrame.mac(9), payload: 100)
+        let option: [UInt8] = [0x01, 0x02, 0x03, 0x01, 0xaa, 0xbb, 0xcc, 0xdd]   // class 0x0102, type 3, 1 word
+        send(peer, [0x02, 0, 0x65, 0x58, 0x12, 0x34, 0x56, 0] + option + frame)  // Opt Len 2 words: skipped
+        send(peer, [0x02, 0x40, 0x65, 0x58, 0x12, 0x34, 0x56, 0] + option + frame)  // C flag: dropped
+        send(peer, [0x40, 0, 0x65, 0x58, 0x12, 0x34, 0x56, 0] + frame)            // version 1
+        XCTAssertEqual(engine.pollOnce(), 3)
+        XCTAssertEqual(guest.receivedFrames(), [frame])
+        let c = engine.counters(port: slot)
+        XCTAssertEqual(c.rxPackets, 1)
+        XCTAssertEqual(c.rxDropCriticalOption, 1)
+        XCTAssertEqual(c.rxDropBadVersion, 1)
+        XCTAssertEqual(engine.counters(port: pg).txPackets, 1)
     }
 
     static func mac(_ last: UInt8) -> UInt64 {

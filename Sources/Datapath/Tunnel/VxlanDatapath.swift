@@ -43,15 +43,18 @@ extension ForwardingEngine {
         return k
     }
 
-    /// One received datagram: its VXLAN header checked (`VxlanCodec.decode`, drops counted
+    /// One received datagram: its VXLAN or Geneve header checked (`VxlanCodec`/`GeneveCodec.decode`, drops counted
     /// by reason), its inner source learned behind the remote it came from, its frame forwarded.
     @inline(__always)
     private func receiveDatagram(port p: Int, _ buffer: UnsafeMutableRawPointer, length r: Int, from: UInt32,
                                  vx: UnsafeMutablePointer<VxlanState>, counters: UnsafeMutablePointer<PortCounters>) {
         // The port's MTU plus an 802.1Q tag, as on the way out (Forwarding.fitsWithTag);
         // never more than the receive buffer.
-        let decoded = VxlanCodec.decode(buffer, length: r, vniWord: vx.pointee.vniWord,
-                                        maxFrame: min(ports[p].maxFrame, Self.localBufferSize) &+ 4)
+        let maxFrame = min(ports[p].maxFrame, Self.localBufferSize) &+ 4
+        // One header codec per encapsulation; everything else is shared.
+        let decoded = vx.pointee.geneve
+            ? GeneveCodec.decode(buffer, length: r, vniWord: vx.pointee.vniWord, maxFrame: maxFrame)
+            : VxlanCodec.decode(buffer, length: r, vniWord: vx.pointee.vniWord, maxFrame: maxFrame)
         // Only configured remotes may put frames on the bridge (as OVS does): anyone
         // else who can reach the UDP port would otherwise inject into the segment.
         var remote = 0
@@ -64,11 +67,11 @@ extension ForwardingEngine {
                 return
             }
         }
-        guard case .frame(let length) = decoded else {
+        guard case .frame(let offset, let length) = decoded else {
             if case .drop(let why) = decoded { counters.add(why.counter) }
             return
         }
-        let inner = buffer + VxlanCodec.headerSize
+        let inner = buffer + offset
         if vx.pointee.remoteCount > 1 || vx.pointee.learning {
             // SAFETY: length >= 14 (VxlanCodec.decode).
             let src = UInt64(inner.loadUnaligned(fromByteOffset: 6, as: UInt32.self))

@@ -12,8 +12,8 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let vni: UInt32 = 42
     for maxFrame in [1514 + 4, 9000, 64] {
         switch VxlanCodec.decode(UnsafeRawPointer(buffer), length: size, vniWord: (vni << 8).bigEndian, maxFrame: maxFrame) {
-        case .frame(let length):
-            guard length == size - VxlanCodec.headerSize, length >= 14, length <= maxFrame,
+        case .frame(let offset, let length):
+            guard offset == 8, length == size - VxlanCodec.headerSize, length >= 14, length <= maxFrame,
                   data[0] & 0x08 != 0, data[4] == 0, data[5] == 0, data[6] == 42 else {
                 fatalError("accepted a bad datagram: \(size) bytes, inner \(length)")
             }
@@ -25,8 +25,18 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             case .otherVni: fine = size >= 8 && (data[4], data[5], data[6]) != (0, 0, 42)
             case .innerRunt: fine = size >= 8 && size - 8 < 14
             case .innerTooLong: fine = size - 8 > maxFrame
+            default: fine = false
             }
             guard fine else { fatalError("dropped for the wrong reason \(why): \(size) bytes") }
+        }
+        // Geneve (RFC 8926): the same bytes through its codec; whatever it accepts is an
+        // Ethernet frame of at least 14 bytes that ends where the datagram ends.
+        if case .frame(let offset, let length) = GeneveCodec.decode(UnsafeRawPointer(buffer), length: size,
+                                                                     vniWord: (vni << 8).bigEndian, maxFrame: maxFrame) {
+            guard offset >= 8, offset + length == size, length >= 14, length <= maxFrame, data[0] >> 6 == 0,
+                  data[2] == 0x65, data[3] == 0x58, (data[4], data[5], data[6]) == (0, 0, 42) else {
+                fatalError("Geneve accepted a bad datagram: \(size) bytes, inner \(offset)+\(length)")
+            }
         }
     }
     return 0
