@@ -53,6 +53,27 @@ int vs_udp_local_port(int fd) {
     return ntohs(s.sin_port);
 }
 
+int vs_udp_multicast_join(int fd, uint32_t group_be, int ifindex) {
+    struct ip_mreqn m;
+    memset(&m, 0, sizeof(m));
+    m.imr_multiaddr.s_addr = group_be;
+    m.imr_ifindex = ifindex;
+    if (setsockopt(fd, IPPROTO_IP, IP_ADD_MEMBERSHIP, &m, sizeof(m)) != 0) return -1;
+    int zero = 0;
+    (void)setsockopt(fd, IPPROTO_IP, IP_MULTICAST_ALL, &zero, sizeof(zero));
+    return 0;
+}
+
+int vs_udp_multicast_sender(int fd, int ifindex, int ttl) {
+    struct ip_mreqn m;
+    memset(&m, 0, sizeof(m));
+    m.imr_ifindex = ifindex;
+    if (ifindex != 0 && setsockopt(fd, IPPROTO_IP, IP_MULTICAST_IF, &m, sizeof(m)) != 0) return -1;
+    int off = 0;
+    if (setsockopt(fd, IPPROTO_IP, IP_MULTICAST_TTL, &ttl, sizeof(ttl)) != 0) return -1;
+    return setsockopt(fd, IPPROTO_IP, IP_MULTICAST_LOOP, &off, sizeof(off));
+}
+
 int vs_udp_path_mtu(uint32_t local_be, uint32_t remote_be, uint16_t port) {
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;

@@ -89,6 +89,10 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     /// vxlan: learn remotes not in `remotes` from `remotePrefix` (CIDR, e.g. 192.0.2.0/24).
     public var learning: Bool?
     public var remotePrefix: String?
+    /// vxlan: a multicast underlay instead of `remotes` (group address, interface, TTL).
+    public var group: String?
+    public var dev: String?
+    public var ttl: Int?
     /// add-mirror / del-mirror: the mirror's name; add-mirror: its selection and output.
     public var mirror: String?
     public var mirrorSpec: MirrorSpec?
@@ -110,7 +114,11 @@ public struct ControlRequest: Codable, Sendable, Equatable {
                 dstPort: Int? = nil, vlanMode: String? = nil, tag: Int? = nil, trunks: [Int]? = nil,
                 mtu: Int? = nil, queues: Int? = nil, count: Int? = nil, socketGroup: String? = nil,
                 captureFormat: String? = nil, learning: Bool? = nil, remotePrefix: String? = nil,
+                group: String? = nil, dev: String? = nil, ttl: Int? = nil,
                 mirror: String? = nil, mirrorSpec: MirrorSpec? = nil) {
+        self.group = group
+        self.dev = dev
+        self.ttl = ttl
         self.learning = learning
         self.remotePrefix = remotePrefix
         self.socketGroup = socketGroup

@@ -126,7 +126,7 @@ public final class SwitchController {
         case .vhostUser, .vhostUserClient: port = try makeVhostPort(bridge: b, name: name, spec: spec)
         case .tap: port = try makeTapPort(bridge: b, name: name, spec: spec)
         case .pcap: port = try makePcapPort(bridge: b, name: name, spec: spec)
-        case .vxlan: port = try makeVxlanPort(bridge: b, name: name, spec: spec)
+        case .vxlan, .geneve: port = try makeVxlanPort(bridge: b, name: name, spec: spec)
         }
         if !policy.isDefault && port.slot >= 0 {
             let slot = port.slot

@@ -4,7 +4,7 @@ import SwitchModel
 /// option or a busy UDP port leaves nothing behind.
 extension SwitchController {
     func makeVxlanPort(bridge b: Int, name: String, spec: PortSpec) throws(SwitchError) -> Port {
-        let port = spec.dstPort ?? VxlanTunnel.defaultPort
+        let port = spec.dstPort ?? VxlanTunnel.defaultPort(spec.kind)
         if let other = bridges.flatMap(\.ports).first(where: {
             if case .vxlan(let t) = $0.attachment { return t.dstPort == port } else { return false }
         }) {
@@ -19,7 +19,7 @@ extension SwitchController {
             throw .tooMany("ports")
         }
         // `show` prints this after the type; the options carry the rest (VNI, ports, local).
-        let remotes = tunnel.remoteNames.joined(separator: ",")
+        let remotes = tunnel.group.map { "group \($0)" } ?? tunnel.remoteNames.joined(separator: ",")
         return Port(name: name, spec: spec, path: remotes, slot: slot, attachment: .vxlan(tunnel))
     }
 
@@ -33,9 +33,14 @@ extension SwitchController {
             }
             learned = ["learning": prefix, "learned_remotes": addresses.isEmpty ? "-" : addresses.map(VxlanTunnel.format).joined(separator: ",")]
         }
+        if let group = t.group {
+            learned["group"] = group
+            learned["ttl"] = String(t.ttl)
+            learned["dev"] = t.dev ?? "-"
+        }
         return info(p, state: "attached", linkUp: true, mtu: t.guestMtu,
-                    options: learned.merging(["remote": t.remoteNames.joined(separator: ","),
-                                      "remote_ip": t.remoteAddresses.map(VxlanTunnel.format).joined(separator: ","),
+                    options: learned.merging(["remote": t.remoteNames.isEmpty ? "-" : t.remoteNames.joined(separator: ","),
+                                      "remote_ip": t.remoteAddresses.isEmpty ? "-" : t.remoteAddresses.map(VxlanTunnel.format).joined(separator: ","),
                                       "vni": String(t.vni), "dst_port": String(t.dstPort), "local": t.local,
                                       "src_ports": t.sourcePorts.map(String.init).joined(separator: ","),
                                       "underlay_mtu": mtus]) { a, _ in a })
@@ -43,6 +48,6 @@ extension SwitchController {
 
     /// True for tunnel ports (their `port stats` include the tunnel drop counters).
     public func isTunnel(bridge: String, port: String) -> Bool {
-        bridges.first { $0.name == bridge }?.ports.contains { $0.name == port && $0.kind == .vxlan } ?? false
+        bridges.first { $0.name == bridge }?.ports.contains { $0.name == port && $0.kind.isTunnel } ?? false
     }
 }

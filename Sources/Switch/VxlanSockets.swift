@@ -9,7 +9,8 @@ import Glibc
 /// opens the UDP sockets and owns the `VxlanState` the forwarding thread reads. Everything is
 /// set up before the port slot exists, so a bad option creates nothing.
 final class VxlanTunnel {
-    static let defaultPort = 4789
+    /// IANA: 4789 for VXLAN (RFC 7348, 5), 6081 for Geneve (RFC 8926, 3.3).
+    static func defaultPort(_ kind: PortKind) -> Int { kind == .geneve ? 6081 : 4789 }
     /// Receive buffer asked for (SO_RCVBUFFORCE as root, else capped by net.core.rmem_max):
     /// a burst from a fast remote must not overflow while the forwarding thread is busy.
     static let receiveBuffer: Int32 = 4 << 20
@@ -26,15 +27,27 @@ final class VxlanTunnel {
     let sourcePorts: [Int]
     /// `--remote-prefix` as given (normalised), with `--learning`; nil without.
     let learningPrefix: String?
+    /// `--group` (normalised), its `--dev` and TTL; nil without.
+    let group: String?
+    let dev: String?
+    let ttl: Int
     let state: UnsafeMutablePointer<VxlanState>
 
     init(spec: PortSpec) throws(SwitchError) {
-        guard !spec.remotes.isEmpty else { throw .missingOption("--remote", kind: "vxlan") }
-        guard let vni = spec.vni else { throw .missingOption("--vni", kind: "vxlan") }
+        if spec.group != nil && !spec.remotes.isEmpty {
+            throw .invalidOption("--remote and --group are mutually exclusive (a tunnel floods to its remotes or to a multicast group)")
+        }
+        let kind = spec.kind.rawValue
+        if spec.kind == .geneve && spec.group != nil { throw .invalidOption("--group applies to --type vxlan only") }
+        guard !spec.remotes.isEmpty || spec.group != nil else { throw .missingOption("--remote", kind: kind) }
+        if spec.group == nil && (spec.dev != nil || spec.ttl != nil) { throw .invalidOption("--dev and --ttl need --group") }
+        let ttl = spec.ttl ?? 1
+        guard (1...255).contains(ttl) else { throw .invalidOption("invalid --ttl \(ttl): use 1-255") }
+        guard let vni = spec.vni else { throw .missingOption("--vni", kind: kind) }
         guard (0...0xFF_FFFF).contains(vni) else {
             throw .invalidOption("invalid VNI \(vni): use 0-16777215 (24 bits)")
         }
-        let dstPort = spec.dstPort ?? Self.defaultPort
+        let dstPort = spec.dstPort ?? Self.defaultPort(spec.kind)
         guard (1...65535).contains(dstPort) else { throw .invalidOption("invalid UDP port \(dstPort): use 1-65535") }
         guard spec.remotes.count <= VxlanState.maxRemotes else {
             throw .invalidOption("too many remotes (\(spec.remotes.count)): at most \(VxlanState.maxRemotes)")
@@ -48,30 +61,59 @@ final class VxlanTunnel {
             let a = try Self.resolve(name.trimmingSpaces, what: "remote")
             let firstOctet = UInt8(truncatingIfNeeded: a)     // network order: first byte is lowest
             guard a != 0, a != UInt32.max, !(224...239).contains(firstOctet) else {
-                throw .invalidOption("remote \(name): not a unicast address (multicast VXLAN groups are not supported)")
+                throw .invalidOption("remote \(name): not a unicast address (for a multicast group use --group)")
             }
             guard !addresses.contains(a) else { throw .invalidOption("remote \(name) is given twice") }
             // Our own floods would come back as the remote's and loop through the bridge.
             guard a != localAddress else { throw .invalidOption("remote \(name) is the tunnel's own --local address") }
             addresses.append(a)
         }
-        let learn = try Self.learningPrefix(spec)
+        // `--group`: floods go to the group; remotes are learned from any source (or from
+        // `--remote-prefix`, if given), as the kernel's vxlan driver does in group mode.
+        var groupAddress: UInt32 = 0
+        var ifindex: Int32 = 0
+        if let name = spec.group {
+            groupAddress = try Self.resolve(name.trimmingSpaces, what: "group")
+            guard (224...239).contains(UInt8(truncatingIfNeeded: groupAddress)) else {
+                throw .invalidOption("group \(name): not a multicast address (use one of 224.0.0.0/4, e.g. 239.1.1.1)")
+            }
+            addresses = [groupAddress]
+            if let dev = spec.dev {
+                ifindex = Int32(bitPattern: if_nametoindex(dev))
+                guard ifindex != 0 else { throw .invalidOption("--dev \(dev): no such interface") }
+            }
+        }
+        var learn = try Self.learningPrefix(spec)
+        if spec.group != nil && learn == nil { learn = (0, 0) }
+        self.group = spec.group == nil ? nil : Self.format(groupAddress)
+        self.dev = spec.dev
+        self.ttl = ttl
         self.vni = vni
         self.dstPort = dstPort
         self.local = localAddress == 0 ? "0.0.0.0" : Self.format(localAddress)
         remoteNames = spec.remotes.map(\.trimmingSpaces)
-        remoteAddresses = addresses
+        remoteAddresses = spec.group == nil ? addresses : []
 
         // The receive socket owns the tunnel's UDP port: if another program (such as the
-        // kernel's own vxlan device with the same dstport) has it, stop here.
-        let rfd = vs_udp_open(localAddress, UInt16(dstPort), Self.receiveBuffer)
-        guard rfd >= 0 else { throw Self.bindError(errno, address: self.local, port: dstPort) }
+        // kernel's own vxlan device with the same dstport) has it, stop here. With a group
+        // it is bound to 0.0.0.0: a socket bound to a unicast address gets no multicast.
+        let receiveAddress = spec.group == nil ? localAddress : 0
+        let rfd = vs_udp_open(receiveAddress, UInt16(dstPort), Self.receiveBuffer)
+        guard rfd >= 0 else {
+            throw Self.bindError(errno, address: receiveAddress == 0 ? "0.0.0.0" : self.local, port: dstPort)
+        }
+        if spec.group != nil && vs_udp_multicast_join(rfd, groupAddress, ifindex) != 0 {
+            let e = errno
+            close(rfd)
+            throw .invalidOption("cannot join group \(Self.format(groupAddress))\(spec.dev.map { " on \($0)" } ?? ""): \(String(cString: strerror(e)))")
+        }
         var fds: [Int32] = []
         var ports: [Int] = []
         for _ in 0..<VxlanState.sendSockets {
             let fd = vs_udp_open(localAddress, 0, 0)
-            guard fd >= 0 else {
+            guard fd >= 0, spec.group == nil || vs_udp_multicast_sender(fd, ifindex, Int32(ttl)) == 0 else {
                 let e = errno
+                if fd >= 0 { close(fd) }
                 for f in fds + [rfd] { close(f) }
                 throw .vxlan(.sendSocket(errno: e))
             }
@@ -87,7 +129,7 @@ final class VxlanTunnel {
         underlayMtu = addresses.map { Int(vs_udp_path_mtu(localAddress, $0, UInt16(dstPort))) }
         state = .allocate(capacity: 1)
         let header = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
-        header.initialize(to: VxlanState.header(vni: UInt32(vni)))
+        header.initialize(to: spec.kind == .geneve ? GeneveCodec.header(vni: UInt32(vni)) : VxlanState.header(vni: UInt32(vni)))
         // Room for the remotes `--learning` may add after the configured ones.
         let remotes = UnsafeMutablePointer<UInt32>.allocate(capacity: VxlanState.remoteCapacity)
         remotes.initialize(repeating: 0, count: VxlanState.remoteCapacity)
@@ -103,6 +145,7 @@ final class VxlanTunnel {
             header: header, vniWord: (UInt32(vni) << 8).bigEndian, dstPort: UInt16(dstPort),
             remoteCount: addresses.count, remotes: remotes, maxFrame: maxFrame, sendFds: sends,
             sendCount: fds.count, learned: learned))
+        state.pointee.geneve = spec.kind == .geneve
         if let (prefix, mask) = learn {
             state.pointee.learning = true
             state.pointee.learnPrefix = prefix

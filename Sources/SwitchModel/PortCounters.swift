@@ -19,16 +19,36 @@ public enum PortCounter: Int, CaseIterable, Sendable {
     /// Offload metadata (partial checksum, TSO) that could not be finished for this port:
     /// offsets outside the frame, not TCP, MSS below 64.
     case txDropBadOffload
-    /// VXLAN: datagrams for another VNI (or without the I flag).
+    /// VXLAN: datagrams for another VNI.
     case rxDropVni
     /// VXLAN: datagrams from an address that is not a remote of the port.
     case rxDropUnknownRemote
+    /// Tunnels: datagrams shorter than the tunnel header.
+    case rxDropShortHeader
+    /// VXLAN: datagrams without the I flag (RFC 7348, 5).
+    case rxDropNoVniFlag
+    /// Tunnels: inner frames longer than the port's MTU (or than the receive buffer).
+    case rxDropTooLong
+    /// Geneve: a version other than 0.
+    case rxDropBadVersion
+    /// Geneve: option lengths past Opt Len or the datagram.
+    case rxDropBadOptions
+    /// Geneve: a critical option (we implement none).
+    case rxDropCriticalOption
+    /// Geneve: a payload that is not Ethernet (protocol type), or an OAM packet.
+    case rxDropNotEthernet
 
     /// The field name in `port stats --format json` (the case name).
     public var name: String { String(describing: self) }
 
     /// Only tunnel ports report it (absent from other ports' JSON and text).
-    public var tunnelOnly: Bool { self == .rxDropVni || self == .rxDropUnknownRemote }
+    public var tunnelOnly: Bool {
+        switch self {
+        case .rxDropVni, .rxDropUnknownRemote, .rxDropShortHeader, .rxDropNoVniFlag, .rxDropTooLong,
+             .rxDropBadVersion, .rxDropBadOptions, .rxDropCriticalOption, .rxDropNotEthernet: return true
+        default: return false
+        }
+    }
 
     /// What `vswitch port stats` prints.
     public var label: String {
@@ -46,6 +66,13 @@ public enum PortCounter: Int, CaseIterable, Sendable {
         case .txDropBadOffload: return "tx dropped, bad offload metadata"
         case .rxDropVni: return "rx dropped, other VNI"
         case .rxDropUnknownRemote: return "rx dropped, unknown remote"
+        case .rxDropShortHeader: return "rx dropped, shorter than tunnel header"
+        case .rxDropNoVniFlag: return "rx dropped, VXLAN I flag missing"
+        case .rxDropTooLong: return "rx dropped, longer than MTU"
+        case .rxDropBadVersion: return "rx dropped, Geneve version not 0"
+        case .rxDropBadOptions: return "rx dropped, Geneve options malformed"
+        case .rxDropCriticalOption: return "rx dropped, Geneve critical option"
+        case .rxDropNotEthernet: return "rx dropped, not Ethernet (Geneve protocol or OAM)"
         }
     }
 }
@@ -67,6 +94,13 @@ public struct PortCounters: Equatable, Sendable {
     public var txDropBadOffload: UInt64 = 0
     public var rxDropVni: UInt64 = 0
     public var rxDropUnknownRemote: UInt64 = 0
+    public var rxDropShortHeader: UInt64 = 0
+    public var rxDropNoVniFlag: UInt64 = 0
+    public var rxDropTooLong: UInt64 = 0
+    public var rxDropBadVersion: UInt64 = 0
+    public var rxDropBadOptions: UInt64 = 0
+    public var rxDropCriticalOption: UInt64 = 0
+    public var rxDropNotEthernet: UInt64 = 0
     public init() {}
 
     public static let count = PortCounter.allCases.count

@@ -6,6 +6,10 @@ public enum PortKind: String, Codable, Sendable, CaseIterable {
     case tap
     case pcap
     case vxlan
+    /// A Geneve tunnel (RFC 8926): the VXLAN port's machinery with another header.
+    case geneve
+
+    public var isTunnel: Bool { self == .vxlan || self == .geneve }
 
     public var isVhost: Bool { self == .vhostUser || self == .vhostUserClient }
 }

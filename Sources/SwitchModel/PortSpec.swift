@@ -45,6 +45,12 @@ public struct PortSpec: Sendable, Equatable {
     /// Set after `init`, like `captureFormat`.
     public var captureBuffer: Int?
     public var captureCPU: Int?
+    /// vxlan: floods go to this IPv4 multicast group (joined on `dev`, sent with `ttl`,
+    /// default 1) instead of `remotes`; remotes are learned from any source, as the
+    /// kernel's vxlan driver does in group mode. Set after `init`, like `learning`.
+    public var group: String?
+    public var dev: String?
+    public var ttl: Int?
 
     public init(kind: PortKind, path: String? = nil, ifname: String? = nil, file: String? = nil,
                 filter: String? = nil, snaplen: Int? = nil, rotateBytes: Int? = nil, rotateCount: Int? = nil,

@@ -55,7 +55,8 @@ public struct AddPort: ControlSubcommand {
             tap:             a TAP interface --ifname to the host kernel (created if missing).
             pcap:            writes copies of the bridge's frames (or --port's) to --file
                              (--format pcapng: with the port and direction of each frame).
-            vxlan:           a VXLAN tunnel to --remote (RFC 7348, UDP --dst-port, default 4789).
+            vxlan:           a VXLAN tunnel to --remote or a multicast --group (RFC 7348, UDP --dst-port, default 4789).
+            geneve:          a Geneve tunnel to --remote (RFC 8926, UDP --dst-port, default 6081).
             """)
     @OptionGroup public var global: GlobalOptions
     @Argument(help: "Bridge name.") public var bridge: String
@@ -83,6 +84,10 @@ public struct AddPort: ControlSubcommand {
     public var learning = false
     @Option(help: "vxlan, with --learning: the addresses remotes may be learned from (CIDR, e.g. 192.0.2.0/24).")
     public var remotePrefix: String?
+    @Option(help: "vxlan: a multicast group (e.g. 239.1.1.1) instead of --remote: floods go to it, remotes are learned from any source that sends to it.")
+    public var group: String?
+    @Option(help: "vxlan, with --group: the interface to join the group on and send from.") public var dev: String?
+    @Option(help: "vxlan, with --group: the multicast TTL (1-255, default 1).") public var ttl: Int?
     @Option(help: "Any type: access (untagged, one VLAN: --tag) or trunk (tagged: --trunks, native --tag).")
     public var vlanMode: String?
     @Option(help: "access: the port's VLAN; trunk: the native (untagged) VLAN.") public var tag: Int?
@@ -115,9 +120,20 @@ public struct AddPort: ControlSubcommand {
             }
             if let bufferSize { _ = try Validate.size(bufferSize, "--buffer-size") }
             if let captureCpu, captureCpu < 0 { throw ValidationError("--capture-cpu must be a CPU number (0 or more)") }
-        case .vxlan:
-            guard let remote, !remote.isEmpty else { throw ValidationError("--type vxlan needs --remote") }
-            guard let vni else { throw ValidationError("--type vxlan needs --vni") }
+        case .vxlan, .geneve:
+            if type == .geneve && group != nil { throw ValidationError("--group applies to --type vxlan only") }
+            if remote != nil && group != nil {
+                throw ValidationError("--remote and --group are mutually exclusive (a tunnel floods to its remotes or to a multicast group)")
+            }
+            if group == nil {
+                guard let remote, !remote.isEmpty else {
+                    throw ValidationError(type == .vxlan ? "--type vxlan needs --remote or --group" : "--type geneve needs --remote")
+                }
+            }
+            if group == nil && (dev != nil || ttl != nil) { throw ValidationError("--dev and --ttl need --group") }
+            if let ttl, !(1...255).contains(ttl) { throw ValidationError("--ttl must be 1-255") }
+            if let dev { try Validate.name(dev, "interface") }
+            guard let vni else { throw ValidationError("--type \(type.rawValue) needs --vni") }
             guard (0...0xFF_FFFF).contains(vni) else { throw ValidationError("--vni must be 0-16777215") }
             if let dstPort, !(1...65535).contains(dstPort) { throw ValidationError("--dst-port must be 1-65535") }
             if learning && remotePrefix == nil {
@@ -157,7 +173,7 @@ public struct AddPort: ControlSubcommand {
                        remotes: remote.map { $0.split(separator: ",").map(String.init) }, vni: vni, local: local,
                        dstPort: dstPort, vlanMode: vlanMode, tag: tag, trunks: trunkList, mtu: mtu, queues: queues,
                        socketGroup: socketGroup, captureFormat: global.format.captureFormat,
-                       learning: learning ? true : nil, remotePrefix: remotePrefix)
+                       learning: learning ? true : nil, remotePrefix: remotePrefix, group: group, dev: dev, ttl: ttl)
         request.captureBuffer = bufferSize.flatMap { try? Validate.size($0, "--buffer-size") }
         request.captureCPU = captureCpu
         return request

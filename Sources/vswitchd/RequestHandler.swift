@@ -84,6 +84,9 @@ struct RequestHandler {
         spec.remotePrefix = r.remotePrefix
         spec.captureBuffer = r.captureBuffer
         spec.captureCPU = r.captureCPU
+        spec.group = r.group
+        spec.dev = r.dev
+        spec.ttl = r.ttl
         return spec
     }
 

@@ -46,6 +46,38 @@ final class CLITests: XCTestCase {
                         "--remote-prefix", "192.0.2.0/24"], mentioning: "--remote-prefix needs --learning")
     }
 
+    func testVxlanGroupOptions() throws {
+        let r = try request(["add-port", "br0", "vx0", "--type", "vxlan", "--group", "239.1.1.1", "--dev", "eth0",
+                             "--ttl", "4", "--vni", "42"])
+        XCTAssertEqual(r.group, "239.1.1.1")
+        XCTAssertEqual(r.dev, "eth0")
+        XCTAssertEqual(r.ttl, 4)
+        XCTAssertNil(r.remotes)
+        // Persisted as the request itself (SwitchConfig): the group options survive a restart.
+        var config = SwitchConfig()
+        config.record(ControlRequest(command: .addBridge, bridge: "br0"))
+        config.record(r)
+        let restored = try JSONDecoder().decode(SwitchConfig.self, from: JSONEncoder().encode(config))
+        XCTAssertEqual(restored.requests.last, r)
+        assertRejected(["add-port", "br0", "vx0", "--type", "vxlan", "--remote", "192.0.2.1", "--group", "239.1.1.1", "--vni", "42"],
+                       mentioning: "--remote and --group are mutually exclusive")
+        assertRejected(["add-port", "br0", "vx0", "--type", "vxlan", "--vni", "42"], mentioning: "needs --remote or --group")
+        assertRejected(["add-port", "br0", "vx0", "--type", "vxlan", "--remote", "192.0.2.1", "--vni", "42", "--ttl", "2"],
+                       mentioning: "--dev and --ttl need --group")
+        assertRejected(["add-port", "br0", "vx0", "--type", "vxlan", "--group", "239.1.1.1", "--vni", "42", "--ttl", "256"],
+                       mentioning: "--ttl must be 1-255")
+    }
+
+    func testGeneveOptions() throws {
+        let r = try request(["add-port", "br0", "gn0", "--type", "geneve", "--remote", "192.0.2.1", "--vni", "42"])
+        XCTAssertEqual(r.type, .geneve)
+        XCTAssertEqual(r.remotes, ["192.0.2.1"])
+        assertRejected(["add-port", "br0", "gn0", "--type", "geneve", "--vni", "42"], mentioning: "--type geneve needs --remote")
+        assertRejected(["add-port", "br0", "gn0", "--type", "geneve", "--remote", "192.0.2.1"], mentioning: "--type geneve needs --vni")
+        assertRejected(["add-port", "br0", "gn0", "--type", "geneve", "--group", "239.1.1.1", "--vni", "42"],
+                       mentioning: "--group applies to --type vxlan only")
+    }
+
     func testMirrorCommands() throws {
         let r = try request(["add-mirror", "br0", "m0", "--select-src", "vm1,vm2", "--select-dst", "vm1",
                              "--select-vlan", "10,20", "--output", "ids"])
@@ -105,7 +137,7 @@ final class CLITests: XCTestCase {
 
     func testArgumentErrors() {
         assertRejected(["add-port", "br0", "vm1", "--type", "tun", "--path", "/x"], mentioning: "vhostuserclient")
-        assertRejected(["add-port", "br0", "vm1", "--type", "tun", "--path", "/x"], mentioning: "'vhostuser'")
+        assertRejected(["add-port", "br0", "vm1", "--type", "tun", "--path", "/x"], mentioning: "geneve")
         assertRejected(["add-port", "br0", "vm1", "--type", "tap", "--path", "/x"], mentioning: "--ifname")
         assertRejected(["add-port", "br0", "t0", "--type", "tap", "--ifname", "much-too-long-name0"], mentioning: "interface")
         assertRejected(["add-port", "br0", "c", "--type", "pcap"], mentioning: "--file")

@@ -16,5 +16,8 @@ let package = Package(
         .executableTarget(name: "FuzzVhostUser", dependencies: [
             .product(name: "SwitchForFuzzing", package: "vswitch"),
         ]),
+        .executableTarget(name: "FuzzVxlan", dependencies: [
+            .product(name: "SwitchForFuzzing", package: "vswitch"),
+        ]),
     ]
 )

@@ -12,6 +12,9 @@ final class CounterBlockTests: XCTestCase {
             (.txDropNoBuffers, \.txDropNoBuffers), (.txDropBadDescriptor, \.txDropBadDescriptor),
             (.rxDropVlan, \.rxDropVlan), (.txDropTooBig, \.txDropTooBig), (.txDropBadOffload, \.txDropBadOffload),
             (.rxDropVni, \.rxDropVni), (.rxDropUnknownRemote, \.rxDropUnknownRemote),
+            (.rxDropShortHeader, \.rxDropShortHeader), (.rxDropNoVniFlag, \.rxDropNoVniFlag), (.rxDropTooLong, \.rxDropTooLong),
+            (.rxDropBadVersion, \.rxDropBadVersion), (.rxDropBadOptions, \.rxDropBadOptions),
+            (.rxDropCriticalOption, \.rxDropCriticalOption), (.rxDropNotEthernet, \.rxDropNotEthernet),
         ]
         XCTAssertEqual(fields.count, PortCounter.allCases.count, "a counter without a named field")
         XCTAssertEqual(MemoryLayout<PortCounters>.size, 8 * PortCounter.allCases.count)

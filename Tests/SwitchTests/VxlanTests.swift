@@ -46,8 +46,8 @@ final class VxlanTests: XCTestCase {
     }
 
     /// A tunnel port on the bridge; returns its slot.
-    func attachTunnel(remotes: [String], vni: Int = 42) throws -> (Int, VxlanTunnel) {
-        let t = try VxlanTunnel(spec: PortSpec(kind: .vxlan, remotes: remotes, vni: vni, local: "127.0.0.1", dstPort: port))
+    func attachTunnel(remotes: [String], vni: Int = 42, kind: PortKind = .vxlan) throws -> (Int, VxlanTunnel) {
+        let t = try VxlanTunnel(spec: PortSpec(kind: kind, remotes: remotes, vni: vni, local: "127.0.0.1", dstPort: port))
         tunnels.append(t)
         let slot = try XCTUnwrap(engine.addLocalPort(bridge: bridge, kind: SlotKind.vxlan.rawValue, fd: t.receiveFd,
                                                      local: UnsafeMutableRawPointer(t.state)))
@@ -130,17 +130,50 @@ final class VxlanTests: XCTestCase {
         send(peer, Self.header(vni: 42, flags: 0) + frame)       // no I flag
         send(stranger, Self.header(vni: 42) + frame)             // not a remote
         send(peer, Self.header(vni: 42) + [1, 2, 3])             // runt
-        XCTAssertEqual(engine.pollOnce(), 5)
-        XCTAssertEqual(guest.receivedFrames(), [frame])
+        send(peer, [0x08, 0, 0])                                  // shorter than the header
+        send(peer, Self.header(vni: 42, flags: 0xff) + frame)    // reserved flag bits: ignored
+        XCTAssertEqual(engine.pollOnce(), 7)
+        XCTAssertEqual(guest.receivedFrames(), [frame, frame])
         let c = engine.counters(port: slot)
-        XCTAssertEqual(c.rxPackets, 1)
-        XCTAssertEqual(c.rxBytes, UInt64(frame.count))
-        XCTAssertEqual(c.rxDropVni, 2)
+        XCTAssertEqual(c.rxPackets, 2)
+        XCTAssertEqual(c.rxBytes, UInt64(2 * frame.count))
+        XCTAssertEqual(c.rxDropVni, 1)
+        XCTAssertEqual(c.rxDropNoVniFlag, 1)
         XCTAssertEqual(c.rxDropUnknownRemote, 1)
         XCTAssertEqual(c.rxDropRunt, 1)
+        XCTAssertEqual(c.rxDropShortHeader, 1)
         // The inner source is learned on the tunnel port.
         let fdb = engine.fdbEntries(bridge: bridge)
         XCTAssertEqual(fdb.first { $0.key & 0xFFFF_FFFF_FFFF == MacTable.key(mac: Self.mac(9), vlan: 0) }?.port, slot)
+        XCTAssertEqual(engine.counters(port: pg).txPackets, 2)
+    }
+
+    /// `--type geneve`: the same datapath with a Geneve header (RFC 8926, 3.4) each way;
+    /// options are skipped, a critical one drops the packet.
+    func testGeneveFramingAndOptions() throws {
+        let guest = SimulatedGuest()
+        let pg = try attachGuest(guest)
+        guest.postReceiveBuffers(8)
+        let (slot, _) = try attachTunnel(remotes: ["127.0.0.2"], vni: 0x12_3456, kind: .geneve)
+        let peer = remote("127.0.0.2")
+        let arp = TestFrame.make(dst: TestFrame.broadcast, src: TestFrame.mac(1), etherType: 0x0806)
+        guest.transmit(arp)
+        engine.pollOnce()
+        let got = try XCTUnwrap(receive(peer))
+        XCTAssertEqual(Array(got.bytes.prefix(8)), [0, 0, 0x65, 0x58, 0x12, 0x34, 0x56, 0])
+        XCTAssertEqual(Array(got.bytes.dropFirst(8)), arp)
+
+        let frame = TestFrame.make(dst: TestFrame.mac(1), src: TestFrame.mac(9), payload: 100)
+        let option: [UInt8] = [0x01, 0x02, 0x03, 0x01, 0xaa, 0xbb, 0xcc, 0xdd]   // class 0x0102, type 3, 1 word
+        send(peer, [0x02, 0, 0x65, 0x58, 0x12, 0x34, 0x56, 0] + option + frame)  // Opt Len 2 words: skipped
+        send(peer, [0x02, 0x40, 0x65, 0x58, 0x12, 0x34, 0x56, 0] + option + frame)  // C flag: dropped
+        send(peer, [0x40, 0, 0x65, 0x58, 0x12, 0x34, 0x56, 0] + frame)            // version 1
+        XCTAssertEqual(engine.pollOnce(), 3)
+        XCTAssertEqual(guest.receivedFrames(), [frame])
+        let c = engine.counters(port: slot)
+        XCTAssertEqual(c.rxPackets, 1)
+        XCTAssertEqual(c.rxDropCriticalOption, 1)
+        XCTAssertEqual(c.rxDropBadVersion, 1)
         XCTAssertEqual(engine.counters(port: pg).txPackets, 1)
     }
 
@@ -301,6 +334,39 @@ final class VxlanTests: XCTestCase {
         XCTAssertEqual(received.count, 100, "all 100 datagrams reached the guest")
         XCTAssertEqual(received.map { $0[14] }, (0..<100).map { UInt8($0) }, "in order")
         XCTAssertEqual(engine.counters(port: gp).txPackets, 100)
+    }
+
+    /// `--group`: exclusive with `--remote`, a multicast address, an existing `--dev`; a good
+    /// one joins the group and `show` says so (traffic: Tests/e2e/vxlan_multicast.sh).
+    func testGroupOptionsAreChecked() throws {
+        let controller = SwitchController(engine: engine, loop: EventLoop(), runDirectory: "/tmp",
+                                          logger: Logger(label: "test"))
+        try controller.addBridge("br0")
+        func spec(remotes: [String] = [], group: String?, dev: String? = nil, ttl: Int? = nil) -> PortSpec {
+            var s = PortSpec(kind: .vxlan, remotes: remotes, vni: 42, dstPort: port)
+            s.group = group
+            s.dev = dev
+            s.ttl = ttl
+            return s
+        }
+        func refuse(_ s: PortSpec, _ expected: String, line: UInt = #line) {
+            XCTAssertThrowsError(try controller.addPort(bridge: "br0", name: "vx0", spec: s), line: line) {
+                XCTAssertTrue("\($0)".contains(expected), "\($0)", line: line)
+            }
+            XCTAssertEqual(controller.snapshot().first?.ports.count, 0, line: line)
+        }
+        refuse(spec(remotes: ["127.0.0.2"], group: "239.1.1.1"), "mutually exclusive")
+        refuse(spec(group: "192.0.2.1"), "not a multicast address")
+        refuse(spec(group: "239.1.1.1", dev: "vsw-no-such0"), "no such interface")
+        refuse(spec(group: "239.1.1.1", ttl: 0), "--ttl")
+        refuse(spec(remotes: ["127.0.0.2"], group: nil, dev: "lo"), "need --group")
+        try controller.addPort(bridge: "br0", name: "vx0", spec: spec(group: "239.1.1.1", dev: "lo", ttl: 3))
+        let p = try XCTUnwrap(controller.snapshot().first?.ports.first)
+        XCTAssertEqual(p.options?["group"], "239.1.1.1")
+        XCTAssertEqual(p.options?["dev"], "lo")
+        XCTAssertEqual(p.options?["ttl"], "3")
+        XCTAssertEqual(p.options?["learning"], "0.0.0.0/0", "group mode learns remotes from any source")
+        try controller.deletePort(bridge: "br0", port: "vx0")
     }
 
     func testBadOptionsCreateNothing() throws {

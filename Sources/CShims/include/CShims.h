@@ -168,6 +168,13 @@ int vs_udp_open(uint32_t addr_be, uint16_t port, int rcvbuf);
 int vs_udp_local_port(int fd);
 /// The MTU of the route to remote (IP_MTU of a connected socket, from `local` if not 0), or -1.
 int vs_udp_path_mtu(uint32_t local_be, uint32_t remote_be, uint16_t port);
+/// Joins IPv4 multicast `group_be` on interface `ifindex` (0: the kernel picks by route),
+/// IP_ADD_MEMBERSHIP, and turns IP_MULTICAST_ALL off (only this socket's groups arrive).
+/// 0, or -1 and errno.
+int vs_udp_multicast_join(int fd, uint32_t group_be, int ifindex);
+/// Multicast sending: IP_MULTICAST_IF `ifindex` (if not 0), IP_MULTICAST_TTL `ttl`,
+/// IP_MULTICAST_LOOP off (our own floods must not come back). 0, or -1 and errno.
+int vs_udp_multicast_sender(int fd, int ifindex, int ttl);
 /// One datagram from `iovcnt` struct iovec entries to addr:port (MSG_DONTWAIT). Retries EINTR.
 ssize_t vs_udp_sendv(int fd, const void *iov, int iovcnt, uint32_t addr_be, uint16_t port);
 /// One datagram (MSG_DONTWAIT); the sender's address goes to `*from_be`. Retries EINTR.

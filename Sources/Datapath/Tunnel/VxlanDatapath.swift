@@ -43,49 +43,46 @@ extension ForwardingEngine {
         return k
     }
 
-    /// One received datagram: its VXLAN header checked, its inner source learned behind the
-    /// remote it came from, its frame forwarded.
+    /// One received datagram: its VXLAN or Geneve header checked (`VxlanCodec`/`GeneveCodec.decode`, drops counted
+    /// by reason), its inner source learned behind the remote it came from, its frame forwarded.
     @inline(__always)
     private func receiveDatagram(port p: Int, _ buffer: UnsafeMutableRawPointer, length r: Int, from: UInt32,
                                  vx: UnsafeMutablePointer<VxlanState>, counters: UnsafeMutablePointer<PortCounters>) {
+        // The port's MTU plus an 802.1Q tag, as on the way out (Forwarding.fitsWithTag);
+        // never more than the receive buffer.
+        let maxFrame = min(ports[p].maxFrame, Self.localBufferSize) &+ 4
+        // One header codec per encapsulation; everything else is shared.
+        let decoded = vx.pointee.geneve
+            ? GeneveCodec.decode(buffer, length: r, vniWord: vx.pointee.vniWord, maxFrame: maxFrame)
+            : VxlanCodec.decode(buffer, length: r, vniWord: vx.pointee.vniWord, maxFrame: maxFrame)
         // Only configured remotes may put frames on the bridge (as OVS does): anyone
         // else who can reach the UDP port would otherwise inject into the segment.
         var remote = 0
         while remote < vx.pointee.remoteCount && vx.pointee.remotes[remote] != from { remote &+= 1 }
         if remote == vx.pointee.remoteCount {
-            // `--learning`: an address of the allowed prefix becomes a remote (kernel `learning`).
-            guard r >= 8 + 14, Self.isOurs(buffer, vx), vx.pointee.learnRemote(from) >= 0 else {
+            // `--learning`: an address of the allowed prefix becomes a remote (kernel `learning`),
+            // but only for a datagram that decodes.
+            guard case .frame = decoded, vx.pointee.learnRemote(from) >= 0 else {
                 counters.add(.rxDropUnknownRemote)
                 return
             }
         }
-        guard r >= 8 + 14 else {   // -1: cut (longer than the buffer)
-            counters.add(.rxDropRunt)
+        guard case .frame(let offset, let length) = decoded else {
+            if case .drop(let why) = decoded { counters.add(why.counter) }
             return
         }
-        guard Self.isOurs(buffer, vx) else {
-            counters.add(.rxDropVni)
-            return
-        }
+        let inner = buffer + offset
         if vx.pointee.remoteCount > 1 || vx.pointee.learning {
-            let inner = buffer + 8
+            // SAFETY: length >= 14 (VxlanCodec.decode).
             let src = UInt64(inner.loadUnaligned(fromByteOffset: 6, as: UInt32.self))
                 | UInt64(inner.loadUnaligned(fromByteOffset: 10, as: UInt16.self)) << 32
             if src & 1 == 0 {
-                vx.pointee.learn(MacTable.key(mac: src, vlan: Self.vlan(inner, length: r - 8)),
+                vx.pointee.learn(MacTable.key(mac: src, vlan: Self.vlan(inner, length: length)),
                                  remote: Int32(remote), now: hot.pointee.now)
             }
         }
-        loadScratch(buffer + 8, length: r - 8)
+        loadScratch(inner, length: length)
         forwardFrame(from: p)
-    }
-
-    /// RFC 7348, 5: the VXLAN header at `buffer` (8 bytes, present) has the I flag (0x08) and,
-    /// in bytes 4-6, the port's VNI.
-    @inline(__always)
-    private static func isOurs(_ buffer: UnsafeMutableRawPointer, _ vx: UnsafeMutablePointer<VxlanState>) -> Bool {
-        buffer.load(as: UInt8.self) & 0x08 != 0
-            && buffer.loadUnaligned(fromByteOffset: 4, as: UInt32.self) & UInt32(0x00FF_FFFF).bigEndian == vx.pointee.vniWord
     }
 
     /// Sends the frame in `txScratch` (after `sourceHeader` bytes) into the tunnel: to the

@@ -25,6 +25,9 @@ public struct VxlanState {
     /// The VNI as it appears in bytes 4-7 of a received header (VNI << 8, big-endian).
     public var vniWord: UInt32
     public var dstPort: UInt16
+    /// `--type geneve` (RFC 8926): received headers are decoded by `GeneveCodec`; `header`
+    /// is a Geneve one (8 bytes, no options, like VXLAN's). Everything else is shared.
+    public var geneve = false
     /// Remotes in `remotes`: the configured ones (`floodCount`, where floods go), then the
     /// learned ones. Written only by the forwarding thread after start.
     public var remoteCount: Int
