@@ -67,8 +67,8 @@ public enum SwitchError: Error, Equatable, CustomStringConvertible {
         case .endpoint(_, let reason): return reason
         case .tapInUse(let ifname, let port): return "TAP \(ifname) is already port \(port)"
         case .tap(let name, let failure): return "TAP \(name): " + failure.description
-        case .udpPortInUse(let udp, let port): return "VXLAN: UDP port \(udp) is already used by tunnel port \(port)"
-        case .vxlan(let failure): return "VXLAN: " + failure.description
+        case .udpPortInUse(let udp, let port): return "tunnel: UDP port \(udp) is already used by tunnel port \(port)"
+        case .vxlan(let failure): return "tunnel: " + failure.description
         case .libpcap(let m): return "libpcap: \(m)"
         case .captureStream: return "cannot create a stream on the control socket"
         }
