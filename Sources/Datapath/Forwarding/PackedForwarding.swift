@@ -15,9 +15,18 @@ extension ForwardingEngine {
             return 0
         }
         let n = min(available, hot.pointee.batchSize)
+        // The fast lane, as for split queues (FastLane.swift), without the prefetching.
+        let lane = fastLaneOpen(from: p)
+        let watched = lane ? ingressCaptures(of: p) : 0
         var k = 0
         while k < n {
             guard let head = q.pointee.head(at: k) else { break }   // k < available: always there
+            if lane, let buffer = q.pointee.singleBuffer(head: head, writable: false),
+               watched == 0 ? forwardFast(buffer, from: p) : forwardFastCaptured(buffer, from: p, watched: watched) {
+                q.pointee.pushUsed(id: head, length: 0)
+                k &+= 1
+                continue
+            }
             txScratch.pointee.removeAll()
             if q.pointee.walkChain(head: head, writable: false, into: &txScratch.pointee, limit: Self.maxFrame) != nil {
                 slot.pointee.counters.unsafelyUnwrapped.add(.rxDropBadDescriptor)
@@ -33,6 +42,25 @@ extension ForwardingEngine {
         if slot.pointee.dirtyLog != nil && k > 0 { logRing(port: p, queue: qi) }
         publishDirtyRx()
         return k
+    }
+
+    /// The fast lane's delivery into a port whose one RX queue `qi` is packed: `length`
+    /// bytes at `frame` into the next chain if it is one buffer that holds them (with a
+    /// virtio-net header without offloads); false, with nothing done, otherwise.
+    @inline(never)
+    func forwardFastIntoPacked(_ destination: UnsafeMutablePointer<PortSlot>, queue qi: Int, frame: UnsafeRawPointer,
+                               length frameLength: Int) -> Bool {
+        let q = destination.pointee.packedQueues.unsafelyUnwrapped + qi
+        let rxHeader = destination.pointee.headerLength
+        let needed = rxHeader + frameLength
+        guard let available = q.pointee.cachedAvailableCount(), available > 0, let head = q.pointee.head(at: 0),
+              let rx = q.pointee.singleBuffer(head: head, writable: true), rx.length >= needed else { return false }
+        // SAFETY: needed <= rx.length, a translated buffer.
+        FrameCopy.writeHeader(0, 1 << 16, length: rxHeader, at: rx.base)
+        (rx.base + rxHeader).copyMemory(from: frame, byteCount: frameLength)
+        q.pointee.pushUsed(id: head, length: UInt32(truncatingIfNeeded: needed))
+        q.pointee.consume(1)
+        return true
     }
 
     /// Copies the frame in `txScratch` into packed RX queue `qi` of port `d`, or drops and

@@ -48,8 +48,12 @@ struct PortSlot {
     var rxQueueList: UInt32 = 0
     var rxQueueCount = 0
     /// Several RX queues, a packed one, dirty logging or a mirror selecting its frames:
-    /// `deliver` takes its one slower branch, and the fast lane is closed to it. A port with one split RX queue tests nothing else.
+    /// `deliver` takes its one slower branch, and the fast lane is closed to it (but see
+    /// `rxPackedLane`). A port with one split RX queue tests nothing else.
     var rxSlowPath = false
+    /// One packed RX queue and nothing else `rxSlowPath` stands for: the fast lane still
+    /// delivers to it (`forwardFastIntoPacked`).
+    var rxPackedLane = false
     /// Mirrors that copy the frames this port sends into the bridge, plus
     /// `mirrorOutputBit` if it is a mirror's output; mirrors that copy the frames delivered
     /// to it (Mirrors.swift).
@@ -151,6 +155,7 @@ struct PortSlot {
             rx &= rx &- 1
         }
         rxSlowPath = rxQueueCount > 1 || runningMask & ~Self.txMask & packedMask != 0 || dirtyLog != nil || mirrorOut != 0
+        rxPackedLane = rxQueueCount == 1 && runningMask & ~Self.txMask & packedMask != 0 && dirtyLog == nil && mirrorOut == 0
     }
 
     /// The RX queue for a frame between MAC addresses `a` and `b` (either order).
