@@ -147,4 +147,47 @@ final class VlanMtuQueueTests: XCTestCase {
         engine.pollOnce()
         XCTAssertEqual(q0.receivedFrames().count, 10)
     }
+
+    /// Unicast to a port with two RX queues takes the fast lane (`lastDestination` is set
+    /// only by the lane) and lands on the queue the general path picks for the same flow.
+    func testLaneDeliversToTheQueueOfTheFlowLikeTheGeneralPath() throws {
+        let src = SimulatedGuest(), q0 = SimulatedGuest(), q2 = SimulatedGuest()
+        let ps = try attach(src)
+        let port = engine.addPort(bridge: bridge)!
+        let m0 = try q0.makeMemory(), m2 = try q2.makeMemory()
+        engine.startQueue(port: port, q0.vringConfiguration(queue: 0, memory: m0))
+        var second = q2.vringConfiguration(queue: 0, memory: m2)
+        second.index = 2
+        engine.startQueue(port: port, second)
+        q0.postReceiveBuffers(200)
+        q2.postReceiveBuffers(200)
+        XCTAssertTrue(engine.ports[port].rxSlowPath && engine.ports[port].rxLaneOpen)
+        let behind = TestFrame.mac(99)
+
+        /// A MAC as the engine reads it: the 6 bytes little-endian in the low 48 bits.
+        func value(_ mac: [UInt8]) -> UInt64 { mac.enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * $1.offset) } }
+        func queueOf(_ frame: [UInt8]) -> Int {
+            src.transmit(frame)
+            engine.pollOnce()
+            _ = src.takeUsed(queue: 1)
+            let on0 = q0.receivedFrames(), on2 = q2.receivedFrames()
+            XCTAssertEqual(on0 + on2, [frame])
+            return on0.isEmpty ? 2 : 0
+        }
+        let b = Int(engine.ports[port].bridge)
+        _ = engine.bridges[b].table?.learn(MacTable.key(mac: value(behind), vlan: 0), port: Int32(port), now: engine.hot.pointee.now)
+        var queues: Set<Int> = []
+        for s in UInt8(1)...24 {
+            let unicast = TestFrame.make(dst: behind, src: TestFrame.mac(s), payload: 60)
+            engine.ports[ps].lastDestination = -1
+            let q = queueOf(unicast)
+            XCTAssertEqual(engine.ports[ps].lastDestination, Int32(port), "flow \(s): the lane delivered it")
+            let expected = engine.ports[port].rxQueue(forAddresses: value(behind), value(TestFrame.mac(s)))
+            XCTAssertEqual(q, expected, "flow \(s) on the queue deliverFrame picks")
+            XCTAssertEqual(queueOf(unicast), q, "flow \(s) stays on its queue")
+            queues.insert(q)
+        }
+        XCTAssertEqual(queues, [0, 2], "flows spread over both queues")
+        XCTAssertEqual(engine.counters(port: port).txPackets, 48)
+    }
 }

@@ -49,10 +49,13 @@ struct PortSlot {
     var rxQueueCount = 0
     /// Several RX queues, a packed one, dirty logging or a mirror selecting its frames:
     /// `deliver` takes its one slower branch, and the fast lane is closed to it (but see
-    /// `rxPackedLane`). A port with one split RX queue tests nothing else.
+    /// `rxLaneOpen`). A port with one split RX queue tests nothing else.
     var rxSlowPath = false
-    /// One packed RX queue and nothing else `rxSlowPath` stands for: the fast lane still
-    /// delivers to it (`forwardFastIntoPacked`).
+    /// Several RX queues or packed ones, but no dirty logging and no mirror: the fast lane
+    /// still delivers to the port, into the queue the frame's addresses hash to
+    /// (`forwardFastIntoQueue`).
+    var rxLaneOpen = false
+    /// Of those, one packed RX queue: `forwardFastIntoPacked`, the lane's twin for it.
     var rxPackedLane = false
     /// Mirrors that copy the frames this port sends into the bridge, plus
     /// `mirrorOutputBit` if it is a mirror's output; mirrors that copy the frames delivered
@@ -155,7 +158,8 @@ struct PortSlot {
             rx &= rx &- 1
         }
         rxSlowPath = rxQueueCount > 1 || runningMask & ~Self.txMask & packedMask != 0 || dirtyLog != nil || mirrorOut != 0
-        rxPackedLane = rxQueueCount == 1 && runningMask & ~Self.txMask & packedMask != 0 && dirtyLog == nil && mirrorOut == 0
+        rxLaneOpen = rxQueueCount > 0 && dirtyLog == nil && mirrorOut == 0
+        rxPackedLane = rxLaneOpen && rxQueueCount == 1 && runningMask & ~Self.txMask & packedMask != 0
     }
 
     /// The RX queue for a frame between MAC addresses `a` and `b` (either order).
