@@ -211,22 +211,6 @@ public struct PackedQueue {
         return walkChainSlowly(position: pos, slots: slots, writable: writable, into: &segments, limit: limit)
     }
 
-    /// The one buffer of the chain at ring position `head`, if the chain is one direct
-    /// descriptor in the right direction that lies in one memory region; else nil (walk it).
-    @inlinable @inline(__always)
-    public func singleBuffer(head: UInt16, writable: Bool) -> BufferSegment? {
-        let pos = Int(head & ~Self.wrapBit)
-        guard pos < size, chainInfo[pos] >> 16 == 1 else { return nil }
-        // SAFETY: pos < size; the ring was translated with 16 * size bytes.
-        let d = layout.descriptors + 16 * pos
-        guard d.loadUnaligned(fromByteOffset: 14, as: UInt16.self) & (Self.descFlagNext | Self.descFlagWrite | Self.descFlagIndirect)
-                == (writable ? Self.descFlagWrite : 0) else { return nil }
-        let addr = d.loadUnaligned(as: UInt64.self)
-        let len = d.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
-        guard len > 0, let (host, n) = memory.translate(addr, UInt64(len)), n == UInt64(len) else { return nil }
-        return BufferSegment(base: host, length: Int(len))
-    }
-
     @inlinable
     public func walkChainSlowly(position: Int, slots: Int, writable: Bool, into segments: inout SegmentList,
                                 limit: Int) -> ChainError? {

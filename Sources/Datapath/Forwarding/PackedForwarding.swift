@@ -15,18 +15,11 @@ extension ForwardingEngine {
             return 0
         }
         let n = min(available, hot.pointee.batchSize)
-        // The fast lane, as for split queues (FastLane.swift), without the prefetching.
-        let lane = fastLaneOpen(from: p)
-        let watched = lane ? ingressCaptures(of: p) : 0
+        // No fast lane for packed queues: tried (2026-12-04), it cut instructions by a third
+        // but ran slower side by side (docs/performance.md, "Packed rings and multiqueue in the fast lane").
         var k = 0
         while k < n {
             guard let head = q.pointee.head(at: k) else { break }   // k < available: always there
-            if lane, let buffer = q.pointee.singleBuffer(head: head, writable: false),
-               watched == 0 ? forwardFast(buffer, from: p) : forwardFastCaptured(buffer, from: p, watched: watched) {
-                q.pointee.pushUsed(id: head, length: 0)
-                k &+= 1
-                continue
-            }
             txScratch.pointee.removeAll()
             if q.pointee.walkChain(head: head, writable: false, into: &txScratch.pointee, limit: Self.maxFrame) != nil {
                 slot.pointee.counters.unsafelyUnwrapped.add(.rxDropBadDescriptor)
@@ -42,64 +35,6 @@ extension ForwardingEngine {
         if slot.pointee.dirtyLog != nil && k > 0 { logRing(port: p, queue: qi) }
         publishDirtyRx()
         return k
-    }
-
-    /// The fast lane's delivery into a port whose one RX queue `qi` is packed: `length`
-    /// bytes at `frame` into the next chain if it is one buffer that holds them (with a
-    /// virtio-net header without offloads); false, with nothing done, otherwise.
-    @inline(never)
-    func forwardFastIntoPacked(_ destination: UnsafeMutablePointer<PortSlot>, queue qi: Int, frame: UnsafeRawPointer,
-                               length frameLength: Int) -> Bool {
-        let q = destination.pointee.packedQueues.unsafelyUnwrapped + qi
-        let rxHeader = destination.pointee.headerLength
-        let needed = rxHeader + frameLength
-        guard let available = q.pointee.cachedAvailableCount(), available > 0, let head = q.pointee.head(at: 0),
-              let rx = q.pointee.singleBuffer(head: head, writable: true), rx.length >= needed else { return false }
-        Self.writeLaneFrame(frame, length: frameLength, header: rxHeader, into: rx)
-        q.pointee.pushUsed(id: head, length: UInt32(truncatingIfNeeded: needed))
-        q.pointee.consume(1)
-        return true
-    }
-
-    /// The fast lane's delivery into a port with several RX queues or packed ones (no
-    /// dirty logging, no mirror): into the queue the frame's addresses hash to, as
-    /// `deliverFrame` picks it, if that queue's next chain is one buffer that holds the
-    /// frame (with a virtio-net header without offloads). Returns the queue, or -1 with
-    /// nothing done. A twin of the lane's inline split delivery, out of line so the one
-    /// split queue case stays as it was.
-    @inline(never)
-    func forwardFastIntoQueue(_ destination: UnsafeMutablePointer<PortSlot>, dst: UInt64, src: UInt64,
-                              frame: UnsafeRawPointer, length frameLength: Int) -> Int {
-        let qi = destination.pointee.rxQueueCount > 1
-            ? destination.pointee.rxQueue(forAddresses: dst, src) : destination.pointee.rxQueue
-        let rxHeader = destination.pointee.headerLength
-        let needed = rxHeader + frameLength
-        // The frame goes in before the used entry: a packed ring's later entries are
-        // visible to the driver as soon as they are written.
-        if destination.pointee.packedMask & (1 << UInt32(qi)) != 0 {
-            let q = destination.pointee.packedQueues.unsafelyUnwrapped + qi
-            guard let available = q.pointee.cachedAvailableCount(), available > 0, let head = q.pointee.head(at: 0),
-                  let rx = q.pointee.singleBuffer(head: head, writable: true), rx.length >= needed else { return -1 }
-            Self.writeLaneFrame(frame, length: frameLength, header: rxHeader, into: rx)
-            q.pointee.pushUsed(id: head, length: UInt32(truncatingIfNeeded: needed))
-            q.pointee.consume(1)
-        } else {
-            let q = destination.pointee.queues.unsafelyUnwrapped + qi
-            guard let available = q.pointee.cachedAvailableCount(), available > 0, let head = q.pointee.head(at: 0),
-                  let rx = q.pointee.singleBuffer(head: head, writable: true), rx.length >= needed else { return -1 }
-            Self.writeLaneFrame(frame, length: frameLength, header: rxHeader, into: rx)
-            q.pointee.pushUsed(id: head, length: UInt32(truncatingIfNeeded: needed))
-            q.pointee.consume(1)
-        }
-        return qi
-    }
-
-    /// A virtio-net header without offloads (num_buffers 1) and the frame. The caller has
-    /// checked header + length <= rx.length.
-    @inline(__always)
-    static func writeLaneFrame(_ frame: UnsafeRawPointer, length: Int, header: Int, into rx: BufferSegment) {
-        FrameCopy.writeHeader(0, 1 << 16, length: header, at: rx.base)
-        (rx.base + header).copyMemory(from: frame, byteCount: length)
     }
 
     /// Copies the frame in `txScratch` into packed RX queue `qi` of port `d`, or drops and

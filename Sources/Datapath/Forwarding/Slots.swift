@@ -51,12 +51,10 @@ struct PortSlot {
     /// `deliver` takes its one slower branch, and the fast lane is closed to it (but see
     /// `rxLaneOpen`). A port with one split RX queue tests nothing else.
     var rxSlowPath = false
-    /// Several RX queues or packed ones, but no dirty logging and no mirror: the fast lane
-    /// still delivers to the port, into the queue the frame's addresses hash to
+    /// Several split RX queues, no packed one, no dirty logging and no mirror: the fast
+    /// lane still delivers to the port, into the queue the frame's addresses hash to
     /// (`forwardFastIntoQueue`).
     var rxLaneOpen = false
-    /// Of those, one packed RX queue: `forwardFastIntoPacked`, the lane's twin for it.
-    var rxPackedLane = false
     /// Mirrors that copy the frames this port sends into the bridge, plus
     /// `mirrorOutputBit` if it is a mirror's output; mirrors that copy the frames delivered
     /// to it (Mirrors.swift).
@@ -158,8 +156,7 @@ struct PortSlot {
             rx &= rx &- 1
         }
         rxSlowPath = rxQueueCount > 1 || runningMask & ~Self.txMask & packedMask != 0 || dirtyLog != nil || mirrorOut != 0
-        rxLaneOpen = rxQueueCount > 0 && dirtyLog == nil && mirrorOut == 0
-        rxPackedLane = rxLaneOpen && rxQueueCount == 1 && runningMask & ~Self.txMask & packedMask != 0
+        rxLaneOpen = rxQueueCount > 1 && runningMask & ~Self.txMask & packedMask == 0 && dirtyLog == nil && mirrorOut == 0
     }
 
     /// The RX queue for a frame between MAC addresses `a` and `b` (either order).
