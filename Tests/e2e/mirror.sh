@@ -73,7 +73,11 @@ sleep 1
 rx1=$(port_counter br0 vm1 rx) tx1=$(port_counter br0 g4 tx)
 e2e_msg "vm1 sent $((rx1 - rx0)) frames into the bridge; the monitor guest g4 was given $((tx1 - tx0))"
 ((rx1 - rx0 >= 2 * COUNT / 2)) || e2e_fail "vm1 sent only $((rx1 - rx0)) frames"
-((tx1 - tx0 == rx1 - rx0)) || e2e_fail "g4 got $((tx1 - tx0)) copies of vm1's $((rx1 - rx0)) frames"
+# A copy the monitor had no buffer for is dropped and counted (the mirror never waits):
+# every frame is either delivered to g4 or in the mirror's dropped count, and drops are rare.
+lost=$(vsw show --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)["bridges"][0]["mirrors"][0]["dropped"])')
+((tx1 - tx0 + lost == rx1 - rx0)) || e2e_fail "g4 got $((tx1 - tx0)) copies of vm1's $((rx1 - rx0)) frames, $lost dropped"
+((lost * 10 <= rx1 - rx0)) || e2e_fail "the mirror dropped $lost of $((rx1 - rx0)) copies"
 e2e_snapshot "after the mirrors"
 
 # 3. The mirror is in the configuration file: vswitchd killed and started again restores it.
