@@ -113,10 +113,9 @@ final class VlanMtuQueueTests: XCTestCase {
         XCTAssertEqual(engine.counters(port: ps).txDropTooBig, 1)
     }
 
-    func testMultiqueueKeepsAFlowOnOneQueueAndSpreadsFlows() throws {
-        let src = SimulatedGuest(), q0 = SimulatedGuest(), q2 = SimulatedGuest()
-        _ = try attach(src)
-        // One port whose RX queue 0 lives in q0's memory and RX queue 2 in q2's.
+    /// One port whose RX queue 0 lives in `q0`'s memory and RX queue 2 in `q2`'s, each
+    /// with 200 receive buffers.
+    func twoQueuePort(_ q0: SimulatedGuest, _ q2: SimulatedGuest) throws -> Int {
         let port = engine.addPort(bridge: bridge)!
         let m0 = try q0.makeMemory(), m2 = try q2.makeMemory()
         engine.startQueue(port: port, q0.vringConfiguration(queue: 0, memory: m0))
@@ -125,6 +124,13 @@ final class VlanMtuQueueTests: XCTestCase {
         engine.startQueue(port: port, second)
         q0.postReceiveBuffers(200)
         q2.postReceiveBuffers(200)
+        return port
+    }
+
+    func testMultiqueueKeepsAFlowOnOneQueueAndSpreadsFlows() throws {
+        let src = SimulatedGuest(), q0 = SimulatedGuest(), q2 = SimulatedGuest()
+        _ = try attach(src)
+        let port = try twoQueuePort(q0, q2)
 
         var queueOf: [UInt8: Int] = [:]
         for round in 0..<3 {
@@ -153,14 +159,7 @@ final class VlanMtuQueueTests: XCTestCase {
     func testLaneDeliversToTheQueueOfTheFlowLikeTheGeneralPath() throws {
         let src = SimulatedGuest(), q0 = SimulatedGuest(), q2 = SimulatedGuest()
         let ps = try attach(src)
-        let port = engine.addPort(bridge: bridge)!
-        let m0 = try q0.makeMemory(), m2 = try q2.makeMemory()
-        engine.startQueue(port: port, q0.vringConfiguration(queue: 0, memory: m0))
-        var second = q2.vringConfiguration(queue: 0, memory: m2)
-        second.index = 2
-        engine.startQueue(port: port, second)
-        q0.postReceiveBuffers(200)
-        q2.postReceiveBuffers(200)
+        let port = try twoQueuePort(q0, q2)
         XCTAssertTrue(engine.ports[port].rxSlowPath && engine.ports[port].rxLaneOpen)
         let behind = TestFrame.mac(99)
 

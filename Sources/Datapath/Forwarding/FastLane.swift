@@ -63,17 +63,8 @@ extension ForwardingEngine {
         var qi = destination.pointee.rxQueue   // -1 for ports that are not running vhost ports
         guard qi >= 0, destination.pointee.captureTx == 0, frameLength <= destination.pointee.maxFrame else { return false }
         if !destination.pointee.rxSlowPath {
-            let q = destination.pointee.queues.unsafelyUnwrapped + qi
-            guard let available = q.pointee.cachedAvailableCount(), available > 0,
-                  let head = q.pointee.head(at: 0), let rx = q.pointee.singleBuffer(head: head, writable: true) else { return false }
-            let rxHeader = destination.pointee.headerLength
-            let needed = rxHeader + frameLength
-            guard rx.length >= needed else { return false }
-            // No offloads, num_buffers 1. SAFETY: needed <= rx.length, checked by singleBuffer.
-            FrameCopy.writeHeader(0, 1 << 16, length: rxHeader, at: rx.base)
-            (rx.base + rxHeader).copyMemory(from: base + header, byteCount: frameLength)
-            q.pointee.pushUsed(id: head, length: UInt32(truncatingIfNeeded: needed))
-            q.pointee.consume(1)
+            guard laneDeliver(into: destination.pointee.queues.unsafelyUnwrapped + qi, frame: base + header,
+                              length: frameLength, header: destination.pointee.headerLength) else { return false }
         } else {
             // Several split RX queues are the lane's too; packed ones, logging or a mirror not.
             guard destination.pointee.rxLaneOpen else { return false }
@@ -150,24 +141,25 @@ extension ForwardingEngine {
     @inline(never)
     func forwardFastIntoQueue(_ destination: UnsafeMutablePointer<PortSlot>, dst: UInt64, src: UInt64,
                               frame: UnsafeRawPointer, length frameLength: Int) -> Int {
-        let qi = destination.pointee.rxQueueCount > 1
-            ? destination.pointee.rxQueue(forAddresses: dst, src) : destination.pointee.rxQueue
-        let rxHeader = destination.pointee.headerLength
-        let needed = rxHeader + frameLength
-        let q = destination.pointee.queues.unsafelyUnwrapped + qi
-        guard let available = q.pointee.cachedAvailableCount(), available > 0, let head = q.pointee.head(at: 0),
-              let rx = q.pointee.singleBuffer(head: head, writable: true), rx.length >= needed else { return -1 }
-        Self.writeLaneFrame(frame, length: frameLength, header: rxHeader, into: rx)
-        q.pointee.pushUsed(id: head, length: UInt32(truncatingIfNeeded: needed))
-        q.pointee.consume(1)
-        return qi
+        let qi = destination.pointee.rxQueue(forAddresses: dst, src)   // rxLaneOpen: 2 or more queues
+        return laneDeliver(into: destination.pointee.queues.unsafelyUnwrapped + qi, frame: frame, length: frameLength,
+                           header: destination.pointee.headerLength) ? qi : -1
     }
 
-    /// A virtio-net header without offloads (num_buffers 1) and the frame. The caller has
-    /// checked header + length <= rx.length.
+    /// The lane's delivery into split RX queue `q`: a virtio-net header without offloads
+    /// (num_buffers 1) and `length` bytes at `frame`, into the next chain if it is one buffer
+    /// that holds them; false, with nothing done, otherwise. Inlined into both callers.
     @inline(__always)
-    static func writeLaneFrame(_ frame: UnsafeRawPointer, length: Int, header: Int, into rx: BufferSegment) {
+    func laneDeliver(into q: UnsafeMutablePointer<SplitQueue>, frame: UnsafeRawPointer, length: Int, header: Int) -> Bool {
+        guard let available = q.pointee.cachedAvailableCount(), available > 0,
+              let head = q.pointee.head(at: 0), let rx = q.pointee.singleBuffer(head: head, writable: true) else { return false }
+        let needed = header + length
+        guard rx.length >= needed else { return false }
+        // SAFETY: needed <= rx.length, checked by singleBuffer.
         FrameCopy.writeHeader(0, 1 << 16, length: header, at: rx.base)
         (rx.base + header).copyMemory(from: frame, byteCount: length)
+        q.pointee.pushUsed(id: head, length: UInt32(truncatingIfNeeded: needed))
+        q.pointee.consume(1)
+        return true
     }
 }
