@@ -64,6 +64,14 @@ int vs_udp_multicast_join(int fd, uint32_t group_be, int ifindex) {
     return 0;
 }
 
+int vs_udp_multicast_leave(int fd, uint32_t group_be, int ifindex) {
+    struct ip_mreqn m;
+    memset(&m, 0, sizeof(m));
+    m.imr_multiaddr.s_addr = group_be;
+    m.imr_ifindex = ifindex;
+    return setsockopt(fd, IPPROTO_IP, IP_DROP_MEMBERSHIP, &m, sizeof(m));
+}
+
 int vs_udp_multicast_sender(int fd, int ifindex, int ttl) {
     struct ip_mreqn m;
     memset(&m, 0, sizeof(m));

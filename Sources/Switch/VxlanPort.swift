@@ -4,18 +4,29 @@ import SwitchModel
 /// option or a busy UDP port leaves nothing behind.
 extension SwitchController {
     func makeVxlanPort(bridge b: Int, name: String, spec: PortSpec) throws(SwitchError) -> Port {
-        let port = spec.dstPort ?? VxlanTunnel.defaultPort(spec.kind)
-        if let other = bridges.flatMap(\.ports).first(where: {
-            if case .vxlan(let t) = $0.attachment { return t.dstPort == port } else { return false }
-        }) {
-            // One receive socket per UDP port: a second tunnel would need demultiplexing by VNI.
-            throw .udpPortInUse(port, port: other.name)
+        // Tunnel ports on the same UDP port and address share one receive socket and are told
+        // apart by VNI: only a VNI already taken there, another encapsulation or another
+        // address on the same UDP port is refused.
+        let key = try VxlanTunnel.receiveKey(spec)
+        var shared: TunnelSocket?
+        for other in bridges.flatMap(\.ports) {
+            guard case .vxlan(let t) = other.attachment, t.socket.udpPort == key.udpPort else { continue }
+            let bridgeName = bridges.first { $0.ports.contains { $0 === other } }?.name ?? "?"
+            if t.socket.kind != spec.kind {
+                throw .udpPortInUse(key.udpPort, port: other.name, reason: "a \(t.socket.kind.rawValue) port; \(PortKind.vxlan.rawValue) and \(PortKind.geneve.rawValue) ports cannot share a UDP port")
+            }
+            if t.socket.address != key.address {
+                throw .udpPortInUse(key.udpPort, port: other.name, reason: "bound to \(VxlanTunnel.format(t.socket.address)); ports on one UDP port need the same --local (and --group binds 0.0.0.0)")
+            }
+            if t.vni == spec.vni {
+                throw .vniInUse(vni: t.vni, udpPort: key.udpPort, port: other.name, bridge: bridgeName)
+            }
+            shared = t.socket
         }
-        let tunnel = try VxlanTunnel(spec: spec)
+        let tunnel = try VxlanTunnel(spec: spec, sharing: shared)
         let bridgeSlot = bridges[b].slot
-        let fd = tunnel.receiveFd
-        let local = UnsafeMutableRawPointer(tunnel.state)
-        guard let slot = engine.sync({ $0.addLocalPort(bridge: bridgeSlot, kind: SlotKind.vxlan.rawValue, fd: fd, local: local) }) else {
+        let state = tunnel.state
+        guard let slot = engine.sync({ $0.addTunnelPort(bridge: bridgeSlot, tunnel: state) }) else {
             throw .tooMany("ports")
         }
         // `show` prints this after the type; the options carry the rest (VNI, ports, local).

@@ -22,7 +22,9 @@ final class VxlanTunnel {
     let remoteAddresses: [UInt32]
     /// Underlay MTU towards each remote, when it was known.
     let underlayMtu: [Int]
-    let receiveFd: Int32
+    /// The receive socket, shared with the tunnel ports on the same UDP port and address.
+    let socket: TunnelSocket
+    var receiveFd: Int32 { socket.fd }
     let sendFds: [Int32]
     let sourcePorts: [Int]
     /// `--remote-prefix` as given (normalised), with `--learning`; nil without.
@@ -31,9 +33,13 @@ final class VxlanTunnel {
     let group: String?
     let dev: String?
     let ttl: Int
+    /// The group membership this port added to `socket` (group, ifindex), left in deinit.
+    private let membership: (UInt32, Int32)?
     let state: UnsafeMutablePointer<VxlanState>
 
-    init(spec: PortSpec) throws(SwitchError) {
+    /// `sharing`: the receive socket of other tunnel ports on the same UDP port and receive
+    /// address (`receiveKey`), which this port joins with its own VNI; nil: a socket of its own.
+    init(spec: PortSpec, sharing: TunnelSocket? = nil) throws(SwitchError) {
         if spec.group != nil && !spec.remotes.isEmpty {
             throw .invalidOption("--remote and --group are mutually exclusive (a tunnel floods to its remotes or to a multicast group)")
         }
@@ -97,15 +103,15 @@ final class VxlanTunnel {
         // The receive socket owns the tunnel's UDP port: if another program (such as the
         // kernel's own vxlan device with the same dstport) has it, stop here. With a group
         // it is bound to 0.0.0.0: a socket bound to a unicast address gets no multicast.
+        // Other tunnel ports of this daemon on the same UDP port and address share it.
         let receiveAddress = spec.group == nil ? localAddress : 0
-        let rfd = vs_udp_open(receiveAddress, UInt16(dstPort), Self.receiveBuffer)
-        guard rfd >= 0 else {
-            throw Self.bindError(errno, address: receiveAddress == 0 ? "0.0.0.0" : self.local, port: dstPort)
-        }
-        if spec.group != nil && vs_udp_multicast_join(rfd, groupAddress, ifindex) != 0 {
-            let e = errno
-            close(rfd)
-            throw .invalidOption("cannot join group \(Self.format(groupAddress))\(spec.dev.map { " on \($0)" } ?? ""): \(String(cString: strerror(e)))")
+        let socket: TunnelSocket
+        if let sharing { socket = sharing } else { socket = try TunnelSocket(kind: spec.kind, address: receiveAddress, udpPort: dstPort) }
+        if spec.group != nil {
+            try socket.join(group: groupAddress, ifindex: ifindex, dev: spec.dev)
+            membership = (groupAddress, ifindex)
+        } else {
+            membership = nil
         }
         var fds: [Int32] = []
         var ports: [Int] = []
@@ -114,13 +120,14 @@ final class VxlanTunnel {
             guard fd >= 0, spec.group == nil || vs_udp_multicast_sender(fd, ifindex, Int32(ttl)) == 0 else {
                 let e = errno
                 if fd >= 0 { close(fd) }
-                for f in fds + [rfd] { close(f) }
+                for f in fds { close(f) }
+                if let (g, i) = membership { socket.leave(group: g, ifindex: i) }
                 throw .vxlan(.sendSocket(errno: e))
             }
             fds.append(fd)
             ports.append(Int(vs_udp_local_port(fd)))
         }
-        receiveFd = rfd
+        self.socket = socket
         sendFds = fds
         sourcePorts = ports
 
@@ -144,7 +151,7 @@ final class VxlanTunnel {
         state.initialize(to: VxlanState(
             header: header, vniWord: (UInt32(vni) << 8).bigEndian, dstPort: UInt16(dstPort),
             remoteCount: addresses.count, remotes: remotes, maxFrame: maxFrame, sendFds: sends,
-            sendCount: fds.count, learned: learned))
+            sendCount: fds.count, learned: learned, socket: socket.state))
         state.pointee.geneve = spec.kind == .geneve
         if let (prefix, mask) = learn {
             state.pointee.learning = true
@@ -154,6 +161,14 @@ final class VxlanTunnel {
             state.pointee.learnedMaxFrame = underlayMtu.map(Self.largestInnerFrame).min() ?? Self.largestInnerFrame(underlayMtu: 0)
         }
         learningPrefix = learn.map { "\(Self.format($0.0))/\($0.1.nonzeroBitCount)" }
+    }
+
+    /// The receive socket a port with `spec` needs: its address (network byte order; 0 for
+    /// any, and always with `--group`) and UDP port. Ports with the same key share a socket.
+    static func receiveKey(_ spec: PortSpec) throws(SwitchError) -> (address: UInt32, udpPort: Int) {
+        let udpPort = spec.dstPort ?? defaultPort(spec.kind)
+        guard spec.group == nil, let local = spec.local, !local.isEmpty else { return (0, udpPort) }
+        return (try resolve(local, what: "local address"), udpPort)
     }
 
     /// `--learning --remote-prefix A.B.C.D/N`: the prefix and mask in network byte order, or
@@ -184,8 +199,8 @@ final class VxlanTunnel {
 
     /// Runs after the engine has released the port's slot (the port object goes last).
     deinit {
-        close(receiveFd)
-        for fd in sendFds { close(fd) }
+        if let (g, i) = membership { socket.leave(group: g, ifindex: i) }
+        for fd in sendFds { close(fd) }     // the receive socket closes with its last port
         state.pointee.header.deallocate()
         state.pointee.remotes.deallocate()
         state.pointee.maxFrame.deallocate()
@@ -237,6 +252,58 @@ final class VxlanTunnel {
         default:
             return .vxlan(.bind(address: address, udpPort: port, errno: e))
         }
+    }
+}
+
+/// A UDP receive socket of tunnel ports: one per UDP port and receive address, shared by every
+/// tunnel port there, each with its own VNI (the datapath demultiplexes by VNI,
+/// `TunnelSocketState`). Ports hold it; it closes when the last one goes (after its slot).
+final class TunnelSocket {
+    let kind: PortKind
+    /// The bound address (IPv4, network byte order; 0: any) and UDP port.
+    let address: UInt32
+    let udpPort: Int
+    let fd: Int32
+    let state: UnsafeMutablePointer<TunnelSocketState>
+    /// Multicast groups joined on this socket ((group, ifindex): ports in that group).
+    private var groups: [UInt64: Int] = [:]
+
+    init(kind: PortKind, address: UInt32, udpPort: Int) throws(SwitchError) {
+        let fd = vs_udp_open(address, UInt16(udpPort), VxlanTunnel.receiveBuffer)
+        guard fd >= 0 else {
+            throw VxlanTunnel.bindError(errno, address: VxlanTunnel.format(address), port: udpPort)
+        }
+        self.kind = kind
+        self.address = address
+        self.udpPort = udpPort
+        self.fd = fd
+        state = .allocate(capacity: 1)
+        state.initialize(to: TunnelSocketState(fd: fd))
+    }
+
+    /// IP_ADD_MEMBERSHIP for the first port in `group` on `ifindex`; later ones count.
+    func join(group: UInt32, ifindex: Int32, dev: String?) throws(SwitchError) {
+        let key = UInt64(group) << 32 | UInt64(UInt32(bitPattern: ifindex))
+        if let n = groups[key] { groups[key] = n + 1; return }
+        guard vs_udp_multicast_join(fd, group, ifindex) == 0 else {
+            throw .invalidOption("cannot join group \(VxlanTunnel.format(group))\(dev.map { " on \($0)" } ?? ""): \(String(cString: strerror(errno)))")
+        }
+        groups[key] = 1
+    }
+
+    /// The last port in `group` on `ifindex` leaves it (IP_DROP_MEMBERSHIP).
+    func leave(group: UInt32, ifindex: Int32) {
+        let key = UInt64(group) << 32 | UInt64(UInt32(bitPattern: ifindex))
+        guard let n = groups[key] else { return }
+        if n > 1 { groups[key] = n - 1; return }
+        groups[key] = nil
+        _ = vs_udp_multicast_leave(fd, group, ifindex)
+    }
+
+    deinit {
+        close(fd)
+        state.pointee.deallocate()
+        state.deallocate()
     }
 }
 

@@ -172,6 +172,9 @@ int vs_udp_path_mtu(uint32_t local_be, uint32_t remote_be, uint16_t port);
 /// IP_ADD_MEMBERSHIP, and turns IP_MULTICAST_ALL off (only this socket's groups arrive).
 /// 0, or -1 and errno.
 int vs_udp_multicast_join(int fd, uint32_t group_be, int ifindex);
+/// Leaves `group_be` on `ifindex` (IP_DROP_MEMBERSHIP): the last tunnel port of a shared
+/// socket in that group is gone. 0, or -1 and errno.
+int vs_udp_multicast_leave(int fd, uint32_t group_be, int ifindex);
 /// Multicast sending: IP_MULTICAST_IF `ifindex` (if not 0), IP_MULTICAST_TTL `ttl`,
 /// IP_MULTICAST_LOOP off (our own floods must not come back). 0, or -1 and errno.
 int vs_udp_multicast_sender(int fd, int ifindex, int ttl);

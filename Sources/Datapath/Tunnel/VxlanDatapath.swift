@@ -18,13 +18,16 @@ extension ForwardingEngine {
         slot.pointee.local.unsafelyUnwrapped.assumingMemoryBound(to: VxlanState.self)
     }
 
-    /// Reads at most one batch of datagrams, checks their VXLAN header, learns which remote
-    /// each inner source lives behind, and forwards the inner frames.
+    /// Reads at most one batch of datagrams from the socket that port `p` carries (its
+    /// anchor), hands each to the port of its VNI (one table lookup, `TunnelSocketState`),
+    /// which checks its header, learns which remote each inner source lives behind, and
+    /// forwards the inner frame. A datagram too short for a VNI, or with a VNI no port of
+    /// the socket has, is counted on port `p`.
     func receiveFromTunnel(port p: Int) -> Int {
         let slot = ports + p
-        let vx = tunnel(slot)
+        let socket = tunnel(slot).pointee.socket
         let counters = slot.pointee.counters.unsafelyUnwrapped
-        let fd = slot.pointee.fd
+        let fd = socket.pointee.fd
         let rx = tunnelReceive
         var k = 0
         while k < hot.pointee.batchSize {
@@ -33,8 +36,21 @@ extension ForwardingEngine {
                                             rx.pointee.lengths, rx.pointee.sources))
             guard got > 0 else { break }     // drained
             for i in 0..<got {
-                receiveDatagram(port: p, rx.pointee.buffers + i * Self.localBufferSize, length: Int(rx.pointee.lengths[i]),
-                                from: rx.pointee.sources[i], vx: vx, counters: counters)
+                let buffer = rx.pointee.buffers + i * Self.localBufferSize
+                let length = Int(rx.pointee.lengths[i])
+                guard length >= 8 else {
+                    // Shorter than any tunnel header, or cut (-1: longer than the buffer).
+                    counters.add(length < 0 ? .rxDropTooLong : .rxDropShortHeader)
+                    continue
+                }
+                let q = socket.pointee.slot(vni: TunnelSocketState.vni(buffer))
+                guard q >= 0 else {
+                    counters.add(.rxDropVni)
+                    continue
+                }
+                let target = ports + q
+                receiveDatagram(port: q, buffer, length: length, from: rx.pointee.sources[i], vx: tunnel(target),
+                                counters: target.pointee.counters.unsafelyUnwrapped)
             }
             k &+= got
             if got < want { break }

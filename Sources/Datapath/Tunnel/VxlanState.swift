@@ -45,6 +45,11 @@ public struct VxlanState {
     public var sendFds: UnsafeMutablePointer<Int32>
     public var sendCount: Int
     public var learned: UnsafeMutablePointer<LearnedRemote>
+    /// The receive socket, shared with the other tunnel ports on the same UDP port and local
+    /// address (each with its own VNI: `TunnelSocketState`).
+    public var socket: UnsafeMutablePointer<TunnelSocketState>
+    /// The VNI (24 bits), the key of this port in `socket`'s table.
+    public var vni: UInt32 { UInt32(bigEndian: vniWord) >> 8 }
 
     public struct LearnedRemote {
         /// `MacTable.key` of the inner source (MAC + VLAN); UInt64.max: empty.
@@ -61,7 +66,8 @@ public struct VxlanState {
 
     public init(header: UnsafeMutablePointer<UInt64>, vniWord: UInt32, dstPort: UInt16, remoteCount: Int,
                 remotes: UnsafeMutablePointer<UInt32>, maxFrame: UnsafeMutablePointer<Int>,
-                sendFds: UnsafeMutablePointer<Int32>, sendCount: Int, learned: UnsafeMutablePointer<LearnedRemote>) {
+                sendFds: UnsafeMutablePointer<Int32>, sendCount: Int, learned: UnsafeMutablePointer<LearnedRemote>,
+                socket: UnsafeMutablePointer<TunnelSocketState>) {
         self.header = header
         self.vniWord = vniWord
         self.dstPort = dstPort
@@ -72,6 +78,7 @@ public struct VxlanState {
         self.sendFds = sendFds
         self.sendCount = sendCount
         self.learned = learned
+        self.socket = socket
     }
 
     public static func header(vni: UInt32) -> UInt64 {
