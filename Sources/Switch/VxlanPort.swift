@@ -10,7 +10,9 @@ extension SwitchController {
         let key = try VxlanTunnel.receiveKey(spec)
         var shared: TunnelSocket?
         for other in bridges.flatMap(\.ports) {
-            guard case .vxlan(let t) = other.attachment, t.socket.udpPort == key.udpPort else { continue }
+            // IPv6 sockets are IPV6_V6ONLY: an IPv4 and an IPv6 port on one UDP port do not meet.
+            guard case .vxlan(let t) = other.attachment, t.socket.udpPort == key.udpPort,
+                  t.socket.address.isIPv4 == key.address.isIPv4 else { continue }
             let bridgeName = bridges.first { $0.ports.contains { $0 === other } }?.name ?? "?"
             if t.socket.kind != spec.kind {
                 throw .udpPortInUse(key.udpPort, port: other.name, reason: "a \(t.socket.kind.rawValue) port; \(PortKind.vxlan.rawValue) and \(PortKind.geneve.rawValue) ports cannot share a UDP port")
@@ -54,7 +56,7 @@ extension SwitchController {
                                       "remote_ip": t.remoteAddresses.isEmpty ? "-" : t.remoteAddresses.map(VxlanTunnel.format).joined(separator: ","),
                                       "vni": String(t.vni), "dst_port": String(t.dstPort), "local": t.local,
                                       "src_ports": t.sourcePorts.map(String.init).joined(separator: ","),
-                                      "underlay_mtu": mtus]) { a, _ in a })
+                                      "underlay_mtu": mtus, "overhead": String(t.overhead)]) { a, _ in a })
     }
 
     /// True for tunnel ports (their `port stats` include the tunnel drop counters).

@@ -265,7 +265,7 @@ final class VxlanTests: XCTestCase {
         XCTAssertTrue(refused(nil, "10.0.0.0/8").contains("needs --learning"))
         XCTAssertTrue(refused(true, "10.0.0.1/8").contains("host bits set"))
         XCTAssertTrue(refused(true, "10.0.0.0/33").contains("invalid --remote-prefix"))
-        XCTAssertTrue(refused(true, "fe80::/10").contains("invalid --remote-prefix"))
+        XCTAssertTrue(refused(true, "fe80::/10").contains("all be IPv4 or all IPv6"), refused(true, "fe80::/10"))
         XCTAssertTrue(refused(true, "10.0.0.0").contains("invalid --remote-prefix"))
     }
 

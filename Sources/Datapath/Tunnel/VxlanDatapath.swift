@@ -62,7 +62,7 @@ extension ForwardingEngine {
     /// One received datagram: its VXLAN or Geneve header checked (`VxlanCodec`/`GeneveCodec.decode`, drops counted
     /// by reason), its inner source learned behind the remote it came from, its frame forwarded.
     @inline(__always)
-    private func receiveDatagram(port p: Int, _ buffer: UnsafeMutableRawPointer, length r: Int, from: UInt32,
+    private func receiveDatagram(port p: Int, _ buffer: UnsafeMutableRawPointer, length r: Int, from: TunnelAddress,
                                  vx: UnsafeMutablePointer<VxlanState>, counters: UnsafeMutablePointer<PortCounters>) {
         // The port's MTU plus an 802.1Q tag, as on the way out (Forwarding.fitsWithTag);
         // never more than the receive buffer.
@@ -143,7 +143,7 @@ extension ForwardingEngine {
         while first < last {
             if frameLength > vx.pointee.maxFrame[first] {
                 counters.add(.txDropTooBig)
-            } else if vs_udp_sendv(fd, iovecs, n, vx.pointee.remotes[first], port) == frameLength &+ 8 {
+            } else if vs_udp_sendv(fd, iovecs, n, vx.pointee.remotes + first, port) == frameLength &+ 8 {
                 counters.add(.txPackets)
                 counters.add(.txBytes, UInt64(frameLength))
             } else {

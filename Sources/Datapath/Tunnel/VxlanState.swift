@@ -6,6 +6,8 @@ public struct VxlanState {
     /// RFC 7348, 5: outer IPv4 (20) + UDP (8) + VXLAN (8) bytes around the inner Ethernet
     /// frame; the outer Ethernet header (14) makes the usual "50 bytes" of overhead.
     public static let ipUdpVxlanOverhead = 36
+    /// The same over IPv6 (40-byte header): 56, and 70 bytes with the outer Ethernet header.
+    public static let ip6UdpVxlanOverhead = 56
     public static let maxRemotes = 16
     /// Remotes a `--learning` port may add to its configured ones.
     public static let maxLearnedRemotes = 48
@@ -32,15 +34,16 @@ public struct VxlanState {
     /// learned ones. Written only by the forwarding thread after start.
     public var remoteCount: Int
     public var floodCount: Int
-    /// `--learning`: datagrams from an unknown address in this prefix (network byte order,
-    /// address & mask == prefix) add it as a remote, with `learnedMaxFrame`.
+    /// `--learning`: datagrams from an unknown address in this prefix (address & mask ==
+    /// prefix; an IPv4 prefix's mask covers the ::ffff:0:0/96 of the mapped form) add it as
+    /// a remote, with `learnedMaxFrame`.
     public var learning = false
-    public var learnPrefix: UInt32 = 0
-    public var learnMask: UInt32 = 0
+    public var learnPrefix = TunnelAddress.zero
+    public var learnMask = TunnelAddress.zero
     public var learnedMaxFrame = 0
-    /// Remote addresses (IPv4, network byte order) and the largest inner Ethernet frame
-    /// that fits the underlay MTU towards each.
-    public var remotes: UnsafeMutablePointer<UInt32>
+    /// Remote addresses (IPv4-mapped or IPv6, one family per port) and the largest inner
+    /// Ethernet frame that fits the underlay MTU towards each.
+    public var remotes: UnsafeMutablePointer<TunnelAddress>
     public var maxFrame: UnsafeMutablePointer<Int>
     public var sendFds: UnsafeMutablePointer<Int32>
     public var sendCount: Int
@@ -65,7 +68,7 @@ public struct VxlanState {
     }
 
     public init(header: UnsafeMutablePointer<UInt64>, vniWord: UInt32, dstPort: UInt16, remoteCount: Int,
-                remotes: UnsafeMutablePointer<UInt32>, maxFrame: UnsafeMutablePointer<Int>,
+                remotes: UnsafeMutablePointer<TunnelAddress>, maxFrame: UnsafeMutablePointer<Int>,
                 sendFds: UnsafeMutablePointer<Int32>, sendCount: Int, learned: UnsafeMutablePointer<LearnedRemote>,
                 socket: UnsafeMutablePointer<TunnelSocketState>) {
         self.header = header
@@ -124,7 +127,7 @@ public struct VxlanState {
     }
 
     /// Adds `address` as a learned remote if learning allows it; its index, or -1.
-    mutating func learnRemote(_ address: UInt32) -> Int {
+    mutating func learnRemote(_ address: TunnelAddress) -> Int {
         guard learning, address & learnMask == learnPrefix, remoteCount < Self.remoteCapacity else { return -1 }
         remotes[remoteCount] = address
         maxFrame[remoteCount] = learnedMaxFrame
