@@ -237,7 +237,7 @@ final class VxlanTunnel {
             throw .invalidOption("--remote-prefix \(text) has host bits set (did you mean \(format(address & mask))/\(bits)?)")
         }
         // The IPv4 mask without the mapped form's 96 bits (the caller adds them back).
-        return (address, address.isIPv4 ? TunnelAddress(hi: 0, lo: mask.lo & 0xFFFF_FFFF_0000_0000) : mask)
+        return (address, address.isIPv4 ? mask & ~TunnelAddress.mask(bits: 96) : mask)
     }
 
     /// Runs after the engine has released the port's slot (the port object goes last).
@@ -291,14 +291,13 @@ final class VxlanTunnel {
     }
 
     static func isMulticast(_ a: TunnelAddress) -> Bool {
-        let first = UInt8(truncatingIfNeeded: a.isIPv4 ? UInt64(a.ipv4) : a.hi)   // the first byte on the wire
-        return a.isIPv4 ? (224...239).contains(first) : first == 0xff
+        a.isIPv4 ? (224...239).contains(a.byte(12)) : a.byte(0) == 0xff
     }
 
     /// A link-local IPv6 remote (fe80::/10) would need an interface scope, which a remote
     /// does not carry here.
     static func checkScope(_ a: TunnelAddress, _ what: String) throws(SwitchError) {
-        guard !a.isIPv4, UInt8(truncatingIfNeeded: a.hi) == 0xfe, UInt8(truncatingIfNeeded: a.hi >> 8) & 0xc0 == 0x80 else { return }
+        guard !a.isIPv4, a.byte(0) == 0xfe, a.byte(1) & 0xc0 == 0x80 else { return }
         throw .invalidOption("\(what): link-local IPv6 addresses are not supported (use a global address, e.g. 2001:db8::2)")
     }
 

@@ -16,11 +16,13 @@ public struct TunnelAddress: Equatable, Hashable, Sendable {
 
     /// An IPv4 address as `inet_pton` writes it (network order in memory), mapped.
     public init(ipv4 a: UInt32) {
-        var bytes = [UInt8](repeating: 0, count: 16)
-        bytes[10] = 0xff
-        bytes[11] = 0xff
-        withUnsafeBytes(of: a) { for i in 0..<4 { bytes[12 + i] = $0[i] } }
-        self.init(bytes: bytes)
+        var t = TunnelAddress.zero
+        withUnsafeMutableBytes(of: &t) {
+            $0[10] = 0xff
+            $0[11] = 0xff
+            $0.storeBytes(of: a, toByteOffset: 12, as: UInt32.self)
+        }
+        self = t
     }
 
     /// From 16 bytes in network order.
@@ -34,13 +36,21 @@ public struct TunnelAddress: Equatable, Hashable, Sendable {
     /// The 16 bytes in network order.
     public var bytes: [UInt8] { withUnsafeBytes(of: self) { Array($0) } }
 
+    /// Byte `i` (0-15) in network order.
+    @inline(__always)
+    public func byte(_ i: Int) -> UInt8 { withUnsafeBytes(of: self) { $0[i] } }
+
+    /// ::ffff:0:0/96, the IPv4-mapped prefix.
+    static let mappedPrefix = TunnelAddress(ipv4: 0)
+    static let mappedMask = TunnelAddress.mask(bits: 96)
+
     /// IPv4-mapped (::ffff:0:0/96).
-    public var isIPv4: Bool { hi == 0 && UInt32(truncatingIfNeeded: lo) == 0xFFFF_0000 }
+    public var isIPv4: Bool { self & Self.mappedMask == Self.mappedPrefix }
     /// The IPv4 address (network order in memory, as `inet_pton` writes it); for IPv4 only.
-    public var ipv4: UInt32 { UInt32(truncatingIfNeeded: lo >> 32) }
+    public var ipv4: UInt32 { withUnsafeBytes(of: self) { $0.loadUnaligned(fromByteOffset: 12, as: UInt32.self) } }
 
     /// The any address of this family: 0.0.0.0 (mapped) or ::.
-    public var anyOfFamily: TunnelAddress { isIPv4 ? TunnelAddress(ipv4: 0) : .zero }
+    public var anyOfFamily: TunnelAddress { isIPv4 ? Self.mappedPrefix : .zero }
 
     /// The first `bits` bits set (a prefix mask over all 128 bits, in network order).
     public static func mask(bits: Int) -> TunnelAddress {
@@ -57,6 +67,10 @@ public struct TunnelAddress: Equatable, Hashable, Sendable {
 
     public static func | (a: TunnelAddress, b: TunnelAddress) -> TunnelAddress {
         TunnelAddress(hi: a.hi | b.hi, lo: a.lo | b.lo)
+    }
+
+    public static prefix func ~ (a: TunnelAddress) -> TunnelAddress {
+        TunnelAddress(hi: ~a.hi, lo: ~a.lo)
     }
 
     @inline(__always)
