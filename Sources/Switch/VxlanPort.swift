@@ -18,7 +18,7 @@ extension SwitchController {
                 throw .udpPortInUse(key.udpPort, port: other.name, reason: "a \(t.socket.kind.rawValue) port; \(PortKind.vxlan.rawValue) and \(PortKind.geneve.rawValue) ports cannot share a UDP port")
             }
             if t.socket.address != key.address {
-                throw .udpPortInUse(key.udpPort, port: other.name, reason: "bound to \(VxlanTunnel.format(t.socket.address)); ports on one UDP port need the same --local (and --group binds 0.0.0.0)")
+                throw .udpPortInUse(key.udpPort, port: other.name, reason: "bound to \(VxlanTunnel.format(t.socket.address)); ports on one UDP port need the same --local, and a --group port binds the any address")
             }
             if t.vni == spec.vni {
                 throw .vniInUse(vni: t.vni, udpPort: key.udpPort, port: other.name, bridge: bridgeName)
