@@ -6,13 +6,14 @@
 #   nsA (vswitchd A) 192.0.2.1 ---veth--- 192.0.2.2 nsK: kernel vx10 (id 10, 10.10.0.100) and
 #                                                        vx20 (id 20, 10.20.0.100), dstport 4789
 #   A: br10 = vx10 (--vni 10) + tap10 (10.10.0.1, in nsA); br20 = vx20 (--vni 20) + tap20 (10.20.0.1)
-#   IPv6 is off in both namespaces, so the pings are the only traffic and counters are exact.
+#   IPv6 is off in both namespaces, so the pings and ARP are the only traffic.
 #
 # Pass: nsA has one UDP socket on 4789; each VNI pings both ways (at least 9 of 10); tcpdump
 # on both kernel devices and both TAPs records not one frame of the other VNI's subnet (a
-# frame on VNI 10 never reaches VNI 20, nor back) and at least 40 of its own; while one VNI's
-# pings run, the other's counters (kernel device, tunnel port, TAP) move by at most its own
-# ARP upkeep (2), never by the 40 echo frames; tcpdump on the underlay sees
+# frame on VNI 10 never reaches VNI 20, nor back) and at least 36 of its own (10 echo
+# requests and their replies each way, 9 answered at worst); while one VNI's pings run, the
+# other's counters (kernel device, tunnel port, TAP) move by at most its own ARP upkeep (2),
+# never by the 40 echo frames; tcpdump on the underlay sees
 # VNI 10 and VNI 20 datagrams to the same UDP port; a third port with VNI 20 on 4789 is
 # refused naming vx20; deleting vx10 (whose slot carried the socket) leaves VNI 20 pinging
 # and VNI 10 datagrams counted as rxDropVni on vx20; vx10 comes back; with both deleted,
@@ -118,7 +119,7 @@ for v in 10 20; do
         own=$(tcpdump -n -r "$E2E_TMP/$side$v.pcap" "net 10.$v.0.0/24" 2>/dev/null | wc -l)
         other=$(tcpdump -n -r "$E2E_TMP/$side$v.pcap" "not net 10.$v.0.0/24" 2>/dev/null | tee -a "$E2E_LOG_DIR/leaks.txt" | wc -l)
         e2e_msg "VNI $v, $([[ $side == k ]] && echo "kernel vx$v" || echo "A's tap$v"): $own frames of 10.$v.0.0/24, $other others"
-        ((own >= 40)) || e2e_fail "VNI $v: tcpdump on $side$v saw only $own of its own frames"
+        ((own >= 36)) || e2e_fail "VNI $v: tcpdump on $side$v saw only $own of its own frames"
         ((other == 0)) || e2e_fail "VNI $v: $other frames that are not VNI $v's reached $side$v (VNI $w's? see leaks.txt)"
     done
 done
