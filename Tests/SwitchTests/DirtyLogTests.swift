@@ -78,6 +78,21 @@ final class DirtyLogTests: XCTestCase {
         XCTAssertEqual(markedPages(log), buffer.union(usedRingPages(b, queue: 0)))
     }
 
+    /// QEMU restarts each ring with VHOST_VRING_F_LOG when logging starts; the restart
+    /// writes the ring's notification flags (used.flags), which is marked like any write.
+    func testARingRestartedWhileLoggingMarksItsUsedRing() throws {
+        let b = SimulatedGuest()
+        let pb = try attach(b, logUsed: true)
+        let log = try makeLog(for: b)
+        engine.setDirtyLog(port: pb, log)
+        XCTAssertEqual(markedPages(log), [])
+        var c = b.vringConfiguration(queue: 1, memory: try b.makeMemory())
+        c.usedLogAddress = b.rings[1].used
+        engine.startQueue(port: pb, c)
+        XCTAssertEqual(b.usedFlags(queue: 1), SplitQueue.usedFlagNoNotify)
+        XCTAssertEqual(markedPages(log), usedRingPages(b, queue: 1))
+    }
+
     func testEveryBufferOfAMergeableFrameIsMarked() throws {
         let a = SimulatedGuest(), b = SimulatedGuest(bufferSize: 512)
         _ = try attach(a)

@@ -91,6 +91,9 @@ extension ForwardingEngine {
         } else {
             slot.pointee.queues![c.index].disableKicks()
         }
+        // A ring restarted while its frontend logs (SET_VRING_ADDR with VHOST_VRING_F_LOG):
+        // the flags just written are marked like every other write into the guest.
+        if slot.pointee.dirtyLog != nil { logRing(port: p, queue: c.index) }
         rebuildPollList()
     }
 

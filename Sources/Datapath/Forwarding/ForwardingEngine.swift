@@ -317,6 +317,8 @@ public final class ForwardingEngine: @unchecked Sendable {
             (ports + Int(pollList[i])).pointee.forEachRunningPackedTx { q in
                 if enabled { q.pointee.enableKicks() } else { q.pointee.disableKicks() }
             }
+            // The suppression fields just written are guest memory too (once per wake-up).
+            if ports[Int(pollList[i])].dirtyLog != nil { logTxRings(port: Int(pollList[i])) }
         }
     }
 }
