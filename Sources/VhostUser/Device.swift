@@ -181,7 +181,7 @@ public final class VhostUserDevice {
             // Packed: a stopped ring has returned every chain it took, so the used
             // position and wrap counter (bits 16-31, as QEMU reads them) equal the avail ones.
             let base = UInt32(queues[i].base)
-            logger.debug("queue \(i) stopped (GET_VRING_BASE)", metadata: ["base": "\(base)"])
+            logger.debug("queue \(i) stopped (GET_VRING_BASE)", metadata: ["base": "\(base)", "ring": "\(ringIndexes(i))"])
             return VringState(index: s.index, num: isPacked ? base | base << 16 : base).encoded
         case .setVringKick:
             let (i, fd) = try takeVringFd(p, &fds, name)
@@ -422,7 +422,31 @@ public final class VhostUserDevice {
         backend.startQueue(config)
         queues[i].running = true
         logger.debug("queue \(i) started", metadata: ["size": "\(layout.size)", "base": "\(base)",
-                                                      "ring": "\(isPacked ? "packed" : "split")"])
+                                                      "ring": "\(isPacked ? "packed" : "split") \(ringIndexes(i))",
+                                                      "logged": "\(config.usedLogAddress != nil)"])
+    }
+
+    /// "avail A used U" as guest memory has them now, for the debug log of a split ring's
+    /// start and stop (what a migration's destination resumes from); "" for packed rings or
+    /// before the ring can be read.
+    private func ringIndexes(_ i: Int) -> String {
+        let size = Int(queues[i].size)
+        guard !isPacked, size > 0, size & (size - 1) == 0, let a = queues[i].address, let view = memory?.view,
+              let avail = view.translateUser(a.availUser, SplitRingLayout.availBytes(UInt16(truncatingIfNeeded: size))),
+              let used = view.translateUser(a.usedUser, SplitRingLayout.usedBytes(UInt16(truncatingIfNeeded: size)))
+        else { return "" }
+        let availIdx = vs_load_acquire_u16(avail + 2), usedIdx = vs_load_acquire_u16(used + 2)
+        // The last 4 used entries (id/len) and the 4 avail heads from the used index on: what
+        // a destination resumes from, to compare with what the source left.
+        let entries = (1...4).reversed().map { k -> String in
+            let slot = Int(usedIdx &- UInt16(k)) & (size - 1)
+            let e = used + 4 + 8 * slot
+            return "\(e.loadUnaligned(as: UInt32.self))/\(e.loadUnaligned(fromByteOffset: 4, as: UInt32.self))"
+        }
+        let heads = (0..<4).map { k -> String in
+            "\((avail + 4 + 2 * (Int(usedIdx &+ UInt16(k)) & (size - 1))).loadUnaligned(as: UInt16.self))"
+        }
+        return "avail \(availIdx) used \(usedIdx) last used [\(entries.joined(separator: " "))] next heads [\(heads.joined(separator: " "))]"
     }
 
     /// Where a split ring resumes. The switch returns every chain it takes, in order, before
