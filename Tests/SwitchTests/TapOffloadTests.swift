@@ -123,6 +123,30 @@ final class TapOffloadTests: XCTestCase {
         XCTAssertEqual(readDatagram(plainKernel), frame, "a TAP without offloads: no header")
     }
 
+    /// A legacy guest (no VERSION_1, no mergeable buffers) has a 10-byte header: the TAP still
+    /// gets the 12-byte one, with the guest's fields; and the kernel's reach it in 10 bytes.
+    func testLegacyTenByteHeaderGuest() throws {
+        let features = VirtioFeature.netOffloads | VirtioFeature.ringIndirectDescriptors
+        let src = SimulatedGuest(memorySize: 16 << 20, queueSize: 32, bufferSize: 66 << 10, features: features)
+        XCTAssertEqual(src.headerLength, 10)
+        _ = try attach(src)
+        let (_, kernel) = attachTap()
+        let frame = O.tcpFrame(payload: 30000)
+        let hdr = O.header(gso: 1, hdrLen: 54, gsoSize: 1448, csumStart: 34)
+        src.transmit(frame, header: hdr)
+        engine.pollOnce()
+        let got = try XCTUnwrap(readDatagram(kernel))
+        XCTAssertEqual(got.count, 12 + frame.count)
+        XCTAssertEqual(Array(got[..<12]), hdr + [0, 0])
+        XCTAssertTrue(Array(got[12...]) == frame)
+        send(kernel, header: hdr, frame)
+        engine.pollOnce()
+        let r = src.receivedFramesWithHeaders()
+        XCTAssertEqual(r.count, 1)
+        XCTAssertEqual(r.first?.header, hdr, "10 bytes, the kernel's fields")
+        XCTAssertTrue(r.first?.frame == frame)
+    }
+
     func testBadGuestMetadataNeverReachesTheKernel() throws {
         let src = SimulatedGuest(features: O.offloads)
         _ = try attach(src)
