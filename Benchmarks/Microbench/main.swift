@@ -3,7 +3,7 @@
 // engine forwards them with the real ring and copy code. Reports ns per frame (median of
 // rounds) and heap allocations per frame during forwarding.
 //
-//   vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--packed] [--dirty-log]
+//   vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--packed] [--dirty-log] [--queues 2]
 // --capture adds a bridge-wide capture tap (4 MiB ring) drained by a second thread, as a pcap
 // port's writer would (without the file): the hot-path cost of an active capture.
 // --capture-inline: like --capture, but the ring is drained between engine passes on the
@@ -15,6 +15,10 @@
 // --packed: both guests use packed virtqueues (VIRTIO_F_RING_PACKED) instead of split ones.
 // --dirty-log: both guests log their writes as during a live migration (a dirty log each, used
 // rings logged at their own addresses): the cost of logging.
+// --queues 2: both ports have two queue pairs (each pair a simulated guest of its own, as in
+// the engine's multiqueue tests); A sends two flows, one per TX queue, that hash to B's two
+// RX queues; each pass carries the same frames as with one queue (half per queue): the cost
+// per frame of a second queue pair at the same offered load.
 // Instructions per frame: Benchmarks/microbench.sh runs this under callgrind.
 import CShims
 import Foundation
@@ -34,6 +38,7 @@ var captureFile: String? = nil
 var captureInline = false
 var packed = false
 var dirtyLog = false
+var queuePairs = 1
 var args = CommandLine.arguments.dropFirst().makeIterator()
 while let a = args.next() {
     switch a {
@@ -46,26 +51,42 @@ while let a = args.next() {
     case "--capture-file": captureFile = args.next()
     case "--packed": packed = true
     case "--dirty-log": dirtyLog = true
+    case "--queues": queuePairs = Int(args.next() ?? "") ?? 0
     default:
-        FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--packed] [--dirty-log]\n".data(using: .utf8)!)
+        FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--packed] [--dirty-log] [--queues 2]\n".data(using: .utf8)!)
         exit(2)
     }
 }
 
+guard queuePairs == 1 || (queuePairs == 2 && !packed && !dirtyLog) else {
+    FileHandle.standardError.write("--queues takes 1 or 2 (split rings, no --dirty-log)\n".data(using: .utf8)!)
+    exit(2)
+}
 let engine = ForwardingEngine(logger: Logger(label: "bench"))
 engine.batchSize = batch
 let bridge = engine.addBridge(agingSeconds: 300)!
 let features = SimulatedGuest.defaultFeatures | (packed ? VirtioFeature.ringPacked : 0)
 let a = SimulatedGuest(queueSize: 256, bufferSize: 2048, features: features)
 let b = SimulatedGuest(queueSize: 256, bufferSize: 2048, features: features)
+// The second queue pair of each port (--queues 2): queues 2 and 3, in guests of their own.
+let a2 = SimulatedGuest(queueSize: 256, bufferSize: 2048, features: features)
+let b2 = SimulatedGuest(queueSize: 256, bufferSize: 2048, features: features)
 var logs: [DirtyLog] = []
-for g in [a, b] {
+for (g, second) in [(a, a2), (b, b2)] {
     let port = engine.addPort(bridge: bridge)!
     let memory = try! g.makeMemory()
     for q in 0..<2 {
         var c = g.vringConfiguration(queue: q, memory: memory)
         if dirtyLog { c.usedLogAddress = g.rings[q].used }
         engine.startQueue(port: port, c)
+    }
+    if queuePairs == 2 {
+        let memory2 = try! second.makeMemory()
+        for q in 0..<2 {
+            var c = second.vringConfiguration(queue: q, memory: memory2)
+            c.index = 2 + q
+            engine.startQueue(port: port, c)
+        }
     }
     if dirtyLog {
         let bytes = (SimulatedGuest.guestBase + UInt64(g.size)) >> 15
@@ -103,9 +124,34 @@ let toB = TestFrame.make(dst: TestFrame.mac(2), src: TestFrame.mac(1), payload: 
 let toA = TestFrame.make(dst: TestFrame.mac(1), src: TestFrame.mac(2), payload: frameSize - 14)
 // Teach the bridge both MACs.
 b.postReceiveBuffers(64); a.postReceiveBuffers(64)
+if queuePairs == 2 { b2.postReceiveBuffers(64); a2.postReceiveBuffers(64) }
 a.transmit(toB); b.transmit(toA)
 engine.pollOnce()
 _ = a.reclaimUsed(queue: 0); _ = a.reclaimUsed(queue: 1); _ = b.reclaimUsed(queue: 0); _ = b.reclaimUsed(queue: 1)
+/// --queues 2: `toB` goes out by A's queue 1, `toB2` by its queue 3; `toB2` is from a source
+/// MAC (also behind A) whose flow B's port hashes to the other RX queue than `toB`'s, found
+/// by sending one frame of each candidate.
+var toB2 = toB
+/// --queues 2: B's RX queue that `toB` lands on (b or b2); `toB2` lands on the other.
+if queuePairs == 2 {
+    _ = a2.reclaimUsed(queue: 0); _ = b2.reclaimUsed(queue: 0)
+    func landsOnFirst(_ frame: [UInt8], from g: SimulatedGuest) -> Bool {
+        g.transmit(frame)
+        engine.pollOnce()
+        _ = g.reclaimUsed(queue: 1)
+        let first = b.reclaimUsed(queue: 0), second = b2.reclaimUsed(queue: 0)
+        precondition(first + second == 1, "the probe frame was not delivered")
+        return first == 1
+    }
+    let firstOnB = landsOnFirst(toB, from: a)
+    var found = false
+    for s in UInt8(3)...UInt8(200) where !found {
+        let candidate = TestFrame.make(dst: TestFrame.mac(2), src: TestFrame.mac(s), payload: frameSize - 14)
+        if landsOnFirst(candidate, from: a2) != firstOnB { toB2 = candidate; found = true }
+    }
+    precondition(found, "no second flow hashes to B's other RX queue")
+    b2.postReceiveBuffers(190)
+}
 b.postReceiveBuffers(190)
 
 /// One round: returns (ns spent inside the engine, allocations inside the engine).
@@ -115,7 +161,11 @@ func round(_ n: Int) -> (UInt64, UInt64) {
     var sent = 0
     while sent < n {
         let burst = min(batch, n - sent)
-        for _ in 0..<burst { a.transmit(toB) }
+        if queuePairs == 2 {
+            for i in 0..<burst { if i & 1 == 0 { a.transmit(toB) } else { a2.transmit(toB2) } }
+        } else {
+            for _ in 0..<burst { a.transmit(toB) }
+        }
         mc_start()
         let t0 = vs_monotonic_ns()
         let forwarded = engine.pollOnce()
@@ -124,6 +174,10 @@ func round(_ n: Int) -> (UInt64, UInt64) {
         precondition(forwarded == burst, "forwarded \(forwarded) of \(burst)")
         _ = a.reclaimUsed(queue: 1)
         b.postReceiveBuffers(b.reclaimUsed(queue: 0))
+        if queuePairs == 2 {
+            _ = a2.reclaimUsed(queue: 1)
+            b2.postReceiveBuffers(b2.reclaimUsed(queue: 0))
+        }
         if captureInline {
             while let r = captureBuffer.ring.peek() { captureBuffer.ring.consume(r); drained.pointee &+= 1 }
         }
@@ -145,8 +199,9 @@ for r in 0..<rounds {
 let sorted = perFrame.sorted()
 let median = sorted[sorted.count / 2]
 let c = engine.counters(port: 1)
-print(String(format: "median: %.1f ns/frame = %.2f Mpps, frame size %d, batch %d, %@ rings%@, allocations per frame %.6f",
+print(String(format: "median: %.1f ns/frame = %.2f Mpps, frame size %d, batch %d, %@ rings%@%@, allocations per frame %.6f",
              median, 1000 / median, frameSize, batch, packed ? "packed" : "split", dirtyLog ? ", dirty logging on" : "",
+             queuePairs == 2 ? ", 2 queue pairs" : "",
              Double(allocs) / Double(frames * rounds)))
 print("delivered to B: \(c.txPackets), dropped no-buffers: \(c.txDropNoBuffers)")
 if let session {

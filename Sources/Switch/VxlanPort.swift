@@ -4,18 +4,31 @@ import SwitchModel
 /// option or a busy UDP port leaves nothing behind.
 extension SwitchController {
     func makeVxlanPort(bridge b: Int, name: String, spec: PortSpec) throws(SwitchError) -> Port {
-        let port = spec.dstPort ?? VxlanTunnel.defaultPort(spec.kind)
-        if let other = bridges.flatMap(\.ports).first(where: {
-            if case .vxlan(let t) = $0.attachment { return t.dstPort == port } else { return false }
-        }) {
-            // One receive socket per UDP port: a second tunnel would need demultiplexing by VNI.
-            throw .udpPortInUse(port, port: other.name)
+        // Tunnel ports on the same UDP port and address share one receive socket and are told
+        // apart by VNI: only a VNI already taken there, another encapsulation or another
+        // address on the same UDP port is refused.
+        let key = try VxlanTunnel.receiveKey(spec)
+        var shared: TunnelSocket?
+        for other in bridges.flatMap(\.ports) {
+            // IPv6 sockets are IPV6_V6ONLY: an IPv4 and an IPv6 port on one UDP port do not meet.
+            guard case .vxlan(let t) = other.attachment, t.socket.udpPort == key.udpPort,
+                  t.socket.address.isIPv4 == key.address.isIPv4 else { continue }
+            let bridgeName = bridges.first { $0.ports.contains { $0 === other } }?.name ?? "?"
+            if t.socket.kind != spec.kind {
+                throw .udpPortInUse(key.udpPort, port: other.name, reason: "a \(t.socket.kind.rawValue) port; \(PortKind.vxlan.rawValue) and \(PortKind.geneve.rawValue) ports cannot share a UDP port")
+            }
+            if t.socket.address != key.address {
+                throw .udpPortInUse(key.udpPort, port: other.name, reason: "bound to \(VxlanTunnel.format(t.socket.address)); ports on one UDP port need the same --local, and a --group port binds the any address")
+            }
+            if t.vni == spec.vni {
+                throw .vniInUse(vni: t.vni, udpPort: key.udpPort, port: other.name, bridge: bridgeName)
+            }
+            shared = t.socket
         }
-        let tunnel = try VxlanTunnel(spec: spec)
+        let tunnel = try VxlanTunnel(spec: spec, sharing: shared)
         let bridgeSlot = bridges[b].slot
-        let fd = tunnel.receiveFd
-        let local = UnsafeMutableRawPointer(tunnel.state)
-        guard let slot = engine.sync({ $0.addLocalPort(bridge: bridgeSlot, kind: SlotKind.vxlan.rawValue, fd: fd, local: local) }) else {
+        let state = tunnel.state
+        guard let slot = engine.sync({ $0.addTunnelPort(bridge: bridgeSlot, tunnel: state) }) else {
             throw .tooMany("ports")
         }
         // `show` prints this after the type; the options carry the rest (VNI, ports, local).
@@ -43,7 +56,7 @@ extension SwitchController {
                                       "remote_ip": t.remoteAddresses.isEmpty ? "-" : t.remoteAddresses.map(VxlanTunnel.format).joined(separator: ","),
                                       "vni": String(t.vni), "dst_port": String(t.dstPort), "local": t.local,
                                       "src_ports": t.sourcePorts.map(String.init).joined(separator: ","),
-                                      "underlay_mtu": mtus]) { a, _ in a })
+                                      "underlay_mtu": mtus, "overhead": String(t.overhead)]) { a, _ in a })
     }
 
     /// True for tunnel ports (their `port stats` include the tunnel drop counters).

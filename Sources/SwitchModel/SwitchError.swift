@@ -26,8 +26,10 @@ public enum SwitchError: Error, Equatable, CustomStringConvertible {
     case tapInUse(ifname: String, port: String)
     /// The kernel refused the TAP interface.
     case tap(ifname: String, TapFailure)
-    /// A tunnel port already receives on this UDP port (one receive socket per UDP port).
-    case udpPortInUse(Int, port: String)
+    /// A tunnel port of another kind or address already receives on this UDP port.
+    case udpPortInUse(Int, port: String, reason: String)
+    /// Tunnel ports on one UDP port share a socket and are told apart by VNI: this one is taken.
+    case vniInUse(vni: Int, udpPort: Int, port: String, bridge: String)
     /// A VXLAN port's sockets could not be set up.
     case vxlan(VxlanFailure)
     /// libpcap could not open a dumper on the live-capture connection.
@@ -67,7 +69,9 @@ public enum SwitchError: Error, Equatable, CustomStringConvertible {
         case .endpoint(_, let reason): return reason
         case .tapInUse(let ifname, let port): return "TAP \(ifname) is already port \(port)"
         case .tap(let name, let failure): return "TAP \(name): " + failure.description
-        case .udpPortInUse(let udp, let port): return "tunnel: UDP port \(udp) is already used by tunnel port \(port)"
+        case .udpPortInUse(let udp, let port, let reason): return "tunnel: UDP port \(udp) is already used by tunnel port \(port) (\(reason))"
+        case .vniInUse(let vni, let udp, let port, let bridge):
+            return "tunnel: VNI \(vni) on UDP port \(udp) is already taken by port \(port) of bridge \(bridge) (each tunnel port on a UDP port needs its own VNI)"
         case .vxlan(let failure): return "tunnel: " + failure.description
         case .libpcap(let m): return "libpcap: \(m)"
         case .captureStream: return "cannot create a stream on the control socket"

@@ -76,18 +76,18 @@ public struct AddPort: ControlSubcommand {
     public var bufferSize: String?
     @Option(help: "pcap: pin the file writer thread to this CPU (keep it off the forwarding CPU).")
     public var captureCpu: Int?
-    @Option(help: "vxlan: remote address(es), comma-separated.") public var remote: String?
+    @Option(help: "vxlan: remote address(es), comma-separated, all IPv4 or all IPv6.") public var remote: String?
     @Option(help: "vxlan: VXLAN network identifier (0-16777215).") public var vni: Int?
     @Option(help: "vxlan: local address to send from.") public var local: String?
     @Option(help: "vxlan: UDP destination port (default 4789).") public var dstPort: Int?
     @Flag(help: "vxlan: accept remotes not in --remote when they come from --remote-prefix, and learn who is behind them.")
     public var learning = false
-    @Option(help: "vxlan, with --learning: the addresses remotes may be learned from (CIDR, e.g. 192.0.2.0/24).")
+    @Option(help: "vxlan, with --learning: the addresses remotes may be learned from (CIDR, e.g. 192.0.2.0/24 or 2001:db8::/64).")
     public var remotePrefix: String?
-    @Option(help: "vxlan: a multicast group (e.g. 239.1.1.1) instead of --remote: floods go to it, remotes are learned from any source that sends to it.")
+    @Option(help: "vxlan: a multicast group (e.g. 239.1.1.1 or ff05::100) instead of --remote: floods go to it, remotes are learned from any source that sends to it.")
     public var group: String?
     @Option(help: "vxlan, with --group: the interface to join the group on and send from.") public var dev: String?
-    @Option(help: "vxlan, with --group: the multicast TTL (1-255, default 1).") public var ttl: Int?
+    @Option(help: "vxlan, with --group: the multicast TTL or IPv6 hop limit (1-255, default 1).") public var ttl: Int?
     @Option(help: "Any type: access (untagged, one VLAN: --tag) or trunk (tagged: --trunks, native --tag).")
     public var vlanMode: String?
     @Option(help: "access: the port's VLAN; trunk: the native (untagged) VLAN.") public var tag: Int?

@@ -181,6 +181,7 @@ public final class VhostUserDevice {
             // Packed: a stopped ring has returned every chain it took, so the used
             // position and wrap counter (bits 16-31, as QEMU reads them) equal the avail ones.
             let base = UInt32(queues[i].base)
+            logger.debug("queue \(i) stopped (GET_VRING_BASE)", metadata: ["base": "\(base)"])
             return VringState(index: s.index, num: isPacked ? base | base << 16 : base).encoded
         case .setVringKick:
             let (i, fd) = try takeVringFd(p, &fds, name)

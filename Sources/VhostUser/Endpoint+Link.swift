@@ -42,7 +42,7 @@ extension VhostUserEndpoint {
     private func since(_ reason: LinkReason) -> UInt64 {
         switch reason {
         case .connectFailed: return connectErrno?.since ?? stateSince
-        case .handshake, .oneSided: return lastRequest?.at ?? stateSince
+        case .handshake, .oneSided, .stoppedByFrontend: return lastRequest?.at ?? stateSince
         case .reconnecting, .listening, .broken: return stateSince
         }
     }

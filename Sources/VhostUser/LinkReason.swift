@@ -20,6 +20,10 @@ public enum LinkReason: Equatable, Sendable {
     /// Connected, but the rings are not set up; `last` is the last request handled (nil:
     /// none yet) and `memory` whether a memory table arrived.
     case handshake(last: String?, memory: Bool)
+    /// Connected, but the frontend stopped the rings (its last request was GET_VRING_BASE):
+    /// QEMU does that when the guest is paused, has been migrated to another port, or its
+    /// virtio-net device is reset or shut down. Nothing is stalled on the switch's side.
+    case stoppedByFrontend
     /// Connected and set up on one side only: the guest runs its TX rings but no RX ring
     /// (`rx` false), or the other way round.
     case oneSided(rxRunning: Bool)
@@ -59,6 +63,9 @@ public enum LinkReason: Equatable, Sendable {
             guard let last else { return "handshake stalled: the frontend connected but sent nothing for \(seconds) s" }
             return "handshake stalled at \(last) for \(seconds) s"
                 + (memory ? "" : " (no memory table yet: the guest's virtio-net driver has not started the device)")
+        case .stoppedByFrontend:
+            return "stopped by the frontend (GET_VRING_BASE\(seconds > 0 ? " \(seconds) s ago" : "")): the guest is paused,"
+                + " was migrated to another port, or its driver stopped the device; the rings restart when the frontend starts them"
         case .oneSided(let rxRunning):
             return rxRunning ? "up, but the guest has not enabled its TX queue"
                 : "up, but the guest has not enabled its RX queue (driver not loaded?)"
@@ -76,7 +83,7 @@ public enum LinkReason: Equatable, Sendable {
         // The next failed connect (within a retry) usually says more: log that one instead.
         case .reconnecting(_, let retry): return 2 * retry
         case .listening(_, _, let denied, _): return denied.isEmpty ? Self.lonelySeconds : 0
-        case .handshake, .oneSided: return Self.stallSeconds
+        case .handshake, .oneSided, .stoppedByFrontend: return Self.stallSeconds
         }
     }
 
@@ -185,6 +192,7 @@ extension LinkReason {
         case .connected:
             if f.rxRunning && f.txRunning { return nil }
             if f.memory && (f.rxRunning || f.txRunning) { return .oneSided(rxRunning: f.rxRunning) }
+            if f.memory && f.lastRequest == VhostUserRequest.getVringBase.rawValue { return .stoppedByFrontend }
             return .handshake(last: f.lastRequest.map(requestName), memory: f.memory)
         }
     }

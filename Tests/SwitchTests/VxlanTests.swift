@@ -49,8 +49,7 @@ final class VxlanTests: XCTestCase {
     func attachTunnel(remotes: [String], vni: Int = 42, kind: PortKind = .vxlan) throws -> (Int, VxlanTunnel) {
         let t = try VxlanTunnel(spec: PortSpec(kind: kind, remotes: remotes, vni: vni, local: "127.0.0.1", dstPort: port))
         tunnels.append(t)
-        let slot = try XCTUnwrap(engine.addLocalPort(bridge: bridge, kind: SlotKind.vxlan.rawValue, fd: t.receiveFd,
-                                                     local: UnsafeMutableRawPointer(t.state)))
+        let slot = try XCTUnwrap(engine.addTunnelPort(bridge: bridge, tunnel: t.state))
         return (slot, t)
     }
 
@@ -229,8 +228,7 @@ final class VxlanTests: XCTestCase {
         spec.remotePrefix = "127.0.0.0/29"
         let t = try VxlanTunnel(spec: spec)
         tunnels.append(t)
-        let slot = try XCTUnwrap(engine.addLocalPort(bridge: bridge, kind: SlotKind.vxlan.rawValue, fd: t.receiveFd,
-                                                     local: UnsafeMutableRawPointer(t.state)))
+        let slot = try XCTUnwrap(engine.addTunnelPort(bridge: bridge, tunnel: t.state))
         let configured = remote("127.0.0.2")
         let newcomer = remote("127.0.0.5")   // inside 127.0.0.0/29
         let outsider = remote("127.0.0.9")   // outside it
@@ -240,7 +238,8 @@ final class VxlanTests: XCTestCase {
         send(outsider, Self.header(vni: 42) + TestFrame.make(dst: TestFrame.mac(1), src: TestFrame.mac(6)))
         engine.pollOnce()
         XCTAssertEqual(guest.receivedFrames(), [fromNewcomer])
-        XCTAssertEqual(engine.counters(port: slot).rxDropUnknownRemote, 2)
+        XCTAssertEqual(engine.counters(port: slot).rxDropUnknownRemote, 1)
+        XCTAssertEqual(engine.counters(port: slot).rxDropVni, 1, "no port has VNI 43: dropped before any port's checks")
         XCTAssertEqual(t.state.pointee.remoteCount, 2, "one learned remote")
         let unicast = TestFrame.make(dst: TestFrame.mac(5), src: TestFrame.mac(1), payload: 200)
         guest.transmit(unicast)
@@ -266,7 +265,7 @@ final class VxlanTests: XCTestCase {
         XCTAssertTrue(refused(nil, "10.0.0.0/8").contains("needs --learning"))
         XCTAssertTrue(refused(true, "10.0.0.1/8").contains("host bits set"))
         XCTAssertTrue(refused(true, "10.0.0.0/33").contains("invalid --remote-prefix"))
-        XCTAssertTrue(refused(true, "fe80::/10").contains("invalid --remote-prefix"))
+        XCTAssertTrue(refused(true, "fe80::/10").contains("all be IPv4 or all IPv6"), refused(true, "fe80::/10"))
         XCTAssertTrue(refused(true, "10.0.0.0").contains("invalid --remote-prefix"))
     }
 
@@ -405,9 +404,9 @@ final class VxlanTests: XCTestCase {
         XCTAssertEqual(p.options?["local"], "0.0.0.0")
         XCTAssertTrue(controller.isTunnel(bridge: "br0", port: "vx0"))
         XCTAssertThrowsError(try controller.addPort(bridge: "br0", name: "vx1", spec: PortSpec(
-            kind: .vxlan, remotes: ["127.0.0.4"], vni: 43, dstPort: port))) {
-            XCTAssertEqual($0 as? SwitchError, .udpPortInUse(port, port: "vx0"), "a typed value, not a string")
-            XCTAssertTrue("\($0)".contains("already used by tunnel port vx0"), "\($0)")
+            kind: .vxlan, remotes: ["127.0.0.4"], vni: 42, dstPort: port))) {
+            XCTAssertEqual($0 as? SwitchError, .vniInUse(vni: 42, udpPort: port, port: "vx0", bridge: "br0"), "a typed value, not a string")
+            XCTAssertTrue("\($0)".contains("VNI 42 on UDP port \(port) is already taken by port vx0 of bridge br0"), "\($0)")
         }
         try controller.deletePort(bridge: "br0", port: "vx0")
         // The UDP port is free again once the port is gone.

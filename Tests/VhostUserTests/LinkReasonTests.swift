@@ -44,6 +44,9 @@ final class LinkReasonTests: XCTestCase {
                        "handshake stalled at SET_MEM_TABLE for 5 s")
         XCTAssertEqual(LinkReason.handshake(last: "SET_VRING_CALL", memory: false).text(seconds: 30),
                        "handshake stalled at SET_VRING_CALL for 30 s (no memory table yet: the guest's virtio-net driver has not started the device)")
+        XCTAssertEqual(LinkReason.stoppedByFrontend.text(seconds: 7),
+                       "stopped by the frontend (GET_VRING_BASE 7 s ago): the guest is paused, was migrated to another port,"
+                       + " or its driver stopped the device; the rings restart when the frontend starts them")
         XCTAssertEqual(LinkReason.handshake(last: nil, memory: false).text(seconds: 6),
                        "handshake stalled: the frontend connected but sent nothing for 6 s")
         XCTAssertEqual(LinkReason.oneSided(rxRunning: false).text(seconds: 9),
@@ -76,6 +79,9 @@ final class LinkReasonTests: XCTestCase {
         f.memory = true
         f.lastRequest = VhostUserRequest.setMemTable.rawValue
         XCTAssertEqual(LinkReason.evaluate(f), .handshake(last: "SET_MEM_TABLE", memory: true))
+        f.lastRequest = VhostUserRequest.getVringBase.rawValue
+        XCTAssertEqual(LinkReason.evaluate(f), .stoppedByFrontend, "QEMU stopped the rings (guest paused or migrated)")
+        f.lastRequest = VhostUserRequest.setMemTable.rawValue
         f.txRunning = true
         XCTAssertEqual(LinkReason.evaluate(f), .oneSided(rxRunning: false))
         f.rxRunning = true

@@ -23,16 +23,7 @@ e2e_require_binaries
 [[ -c /dev/net/tun ]] || e2e_missing "/dev/net/tun" "modprobe tun"
 
 NSA=vswGA$$ NSK=vswGK$$
-netns_cleanup() {
-    local n
-    for n in "$NSA" "$NSK"; do ip netns del "$n" 2>/dev/null; done
-    return 0
-}
-E2E_CLEANUP_HOOKS+=(netns_cleanup)
-for n in "$NSA" "$NSK"; do
-    ip netns add "$n" || e2e_missing "network namespaces" "a kernel with CONFIG_NET_NS (ip netns add failed)"
-    ip -n "$n" link set lo up
-done
+netns_add "$NSA" "$NSK"
 ip link add vgk$$ netns "$NSA" type veth peer name vkg$$ netns "$NSK"
 ip -n "$NSA" addr add 192.0.2.1/24 dev vgk$$
 ip -n "$NSK" addr add 192.0.2.2/24 dev vkg$$
@@ -47,18 +38,10 @@ else
     e2e_msg "this kernel has no geneve device ($(cat "$E2E_TMP/geneve.err")): the far side is vswitchd B in $NSK, tshark checks the wire format"
 fi
 
-REAL_VSWITCHD=$VSWITCHD_BIN
-VSWITCHD_BIN=$E2E_TMP/vswitchd-in-netns
-printf '#!/bin/sh\nexec ip netns exec %s %q "$@"\n' "$NSA" "$REAL_VSWITCHD" >"$VSWITCHD_BIN"
-chmod +x "$VSWITCHD_BIN"
-vswitchd_start
+vswitchd_start_in_netns "$NSA"
 if ((!KERNEL)); then
-    mkdir -p "$E2E_TMP/run-b"
-    ip netns exec "$NSK" "$REAL_VSWITCHD" --control "$E2E_TMP/ctl-b.sock" --run-dir "$E2E_TMP/run-b" \
-        </dev/null >>"$E2E_LOG_DIR/vswitchd-b.log" 2>&1 &
-    E2E_PIDS+=("$!")
-    vswb() { "$VSWITCH_BIN" --control "$E2E_TMP/ctl-b.sock" "$@"; }
-    vsw_wait_for 30 vswb show >/dev/null 2>&1 || e2e_fail "vswitchd B did not answer (see vswitchd-b.log)"
+    vswitchd_other "$NSK" b
+    vswb() { vsw_at b "$@"; }
     vswb add-br br0 >/dev/null && vswb add-port br0 gn0 --type geneve --remote 192.0.2.1 --vni 42 >/dev/null &&
         vswb add-port br0 tap0 --type tap --ifname vtk$$ >/dev/null || e2e_fail "B: setting up br0 failed"
     ip -n "$NSK" addr add 10.42.0.100/24 dev vtk$$

@@ -156,6 +156,67 @@ vswitchd_start() {
 
 vswitchd_alive() { [[ -n $VSWITCHD_PID ]] && kill -0 "$VSWITCHD_PID" 2>/dev/null; }
 
+# ---- network namespaces (the tunnel tests: vxlan*.sh, geneve.sh)
+
+E2E_NETNS=()
+_netns_cleanup() {
+    local n
+    for n in "${E2E_NETNS[@]}"; do ip netns del "$n" 2>/dev/null; done
+    return 0
+}
+
+# netns_add NS...: network namespaces with lo up, deleted when the test exits (after its
+# processes are stopped). A kernel without them is a missing tool.
+netns_add() {
+    local n
+    ((${#E2E_NETNS[@]} > 0)) || E2E_CLEANUP_HOOKS+=(_netns_cleanup)
+    for n in "$@"; do
+        ip netns add "$n" || e2e_missing "network namespaces" "a kernel with CONFIG_NET_NS (ip netns add failed)"
+        E2E_NETNS+=("$n")
+        ip -n "$n" link set lo up
+    done
+}
+
+# vswitchd_start_in_netns NS [EXTRA ARGS...]: vswitchd_start with the daemon inside NS (the
+# control socket stays in E2E_TMP, so `vsw` works from here). REAL_VSWITCHD is the binary.
+vswitchd_start_in_netns() {
+    local ns=$1
+    shift
+    REAL_VSWITCHD=${REAL_VSWITCHD:-$VSWITCHD_BIN}
+    VSWITCHD_BIN=$E2E_TMP/vswitchd-in-netns
+    printf '#!/bin/sh\nexec ip netns exec %s %q "$@"\n' "$ns" "$REAL_VSWITCHD" >"$VSWITCHD_BIN"
+    chmod +x "$VSWITCHD_BIN"
+    vswitchd_start "$@"
+}
+
+# vswitchd_other NS NAME: one more vswitchd, inside NS, with control socket
+# $E2E_TMP/ctl-NAME.sock, run dir $E2E_TMP/run-NAME and log vswitchd-NAME.log; waits until it
+# answers. Its pid is OTHER_PID[NAME] (and in E2E_PIDS); `vsw_at NAME ARGS...` drives it.
+declare -A OTHER_PID=()
+vswitchd_other() {
+    local ns=$1 name=$2
+    mkdir -p "$E2E_TMP/run-$name"
+    ip netns exec "$ns" "${REAL_VSWITCHD:-$VSWITCHD_BIN}" --control "$E2E_TMP/ctl-$name.sock" --run-dir "$E2E_TMP/run-$name" \
+        --log-level "${VSWITCHD_LOG_LEVEL:-debug}" </dev/null >>"$E2E_LOG_DIR/vswitchd-$name.log" 2>&1 &
+    OTHER_PID[$name]=$!
+    E2E_PIDS+=("$!")
+    vsw_wait_for 30 vsw_at "$name" show >/dev/null 2>&1 || e2e_fail "vswitchd $name did not answer (see vswitchd-$name.log)"
+}
+
+# vsw_at NAME ARGS...: the CLI against the vswitchd started by `vswitchd_other NS NAME`.
+vsw_at() {
+    local name=$1
+    shift
+    "$VSWITCH_BIN" --control "$E2E_TMP/ctl-$name.sock" "$@"
+}
+
+# netns_ping NS FROM TO COUNT: ping from address FROM in NS; prints the number of replies.
+netns_ping() {
+    local out
+    out=$(ip netns exec "$1" ping -c "$4" -i 0.2 -W 2 -I "$2" "$3" 2>&1) || true
+    sed -n 's/.* \([0-9]*\) received.*/\1/p' <<<"$out" | grep . || echo 0
+}
+
 # e2e_check_daemon: fail if the daemon we started has died.
 e2e_check_daemon() {
     if [[ -n $VSWITCHD_PID ]] && ! kill -0 "$VSWITCHD_PID" 2>/dev/null; then

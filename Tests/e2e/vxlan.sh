@@ -25,16 +25,7 @@ e2e_require_binaries
 e2e_require_guest
 
 NSA=vswA$$ NSB=vswB$$ NSK=vswK$$
-netns_cleanup() {
-    local n
-    for n in "$NSA" "$NSB" "$NSK"; do ip netns del "$n" 2>/dev/null; done
-    return 0
-}
-E2E_CLEANUP_HOOKS+=(netns_cleanup)
-for n in "$NSA" "$NSB" "$NSK"; do
-    ip netns add "$n" || e2e_missing "network namespaces" "a kernel with CONFIG_NET_NS (ip netns add failed)"
-    ip -n "$n" link set lo up
-done
+netns_add "$NSA" "$NSB" "$NSK"
 
 # underlay: two veth pairs from nsA
 ip link add vak$$ netns "$NSA" type veth peer name vka$$ netns "$NSK"
@@ -57,20 +48,9 @@ K_MAC=$(ip netns exec "$NSK" cat /sys/class/net/vx42/address)
 e2e_msg "namespaces $NSA $NSB $NSK; kernel vx42 mtu $(ip netns exec "$NSK" cat /sys/class/net/vx42/mtu) mac $K_MAC"
 
 # vswitchd A in nsA (lib.sh's daemon), vswitchd B in nsB
-REAL_VSWITCHD=$VSWITCHD_BIN
-VSWITCHD_BIN=$E2E_TMP/vswitchd-in-netns
-printf '#!/bin/sh\nexec ip netns exec %s %q "$@"\n' "$NSA" "$REAL_VSWITCHD" >"$VSWITCHD_BIN"
-chmod +x "$VSWITCHD_BIN"
-vswitchd_start
-
-SOCK_B=$E2E_TMP/ctl-b.sock
-mkdir -p "$E2E_TMP/run-b"
-ip netns exec "$NSB" "$REAL_VSWITCHD" --control "$SOCK_B" --run-dir "$E2E_TMP/run-b" --log-level debug \
-    </dev/null >>"$E2E_LOG_DIR/vswitchd-b.log" 2>&1 &
-PID_B=$!
-E2E_PIDS+=("$PID_B")
-vswb() { "$VSWITCH_BIN" --control "$SOCK_B" "$@"; }
-vsw_wait_for 30 vswb show >/dev/null 2>&1 || e2e_fail "vswitchd B did not answer (see vswitchd-b.log)"
+vswitchd_start_in_netns "$NSA"
+vswitchd_other "$NSB" b
+vswb() { vsw_at b "$@"; }
 
 # A: vm1 and a tunnel to the kernel and to B
 vsw_ok add-br br0 >/dev/null
@@ -131,7 +111,7 @@ e2e_snapshot "after pings" br0
 { echo "### B: show"; vswb show; echo "### B: fdb"; vswb fdb show br0; echo "### B: stats"; vswb port stats br0; } \
     >>"$E2E_LOG_DIR/snapshots.log" 2>&1
 e2e_check_daemon
-kill -0 "$PID_B" 2>/dev/null || e2e_fail "vswitchd B died (see vswitchd-b.log)"
+kill -0 "${OTHER_PID[b]}" 2>/dev/null || e2e_fail "vswitchd B died (see vswitchd-b.log)"
 
 expect_fdb_has br0 52:54:00:00:00:01 52:54:00:00:00:02 "$K_MAC"
 grep -qi "^$K_MAC vx0 " <<<"$(fdb_macs br0)" || e2e_fail "vx42's MAC is not on vx0: $(fdb_macs br0 | tr '\n' ';')"

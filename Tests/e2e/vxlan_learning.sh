@@ -19,16 +19,7 @@ e2e_require_binaries
 e2e_require_guest
 
 NSA=vswLA$$ NSK=vswLK$$
-netns_cleanup() {
-    local n
-    for n in "$NSA" "$NSK"; do ip netns del "$n" 2>/dev/null; done
-    return 0
-}
-E2E_CLEANUP_HOOKS+=(netns_cleanup)
-for n in "$NSA" "$NSK"; do
-    ip netns add "$n" || e2e_missing "network namespaces" "a kernel with CONFIG_NET_NS (ip netns add failed)"
-    ip -n "$n" link set lo up
-done
+netns_add "$NSA" "$NSK"
 ip link add vlk$$ netns "$NSA" type veth peer name vkl$$ netns "$NSK"
 ip -n "$NSA" addr add 192.0.2.1/24 dev vlk$$
 ip -n "$NSK" addr add 192.0.2.2/24 dev vkl$$
@@ -39,11 +30,7 @@ ip -n "$NSK" link add vx42 type vxlan id 42 remote 192.0.2.1 local 192.0.2.2 dst
 ip -n "$NSK" addr add 10.42.0.100/24 dev vx42
 ip -n "$NSK" link set vx42 mtu 1450 up
 
-REAL_VSWITCHD=$VSWITCHD_BIN
-VSWITCHD_BIN=$E2E_TMP/vswitchd-in-netns
-printf '#!/bin/sh\nexec ip netns exec %s %q "$@"\n' "$NSA" "$REAL_VSWITCHD" >"$VSWITCHD_BIN"
-chmod +x "$VSWITCHD_BIN"
-vswitchd_start
+vswitchd_start_in_netns "$NSA"
 vsw_ok add-br br0 >/dev/null
 vsw_ok add-port br0 vm1 --type vhostuserclient --path "$E2E_TMP/vm1.sock" >/dev/null
 vsw_ok add-port br0 vx0 --type vxlan --remote 192.0.2.50 --vni 42 --learning --remote-prefix 192.0.2.0/24 >/dev/null

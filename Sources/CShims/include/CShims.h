@@ -160,39 +160,49 @@ FILE *vs_socket_stream(int fd);
 /// or -1) to hang up. Returns 2 if the peer went away (POLLHUP/POLLERR, or readable at EOF),
 /// 1 if the eventfd fired (it is drained), 0 on timeout or EINTR.
 int vs_capture_wait(int efd, int peer, int timeout_ms);
-// ---- UDP for VXLAN tunnels (udp.c). IPv4 addresses are uint32_t in network byte order,
-// ---- ports in host order.
+// ---- UDP for VXLAN tunnels (udp.c). Addresses are 16 bytes laid out as a struct in6_addr,
+// ---- IPv4 as IPv4-mapped (::ffff:a.b.c.d), which also picks an AF_INET socket; ports in
+// ---- host order. (vs_resolve4 and vs_udp_open keep uint32_t IPv4 addresses, for tests.)
 
 /// A dotted quad or a host name (getaddrinfo, AF_INET) -> address; 0 or a getaddrinfo error.
 int vs_resolve4(const char *host, uint32_t *addr_be);
+/// An IPv6 or IPv4 literal or a host name (getaddrinfo, first answer) -> 16 bytes; 0 or a
+/// getaddrinfo error.
+int vs_resolve(const char *host, void *addr16);
 const char *vs_resolve_error(int rc);
+/// inet_ntop of a 16-byte address (dotted quad for IPv4-mapped); 0, or -1.
+int vs_addr_format(const void *addr16, char *out, int len);
 /// Nonblocking UDP socket bound to addr:port (port 0: an ephemeral one); -1 and errno on
 /// error (EADDRINUSE: another socket has the port). `rcvbuf` > 0 sets the receive buffer.
 int vs_udp_open(uint32_t addr_be, uint16_t port, int rcvbuf);
+/// The same for a 16-byte address: AF_INET for IPv4-mapped, else AF_INET6 with IPV6_V6ONLY.
+int vs_udp_open_addr(const void *addr16, uint16_t port, int rcvbuf);
 /// The port a UDP socket is bound to, or -1.
 int vs_udp_local_port(int fd);
-/// The MTU of the route to remote (IP_MTU of a connected socket, from `local` if not 0), or -1.
-int vs_udp_path_mtu(uint32_t local_be, uint32_t remote_be, uint16_t port);
-/// Joins IPv4 multicast `group_be` on interface `ifindex` (0: the kernel picks by route),
-/// IP_ADD_MEMBERSHIP, and turns IP_MULTICAST_ALL off (only this socket's groups arrive).
-/// 0, or -1 and errno.
-int vs_udp_multicast_join(int fd, uint32_t group_be, int ifindex);
-/// Multicast sending: IP_MULTICAST_IF `ifindex` (if not 0), IP_MULTICAST_TTL `ttl`,
-/// IP_MULTICAST_LOOP off (our own floods must not come back). 0, or -1 and errno.
-int vs_udp_multicast_sender(int fd, int ifindex, int ttl);
+/// The MTU of the route to remote (IP_MTU or IPV6_MTU of a connected socket, from `local`
+/// unless it is the any address), or -1.
+int vs_udp_path_mtu(const void *local16, const void *remote16, uint16_t port);
+/// Joins multicast `group16` on interface `ifindex` (0: the kernel picks by route):
+/// IP_ADD_MEMBERSHIP or IPV6_JOIN_GROUP, and turns IP(V6)_MULTICAST_ALL off (only this
+/// socket's groups arrive). 0, or -1 and errno.
+int vs_udp_multicast_join(int fd, const void *group16, int ifindex);
+/// Leaves `group16` on `ifindex` (IP_DROP_MEMBERSHIP, IPV6_LEAVE_GROUP): the last tunnel
+/// port of a shared socket in that group is gone. 0, or -1 and errno.
+int vs_udp_multicast_leave(int fd, const void *group16, int ifindex);
+/// Multicast sending (IPv6 if `v6`): IP(V6)_MULTICAST_IF `ifindex` (if not 0), TTL or hop
+/// limit `ttl`, loopback off (our own floods must not come back). 0, or -1 and errno.
+int vs_udp_multicast_sender(int fd, int v6, int ifindex, int ttl);
 /// One datagram from `iovcnt` struct iovec entries to addr:port (MSG_DONTWAIT). Retries EINTR.
-ssize_t vs_udp_sendv(int fd, const void *iov, int iovcnt, uint32_t addr_be, uint16_t port);
-/// One datagram (MSG_DONTWAIT); the sender's address goes to `*from_be`. Retries EINTR.
-ssize_t vs_udp_recv(int fd, void *buf, size_t len, uint32_t *from_be);
+ssize_t vs_udp_sendv(int fd, const void *iov, int iovcnt, const void *addr16, uint16_t port);
 /// recvmmsg of up to n (<= 64) datagrams into n buffers of buf_len bytes laid end to end;
-/// each one's length (-1: cut, longer than buf_len) and source address. The count, 0 when
-/// none is waiting, -1 on another error.
-int vs_udp_recv_batch(int fd, void *bufs, size_t buf_len, int n, int32_t *lengths, uint32_t *from_be);
-/// sendmmsg of n (<= 64) datagrams to addr_be[i]:port, message i made of iov_count[i] iovecs
+/// each one's length (-1: cut, longer than buf_len) and source address (16 bytes each at
+/// from16). The count, 0 when none is waiting, -1 on another error.
+int vs_udp_recv_batch(int fd, void *bufs, size_t buf_len, int n, int32_t *lengths, void *from16);
+/// sendmmsg of n (<= 64) datagrams to addr16[i]:port, message i made of iov_count[i] iovecs
 /// from iov[iov_start[i]]. Returns how many were sent (the first not sent failed with
 /// *first_errno), -1 if none was.
 int vs_udp_send_batch(int fd, const void *iov, const int32_t *iov_start, const int32_t *iov_count,
-                      const uint32_t *addr_be, uint16_t port, int n, int *first_errno);
+                      const void *addr16, uint16_t port, int n, int *first_errno);
 
 
 // ---- Guest memory that shrinks under the switch (memguard.c) ----

@@ -23,7 +23,8 @@ extension ForwardingEngine {
     /// Adds a port whose frames come from `fd` (nonblocking). `local` is kind-specific
     /// state that must stay valid until `removePort` returns.
     public func addLocalPort(bridge b: Int, kind: UInt8, fd: Int32, local: UnsafeMutableRawPointer? = nil) -> Int? {
-        guard let k = SlotKind(rawValue: kind), k != .vhost, let p = addPort(bridge: b) else { return nil }
+        // Tunnel ports share receive sockets: `addTunnelPort`.
+        guard let k = SlotKind(rawValue: kind), k == .tap, let p = addPort(bridge: b) else { return nil }
         ports[p].kind = k
         ports[p].fd = fd
         ports[p].local = local
@@ -39,9 +40,11 @@ extension ForwardingEngine {
     /// The part of `removePort` for local ports: stop watching the descriptor (the caller
     /// closes it after the slot is gone).
     func detachLocal(port p: Int) {
-        guard ports[p].kind != .vhost, ports[p].fd >= 0 else { return }
+        // A tunnel port whose socket another port carries has no descriptor of its own.
+        guard ports[p].kind != .vhost, ports[p].fd >= 0 || ports[p].kind == .vxlan else { return }
         if tunnelSends.pointee.count != 0 { flushTunnelSends() }   // before its sockets close
-        _ = vs_epoll_ctl(localEpollFd, vs_epoll_op_del(), ports[p].fd, 0, 0)
+        if ports[p].kind == .vxlan { detachTunnel(port: p) }       // may hand the socket to another port
+        if ports[p].fd >= 0 { _ = vs_epoll_ctl(localEpollFd, vs_epoll_op_del(), ports[p].fd, 0, 0) }
         ports[p].fd = -1
         hot.pointee.localCount -= 1
     }

@@ -19,7 +19,7 @@ struct TunnelSendBatch {
     let iovecs = UnsafeMutablePointer<iovec>.allocate(capacity: TunnelSendBatch.iovecCapacity)
     let iovStart = UnsafeMutablePointer<Int32>.allocate(capacity: TunnelSendBatch.capacity)
     let iovCount = UnsafeMutablePointer<Int32>.allocate(capacity: TunnelSendBatch.capacity)
-    let addresses = UnsafeMutablePointer<UInt32>.allocate(capacity: TunnelSendBatch.capacity)
+    let addresses = UnsafeMutablePointer<TunnelAddress>.allocate(capacity: TunnelSendBatch.capacity)
     let fds = UnsafeMutablePointer<Int32>.allocate(capacity: TunnelSendBatch.capacity)
     let dstPorts = UnsafeMutablePointer<UInt16>.allocate(capacity: TunnelSendBatch.capacity)
     /// The tunnel port each datagram is counted on, and its inner frame's length.
@@ -35,7 +35,7 @@ struct TunnelReceiveBatch {
     let buffers = UnsafeMutableRawPointer.allocate(byteCount: TunnelReceiveBatch.count * ForwardingEngine.localBufferSize,
                                                    alignment: 64)
     let lengths = UnsafeMutablePointer<Int32>.allocate(capacity: TunnelReceiveBatch.count)
-    let sources = UnsafeMutablePointer<UInt32>.allocate(capacity: TunnelReceiveBatch.count)
+    let sources = UnsafeMutablePointer<TunnelAddress>.allocate(capacity: TunnelReceiveBatch.count)
 
     func contains(_ p: UnsafeMutableRawPointer) -> Bool {
         p >= buffers && p < buffers + TunnelReceiveBatch.count * ForwardingEngine.localBufferSize
@@ -92,7 +92,7 @@ extension ForwardingEngine {
     /// Queues the frame in `txScratch` (after `sourceHeader`) for tunnel port `d`, to remotes
     /// [first, last). The datagrams of one frame share its iovecs.
     func queueTunnelSend(port d: Int, header: UnsafeMutableRawPointer, sourceHeader: Int, frameLength: Int,
-                         fd: Int32, dstPort: UInt16, remotes: UnsafePointer<UInt32>, first: Int, last: Int) {
+                         fd: Int32, dstPort: UInt16, remotes: UnsafePointer<TunnelAddress>, first: Int, last: Int) {
         let batch = tunnelSends
         if batch.pointee.count + (last - first) > TunnelSendBatch.capacity
             || batch.pointee.iovecsUsed + txScratch.pointee.count + 1 > TunnelSendBatch.iovecCapacity {

@@ -18,13 +18,16 @@ extension ForwardingEngine {
         slot.pointee.local.unsafelyUnwrapped.assumingMemoryBound(to: VxlanState.self)
     }
 
-    /// Reads at most one batch of datagrams, checks their VXLAN header, learns which remote
-    /// each inner source lives behind, and forwards the inner frames.
+    /// Reads at most one batch of datagrams from the socket that port `p` carries (its
+    /// anchor), hands each to the port of its VNI (one table lookup, `TunnelSocketState`),
+    /// which checks its header, learns which remote each inner source lives behind, and
+    /// forwards the inner frame. A datagram too short for a VNI, or with a VNI no port of
+    /// the socket has, is counted on port `p`.
     func receiveFromTunnel(port p: Int) -> Int {
         let slot = ports + p
-        let vx = tunnel(slot)
+        let socket = tunnel(slot).pointee.socket
         let counters = slot.pointee.counters.unsafelyUnwrapped
-        let fd = slot.pointee.fd
+        let fd = socket.pointee.fd
         let rx = tunnelReceive
         var k = 0
         while k < hot.pointee.batchSize {
@@ -33,8 +36,21 @@ extension ForwardingEngine {
                                             rx.pointee.lengths, rx.pointee.sources))
             guard got > 0 else { break }     // drained
             for i in 0..<got {
-                receiveDatagram(port: p, rx.pointee.buffers + i * Self.localBufferSize, length: Int(rx.pointee.lengths[i]),
-                                from: rx.pointee.sources[i], vx: vx, counters: counters)
+                let buffer = rx.pointee.buffers + i * Self.localBufferSize
+                let length = Int(rx.pointee.lengths[i])
+                guard length >= 8 else {
+                    // Shorter than any tunnel header, or cut (-1: longer than the buffer).
+                    counters.add(length < 0 ? .rxDropTooLong : .rxDropShortHeader)
+                    continue
+                }
+                let q = socket.pointee.slot(vni: TunnelSocketState.vni(buffer))
+                guard q >= 0 else {
+                    counters.add(.rxDropVni)
+                    continue
+                }
+                let target = ports + q
+                receiveDatagram(port: q, buffer, length: length, from: rx.pointee.sources[i], vx: tunnel(target),
+                                counters: target.pointee.counters.unsafelyUnwrapped)
             }
             k &+= got
             if got < want { break }
@@ -46,7 +62,7 @@ extension ForwardingEngine {
     /// One received datagram: its VXLAN or Geneve header checked (`VxlanCodec`/`GeneveCodec.decode`, drops counted
     /// by reason), its inner source learned behind the remote it came from, its frame forwarded.
     @inline(__always)
-    private func receiveDatagram(port p: Int, _ buffer: UnsafeMutableRawPointer, length r: Int, from: UInt32,
+    private func receiveDatagram(port p: Int, _ buffer: UnsafeMutableRawPointer, length r: Int, from: TunnelAddress,
                                  vx: UnsafeMutablePointer<VxlanState>, counters: UnsafeMutablePointer<PortCounters>) {
         // The port's MTU plus an 802.1Q tag, as on the way out (Forwarding.fitsWithTag);
         // never more than the receive buffer.
@@ -127,7 +143,7 @@ extension ForwardingEngine {
         while first < last {
             if frameLength > vx.pointee.maxFrame[first] {
                 counters.add(.txDropTooBig)
-            } else if vs_udp_sendv(fd, iovecs, n, vx.pointee.remotes[first], port) == frameLength &+ 8 {
+            } else if vs_udp_sendv(fd, iovecs, n, vx.pointee.remotes + first, port) == frameLength &+ 8 {
                 counters.add(.txPackets)
                 counters.add(.txBytes, UInt64(frameLength))
             } else {

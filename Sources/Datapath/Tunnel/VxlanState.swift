@@ -6,6 +6,8 @@ public struct VxlanState {
     /// RFC 7348, 5: outer IPv4 (20) + UDP (8) + VXLAN (8) bytes around the inner Ethernet
     /// frame; the outer Ethernet header (14) makes the usual "50 bytes" of overhead.
     public static let ipUdpVxlanOverhead = 36
+    /// The same over IPv6 (40-byte header): 56, and 70 bytes with the outer Ethernet header.
+    public static let ip6UdpVxlanOverhead = 56
     public static let maxRemotes = 16
     /// Remotes a `--learning` port may add to its configured ones.
     public static let maxLearnedRemotes = 48
@@ -32,19 +34,25 @@ public struct VxlanState {
     /// learned ones. Written only by the forwarding thread after start.
     public var remoteCount: Int
     public var floodCount: Int
-    /// `--learning`: datagrams from an unknown address in this prefix (network byte order,
-    /// address & mask == prefix) add it as a remote, with `learnedMaxFrame`.
+    /// `--learning`: datagrams from an unknown address in this prefix (address & mask ==
+    /// prefix; an IPv4 prefix's mask covers the ::ffff:0:0/96 of the mapped form) add it as
+    /// a remote, with `learnedMaxFrame`.
     public var learning = false
-    public var learnPrefix: UInt32 = 0
-    public var learnMask: UInt32 = 0
+    public var learnPrefix = TunnelAddress.zero
+    public var learnMask = TunnelAddress.zero
     public var learnedMaxFrame = 0
-    /// Remote addresses (IPv4, network byte order) and the largest inner Ethernet frame
-    /// that fits the underlay MTU towards each.
-    public var remotes: UnsafeMutablePointer<UInt32>
+    /// Remote addresses (IPv4-mapped or IPv6, one family per port) and the largest inner
+    /// Ethernet frame that fits the underlay MTU towards each.
+    public var remotes: UnsafeMutablePointer<TunnelAddress>
     public var maxFrame: UnsafeMutablePointer<Int>
     public var sendFds: UnsafeMutablePointer<Int32>
     public var sendCount: Int
     public var learned: UnsafeMutablePointer<LearnedRemote>
+    /// The receive socket, shared with the other tunnel ports on the same UDP port and local
+    /// address (each with its own VNI: `TunnelSocketState`).
+    public var socket: UnsafeMutablePointer<TunnelSocketState>
+    /// The VNI (24 bits), the key of this port in `socket`'s table.
+    public var vni: UInt32 { UInt32(bigEndian: vniWord) >> 8 }
 
     public struct LearnedRemote {
         /// `MacTable.key` of the inner source (MAC + VLAN); UInt64.max: empty.
@@ -60,8 +68,9 @@ public struct VxlanState {
     }
 
     public init(header: UnsafeMutablePointer<UInt64>, vniWord: UInt32, dstPort: UInt16, remoteCount: Int,
-                remotes: UnsafeMutablePointer<UInt32>, maxFrame: UnsafeMutablePointer<Int>,
-                sendFds: UnsafeMutablePointer<Int32>, sendCount: Int, learned: UnsafeMutablePointer<LearnedRemote>) {
+                remotes: UnsafeMutablePointer<TunnelAddress>, maxFrame: UnsafeMutablePointer<Int>,
+                sendFds: UnsafeMutablePointer<Int32>, sendCount: Int, learned: UnsafeMutablePointer<LearnedRemote>,
+                socket: UnsafeMutablePointer<TunnelSocketState>) {
         self.header = header
         self.vniWord = vniWord
         self.dstPort = dstPort
@@ -72,6 +81,7 @@ public struct VxlanState {
         self.sendFds = sendFds
         self.sendCount = sendCount
         self.learned = learned
+        self.socket = socket
     }
 
     public static func header(vni: UInt32) -> UInt64 {
@@ -117,7 +127,7 @@ public struct VxlanState {
     }
 
     /// Adds `address` as a learned remote if learning allows it; its index, or -1.
-    mutating func learnRemote(_ address: UInt32) -> Int {
+    mutating func learnRemote(_ address: TunnelAddress) -> Int {
         guard learning, address & learnMask == learnPrefix, remoteCount < Self.remoteCapacity else { return -1 }
         remotes[remoteCount] = address
         maxFrame[remoteCount] = learnedMaxFrame
