@@ -267,6 +267,30 @@ final class TapOffloadTests: XCTestCase {
         XCTAssertEqual(engine.counters(port: pk).txDropBadOffload + engine.counters(port: pp).txDropBadOffload, 0)
     }
 
+    /// The kernel's 64 KiB segment for a VXLAN tunnel (which takes no offloads): cut in
+    /// software, one datagram per MSS-sized frame with complete checksums.
+    func testKernelGsoFrameIntoATunnelIsCut() throws {
+        let (_, kernel) = attachTap()
+        let port = VxlanTests.freePort()
+        let tunnel = try VxlanTunnel(spec: PortSpec(kind: .vxlan, remotes: ["127.0.0.2"], vni: 42, local: "127.0.0.1",
+                                                    dstPort: port))
+        let vx = try XCTUnwrap(engine.addTunnelPort(bridge: bridge, tunnel: tunnel.state))
+        let peer = vs_udp_open(VxlanTests.addr("127.0.0.2"), UInt16(port), 0)
+        XCTAssertGreaterThanOrEqual(peer, 0)
+        fds.append(peer)
+        let frame = O.tcpFrame(payload: 10000)
+        send(kernel, header: O.header(gso: 1, hdrLen: 54, gsoSize: 1448, csumStart: 34), frame)
+        engine.pollOnce()
+        var inner: [[UInt8]] = []
+        while let d = readDatagram(peer) { inner.append(Array(d.dropFirst(8))) }
+        XCTAssertEqual(inner.count, 7)
+        XCTAssertTrue(inner.allSatisfy { $0.count <= 1514 && O.checksumsValid($0) })
+        XCTAssertTrue(inner.flatMap { tcpPayload($0, l4: 34) } == Array(tcpPayload(frame, l4: 34)))
+        XCTAssertEqual(engine.counters(port: vx).txPackets, 7)
+        engine = nil   // the slot goes before the tunnel's sockets
+        withExtendedLifetime(tunnel) {}
+    }
+
     // MARK: VLANs and MTU limits
 
     func testVlanTagMovesTheOffsetsBothWays() throws {
