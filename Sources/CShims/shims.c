@@ -105,6 +105,24 @@ int vs_tap_open(char *name, int vnet_hdr) {
     return fd;
 }
 
+int vs_tap_enable_offloads(int fd) {
+    int size = 12;   /* struct virtio_net_hdr_mrg_rxbuf: the modern header, num_buffers included */
+    if (ioctl(fd, TUNSETVNETHDRSZ, &size) < 0) return -1;
+    int le = 1;      /* virtio 1.x byte order on any host (a no-op on little-endian ones) */
+    if (ioctl(fd, TUNSETVNETLE, &le) < 0 && errno != EINVAL) return -1;
+    if (ioctl(fd, TUNSETOFFLOAD, (unsigned long)(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)) < 0) return -1;
+    return 0;
+}
+
+int vs_tap_vnet_header_size(int fd) {
+    struct ifreq ifr; memset(&ifr, 0, sizeof(ifr));
+    if (ioctl(fd, TUNGETIFF, &ifr) < 0) return -1;
+    if (!(ifr.ifr_flags & IFF_VNET_HDR)) return 0;
+    int size = 0;
+    if (ioctl(fd, TUNGETVNETHDRSZ, &size) < 0) return -1;
+    return size;
+}
+
 static int fill_addr(struct sockaddr_un *a, const char *path) {
     memset(a, 0, sizeof(*a));
     a->sun_family = AF_UNIX;

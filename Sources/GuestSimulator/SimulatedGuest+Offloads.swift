@@ -28,3 +28,28 @@ extension SimulatedGuest {
         }
     }
 }
+
+extension SimulatedGuest {
+    /// Frames received on queue 0 over mergeable RX buffers (split rings): each frame's
+    /// first buffer starts with the 12-byte header whose num_buffers says how many used
+    /// entries it took; their bytes are joined. A frame whose entries are not all there
+    /// yet, or a num_buffers of 0, ends the list.
+    public func receivedMergedFramesWithHeaders() -> [(header: [UInt8], frame: [UInt8], buffers: Int)] {
+        let used = takeUsed(queue: 0)
+        var out: [(header: [UInt8], frame: [UInt8], buffers: Int)] = []
+        var i = 0
+        while i < used.count {
+            let first = host(bufferOf[0][Int(used[i].id)])
+            guard headerLength == 12, Int(used[i].len) >= 12 else { break }
+            let n = Int(first.loadUnaligned(fromByteOffset: 10, as: UInt16.self))
+            guard n > 0, i + n <= used.count else { break }
+            var bytes: [UInt8] = []
+            for e in used[i..<(i + n)] {
+                bytes += Array(UnsafeRawBufferPointer(start: host(bufferOf[0][Int(e.id)]), count: Int(e.len)))
+            }
+            out.append((Array(bytes[..<12]), Array(bytes[12...]), n))
+            i += n
+        }
+        return out
+    }
+}

@@ -199,7 +199,12 @@ public final class SwitchController {
         let device = try TapDevice(name: ifname)
         let bridgeSlot = bridges[b].slot
         let fd = device.fd
-        guard let slot = engine.sync({ $0.addLocalPort(bridge: bridgeSlot, kind: SlotKind.tap.rawValue, fd: fd) }) else {
+        let offloads = device.offloads
+        guard let slot = engine.sync({ e -> Int? in
+            guard let p = e.addLocalPort(bridge: bridgeSlot, kind: SlotKind.tap.rawValue, fd: fd) else { return nil }
+            if offloads { e.enableTapOffloads(port: p) }
+            return p
+        }) else {
             throw .tooMany("ports")
         }
         return Port(name: name, spec: spec, path: ifname, slot: slot, attachment: .tap(device))
@@ -291,7 +296,8 @@ public final class SwitchController {
             // visible here, but the descriptor still carries its frames.
             return info(p, state: "attached", linkUp: true, mtu: mtu > 0 ? Int(mtu) : nil,
                         options: ["ifname": device.name,
-                                          "namespace": vs_if_exists(device.name) == 1 ? "host" : "other"])
+                                          "namespace": vs_if_exists(device.name) == 1 ? "host" : "other",
+                                          "offloads": device.offloads ? "csum,tso4,tso6" : "off"])
         case .pcap(let info):
             return pcapSnapshot(p, info)
         case .vxlan(let tunnel):

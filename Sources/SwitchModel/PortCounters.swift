@@ -37,6 +37,10 @@ public enum PortCounter: Int, CaseIterable, Sendable {
     case rxDropCriticalOption
     /// Geneve: a payload that is not Ethernet (protocol type), or an OAM packet.
     case rxDropNotEthernet
+    /// TAP with offloads: the kernel's virtio-net header does not describe its frame
+    /// (csum_start/csum_offset past the end, gso_size 0, hdr_len past the frame, a gso_type
+    /// other than TCP), or the frame is longer than the 64 KiB receive buffer.
+    case rxDropBadOffload
 
     /// The field name in `port stats --format json` (the case name).
     public var name: String { String(describing: self) }
@@ -73,6 +77,7 @@ public enum PortCounter: Int, CaseIterable, Sendable {
         case .rxDropBadOptions: return "rx dropped, Geneve options malformed"
         case .rxDropCriticalOption: return "rx dropped, Geneve critical option"
         case .rxDropNotEthernet: return "rx dropped, not Ethernet (Geneve protocol or OAM)"
+        case .rxDropBadOffload: return "rx dropped, bad offload metadata"
         }
     }
 }
@@ -101,6 +106,7 @@ public struct PortCounters: Equatable, Sendable {
     public var rxDropBadOptions: UInt64 = 0
     public var rxDropCriticalOption: UInt64 = 0
     public var rxDropNotEthernet: UInt64 = 0
+    public var rxDropBadOffload: UInt64 = 0
     public init() {}
 
     public static let count = PortCounter.allCases.count

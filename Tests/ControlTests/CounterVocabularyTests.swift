@@ -14,7 +14,7 @@ final class CounterVocabularyTests: XCTestCase {
             PortStats(port: "vm1", counters: c, tunnel: false)])))
         // ControlCoding sorts keys.
         XCTAssertEqual(String(decoding: vhost, as: UTF8.self),
-                       #"{"ok":true,"result":{"stats":[{"port":"vm1","rxBytes":2,"rxDropBadDescriptor":5,"rxDropRunt":6,"#
+                       #"{"ok":true,"result":{"stats":[{"port":"vm1","rxBytes":2,"rxDropBadDescriptor":5,"rxDropBadOffload":21,"rxDropRunt":6,"#
                        + #""rxDropVlan":9,"rxPackets":1,"txBytes":4,"txDropBadDescriptor":8,"txDropBadOffload":11,"#
                        + #""txDropNoBuffers":7,"txDropTooBig":10,"txPackets":3}]}}"# + "\n")
         let tunnel = try ControlCoding.encode(ControlResponse.success(ControlResult(stats: [

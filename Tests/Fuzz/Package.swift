@@ -19,5 +19,8 @@ let package = Package(
         .executableTarget(name: "FuzzVxlan", dependencies: [
             .product(name: "SwitchForFuzzing", package: "vswitch"),
         ]),
+        .executableTarget(name: "FuzzTap", dependencies: [
+            .product(name: "SwitchForFuzzing", package: "vswitch"),
+        ]),
     ]
 )

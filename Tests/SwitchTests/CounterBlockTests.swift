@@ -15,6 +15,7 @@ final class CounterBlockTests: XCTestCase {
             (.rxDropShortHeader, \.rxDropShortHeader), (.rxDropNoVniFlag, \.rxDropNoVniFlag), (.rxDropTooLong, \.rxDropTooLong),
             (.rxDropBadVersion, \.rxDropBadVersion), (.rxDropBadOptions, \.rxDropBadOptions),
             (.rxDropCriticalOption, \.rxDropCriticalOption), (.rxDropNotEthernet, \.rxDropNotEthernet),
+            (.rxDropBadOffload, \.rxDropBadOffload),
         ]
         XCTAssertEqual(fields.count, PortCounter.allCases.count, "a counter without a named field")
         XCTAssertEqual(MemoryLayout<PortCounters>.size, 8 * PortCounter.allCases.count)

@@ -48,6 +48,11 @@ uint64_t vs_coarse_seconds(void);
 
 /// Create a TAP interface (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR optional). `name` in/out, IFNAMSIZ.
 int vs_tap_open(char *name, int vnet_hdr);
+/// On a TAP opened with vnet_hdr: 12-byte virtio-net headers (TUNSETVNETHDRSZ), little-endian,
+/// and TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6). 0, or -1 with errno.
+int vs_tap_enable_offloads(int fd);
+/// The virtio-net header size the TAP descriptor uses (0 without IFF_VNET_HDR), or -1.
+int vs_tap_vnet_header_size(int fd);
 /// Sets or clears IFF_UP on an interface of the caller's network namespace (net.c).
 int vs_if_set_up(const char *name, int up);
 /// The interface's MTU, or -1.

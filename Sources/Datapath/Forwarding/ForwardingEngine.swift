@@ -100,6 +100,8 @@ public final class ForwardingEngine: @unchecked Sendable {
     }()
     /// An 802.1Q tag being inserted by a writev.
     let tagBuffer = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
+    /// The virtio-net header in front of a frame written to a TAP with offloads.
+    let tapHeader = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 8)
     /// Ports whose RX used rings have unpublished entries.
     var dirtyPorts: UnsafeMutablePointer<Int32>
     /// Capture taps (pcap ports, live capture), indexed by their bit in the capture masks.
@@ -142,6 +144,7 @@ public final class ForwardingEngine: @unchecked Sendable {
         localBuffer.deallocate()
         iovecs.deallocate()
         tagBuffer.deallocate()
+        tapHeader.deallocate()
         offloadBuffer.deallocate()
         segmentBuffer.deallocate()
         offloadList.pointee.deallocate()

@@ -32,14 +32,25 @@ extension ForwardingEngine {
         let flags = UInt8(truncatingIfNeeded: h)
         let gso = UInt8(truncatingIfNeeded: h >> 8)
         let slot = ports + d
-        let accepts = slot.pointee.kind == .vhost && slot.pointee.acceptsCsum
+        // Guests that negotiated the offloads and TAP ports with a virtio-net header take
+        // them (tunnels never set acceptsCsum). A TCP segment longer than the port's MTU
+        // limit is cut in software instead, each piece checked against the limit.
+        let accepts = slot.pointee.acceptsCsum
             && (gso == 0 || (gso == Self.gsoTcp4 && slot.pointee.acceptsTso4) || (gso == Self.gsoTcp6 && slot.pointee.acceptsTso6))
+            && (gso == 0 || VlanEdit.length(frameLength, edit) <= slot.pointee.maxFrame)
         if accepts {
             // Pass the metadata on; offsets move with an inserted or removed VLAN tag.
             let delta: Int64 = edit == VlanEdit.none ? 0 : (edit == VlanEdit.pop ? -4 : 4)
             var fields = h
             if gso != 0 { fields = adjust16(fields, shift: 16, by: delta) }           // hdr_len
             if flags & Self.needsCsum != 0 { fields = adjust16(fields, shift: 48, by: delta) } // csum_start
+            // The kernel gets only metadata that describes the frame it goes with.
+            if slot.pointee.kind == .tap
+                && !Self.offloadFieldsValid(fields, csumOffset: hot.pointee.offloadCsumOffset,
+                                            frameLength: VlanEdit.length(frameLength, edit)) {
+                slot.pointee.counters.unsafelyUnwrapped.add(.txDropBadOffload)
+                return
+            }
             hot.pointee.passHeader = fields
             hot.pointee.passCsumOffset = hot.pointee.offloadCsumOffset
             hot.pointee.offloadHeader = 0
@@ -74,8 +85,28 @@ extension ForwardingEngine {
     @inline(__always)
     private func adjust16(_ v: UInt64, shift: UInt64, by delta: Int64) -> UInt64 {
         let old = Int64((v >> shift) & 0xffff)
-        let new = UInt64(truncatingIfNeeded: old + delta) & 0xffff
+        let new = UInt64(truncatingIfNeeded: max(0, old + delta)) & 0xffff   // hdr_len 0 stays 0
         return (v & ~(0xffff << shift)) | new << shift
+    }
+
+    /// Whether offload fields (virtio-net header bytes 0-7 as one little-endian word, and
+    /// csum_offset) describe a frame of `frameLength` bytes: NEEDS_CSUM with csum_start
+    /// after the Ethernet header and the checksum field inside the frame; a gso_type of
+    /// TCPv4 or TCPv6 (ECN allowed) with NEEDS_CSUM (virtio 1.2, 5.1.6.2), gso_size above
+    /// 0 and hdr_len inside the frame. Other flag bits (DATA_VALID) do not matter. Checked
+    /// for every frame read from a TAP and before metadata is written to one.
+    @inline(__always)
+    static func offloadFieldsValid(_ h: UInt64, csumOffset: UInt16, frameLength: Int) -> Bool {
+        let flags = UInt8(truncatingIfNeeded: h)
+        let gso = UInt8(truncatingIfNeeded: h >> 8)
+        if flags & needsCsum != 0 {
+            let start = Int((h >> 48) & 0xffff)
+            guard start >= 14, start + Int(csumOffset) + 2 <= frameLength else { return false }
+        }
+        guard gso != 0 else { return true }
+        let type = gso & 0x7f
+        return (type == gsoTcp4 || type == gsoTcp6) && flags & needsCsum != 0
+            && (h >> 32) & 0xffff != 0 && Int((h >> 16) & 0xffff) <= frameLength
     }
 
     /// Copies the frame (with its header bytes) into `offloadBuffer` once per frame and
@@ -101,7 +132,10 @@ extension ForwardingEngine {
         guard start < frameLength, start + offset + 2 <= frameLength else { return false }
         let field = frame + start + offset
         let sum = InternetChecksum.sum(frame + start, count: frameLength - start)
-        InternetChecksum.store(InternetChecksum.finish(sum), at: field)
+        // A computed 0 goes out as 0xffff (the same in ones' complement): for UDP, 0 would
+        // mean "no checksum" (RFC 768; the kernel's skb_checksum_help does the same).
+        let value = InternetChecksum.finish(sum)
+        InternetChecksum.store(value == 0 ? 0xffff : value, at: field)
         return true
     }
 
@@ -112,7 +146,7 @@ extension ForwardingEngine {
         let mss = Int((hot.pointee.offloadHeader >> 32) & 0xffff)
         // Linux never goes below 88 bytes (TCP_MIN_MSS); a tiny MSS from a hostile guest
         // would turn one frame into thousands.
-        guard mss >= 64 else { return false }
+        guard mss >= 64, gso & 0x7f == Self.gsoTcp4 || gso & 0x7f == Self.gsoTcp6 else { return false }
         var l3 = 14
         if frameLength >= 18, UInt16(bigEndian: frame.loadUnaligned(fromByteOffset: 12, as: UInt16.self)) == 0x8100 { l3 = 18 }
         let v4 = gso & 0x7f == Self.gsoTcp4

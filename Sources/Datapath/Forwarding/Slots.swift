@@ -5,7 +5,8 @@ import Virtio
 /// others through a file descriptor the forwarding thread reads when epoll says so.
 public enum SlotKind: UInt8 {
     case vhost = 0
-    /// A TAP device: one frame per read(2)/writev(2), no virtio-net header.
+    /// A TAP device: one frame per read(2)/writev(2), each after a 12-byte virtio-net
+    /// header when the device has offloads (`headerLength` 12), else none (0).
     case tap = 1
     /// A VXLAN tunnel endpoint (UDP socket); state behind `PortSlot.local`.
     case vxlan = 2

@@ -9,6 +9,13 @@ import Glibc
 /// file descriptor (one read per frame) and leave by one writev/sendmsg straight from the
 /// source guest's buffers, so a guest-to-kernel frame is still copied only once (by the
 /// kernel). Everything here runs on the forwarding thread.
+///
+/// A TAP with offloads (`enableTapOffloads`) carries a 12-byte virtio-net header before each
+/// frame, both ways, like a guest that negotiated CSUM, GUEST_CSUM, HOST_TSO4/6 and
+/// GUEST_TSO4/6: a guest's TSO frame reaches the kernel whole (the kernel segments it, or
+/// hands it to a socket as it is), and the kernel's 64 KiB TCP segments reach guests that take
+/// them whole; `Offloads.swift` finishes them in software for every other port. The kernel
+/// allows one frame per read(2)/writev(2) on a TAP; these large frames are the batching.
 extension ForwardingEngine {
     /// A frame read from a local port: 64 KiB plus room for a tunnel header.
     static let localBufferSize = 65536 + 256
@@ -128,30 +135,78 @@ extension ForwardingEngine {
 
     // MARK: TAP
 
+    /// The virtio-net header on a TAP with offloads (TUNSETVNETHDRSZ): the 12-byte one of
+    /// virtio 1.x, num_buffers included (the kernel ignores it and leaves it unwritten).
+    public static let tapHeaderLength = 12
+
+    /// TAP port `p`'s descriptor carries virtio-net headers (the device was opened with
+    /// IFF_VNET_HDR and TUNSETOFFLOAD CSUM|TSO4|TSO6): it sends and takes offloaded frames.
+    public func enableTapOffloads(port p: Int) {
+        guard ports[p].inUse, ports[p].kind == .tap else { return }
+        ports[p].headerLength = Self.tapHeaderLength
+        ports[p].sendsOffloads = true
+        ports[p].acceptsCsum = true
+        ports[p].acceptsTso4 = true
+        ports[p].acceptsTso6 = true
+    }
+
     private func receiveFromTap(port p: Int) -> Int {
         let slot = ports + p
         let fd = slot.pointee.fd
+        let header = slot.pointee.headerLength
         var k = 0
         while k < hot.pointee.batchSize {
             let r = read(fd, localBuffer, Self.localBufferSize)
             guard r > 0 else { break }     // EAGAIN: drained; 0/EIO: device went down
+            k &+= 1
+            // tun returns the frame's whole length even when it did not fit (a gso_max_size
+            // above 64 KiB): never forward more than the buffer holds.
+            guard r <= Self.localBufferSize else {
+                slot.pointee.counters.unsafelyUnwrapped.add(.rxDropBadOffload)
+                continue
+            }
+            if header != 0 {
+                guard r >= header + 14 else {
+                    slot.pointee.counters.unsafelyUnwrapped.add(.rxDropRunt)
+                    continue
+                }
+                // The kernel's header: checked like a guest's before anything relies on it.
+                // SAFETY: r >= header + 14 bytes were read into localBuffer.
+                let h0 = localBuffer.loadUnaligned(as: UInt64.self)
+                if h0 & 0xff01 != 0 && !Self.offloadFieldsValid(h0, csumOffset: localBuffer.loadUnaligned(fromByteOffset: 8, as: UInt16.self),
+                                                                 frameLength: r - header) {
+                    slot.pointee.counters.unsafelyUnwrapped.add(.rxDropBadOffload)
+                    continue
+                }
+            }
             loadScratch(localBuffer, length: r)
             forwardFrame(from: p)
-            k &+= 1
         }
         publishDirtyRx()
         return k
     }
 
+    /// One writev per frame: [virtio-net header,] the frame from the source's segments.
     private func sendToTap(port d: Int, frameLength: Int, sourceHeader: Int, edit: UInt32) {
         let slot = ports + d
         let counters = slot.pointee.counters.unsafelyUnwrapped
-        let n = scratchIovecs(from: sourceHeader, start: 0, edit: edit)
+        let header = slot.pointee.headerLength
+        var start = 0
+        if header != 0 {
+            // No offloads (zeros), or the source's when this port takes them (deliverOffloaded
+            // checked them); num_buffers 0.
+            FrameCopy.writeHeader(hot.pointee.passHeader, UInt32(hot.pointee.passCsumOffset), length: header, at: tapHeader)
+            iovecs[0] = iovec(iov_base: tapHeader, iov_len: header)
+            start = 1
+        }
+        let n = scratchIovecs(from: sourceHeader, start: start, edit: edit)
         let w = writev(slot.pointee.fd, iovecs, Int32(n))
         let sent = VlanEdit.length(frameLength, edit)
-        if w == sent {
+        if w == sent + header {
             counters.add(.txPackets)
             counters.add(.txBytes, UInt64(sent))
+        } else if w < 0 && errno == EINVAL && hot.pointee.passHeader != 0 {
+            counters.add(.txDropBadOffload)    // the kernel refused the metadata
         } else {
             counters.add(.txDropNoBuffers)     // interface down or queue full
         }
