@@ -161,10 +161,14 @@ struct PortSlot {
     }
 
     /// The RX queue for a frame between MAC addresses `a` and `b` (either order).
+    /// The 24 high bits of the product mix every input bit; scaling them by the queue
+    /// count (a multiply and a shift) maps them onto the queues as evenly as a modulo
+    /// would, without a division per frame (tens of cycles; callgrind cannot see it).
     @inline(__always)
     func rxQueue(forAddresses a: UInt64, _ b: UInt64) -> Int {
-        let h = Int(truncatingIfNeeded: ((a ^ b) &* 0x9E37_79B9_7F4A_7C15) >> 40)   // high bits mix every input bit
-        return Int((rxQueueList >> UInt32(4 * (h % rxQueueCount))) & 0xf)
+        let h = ((a ^ b) &* 0x9E37_79B9_7F4A_7C15) >> 40
+        let k = (h &* UInt64(truncatingIfNeeded: rxQueueCount)) >> 24   // < rxQueueCount <= 8
+        return Int((rxQueueList >> UInt32(truncatingIfNeeded: 4 &* k)) & 0xf)
     }
 }
 
