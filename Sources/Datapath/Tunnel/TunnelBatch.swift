@@ -27,15 +27,26 @@ struct TunnelSendBatch {
     let frameLengths = UnsafeMutablePointer<Int32>.allocate(capacity: TunnelSendBatch.capacity)
     var count = 0
     var iovecsUsed = 0
+
+    /// One UDP GSO super-datagram (TunnelGso.swift): each piece's tunnel and inner headers
+    /// in its own `gsoHeaderRoom` bytes, and two iovecs per piece (headers, payload).
+    static let gsoMaxPieces = 64
+    static let gsoHeaderRoom = 256
+    let gsoHeaders = UnsafeMutableRawPointer.allocate(byteCount: TunnelSendBatch.gsoMaxPieces * TunnelSendBatch.gsoHeaderRoom,
+                                                      alignment: 64)
+    let gsoIovecs = UnsafeMutablePointer<iovec>.allocate(capacity: 2 * TunnelSendBatch.gsoMaxPieces)
 }
 
-/// Receive side: `count` buffers of `ForwardingEngine.localBufferSize` bytes end to end.
+/// Receive side: `count` buffers of `ForwardingEngine.localBufferSize` bytes end to end, each
+/// large enough for a UDP GRO message (64 KiB of coalesced datagrams).
 struct TunnelReceiveBatch {
     static let count = 32
     let buffers = UnsafeMutableRawPointer.allocate(byteCount: TunnelReceiveBatch.count * ForwardingEngine.localBufferSize,
                                                    alignment: 64)
     let lengths = UnsafeMutablePointer<Int32>.allocate(capacity: TunnelReceiveBatch.count)
     let sources = UnsafeMutablePointer<TunnelAddress>.allocate(capacity: TunnelReceiveBatch.count)
+    /// UDP GRO: the size of the datagrams the kernel coalesced into each buffer (0: one datagram).
+    let segmentSizes = UnsafeMutablePointer<Int32>.allocate(capacity: TunnelReceiveBatch.count)
 
     func contains(_ p: UnsafeMutableRawPointer) -> Bool {
         p >= buffers && p < buffers + TunnelReceiveBatch.count * ForwardingEngine.localBufferSize
