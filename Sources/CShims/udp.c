@@ -295,21 +295,42 @@ int vs_udp_recv_batch_gro(int fd, void *bufs, size_t buf_len, int n, int32_t *le
 }
 
 ssize_t vs_udp_sendv_gso(int fd, const void *iov, int iovcnt, const void *addr16, uint16_t port, uint16_t segment_size) {
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++) total += ((const struct iovec *)iov)[i].iov_len;
+    int r = vs_udp_send_gso(fd, iov, iovcnt, iovcnt, addr16, port, segment_size);
+    return r == 1 ? (ssize_t)total : (r < 0 ? r : -EAGAIN);
+}
+
+int vs_udp_send_gso(int fd, const void *iov, int iovcnt, int iov_per_message, const void *addr16, uint16_t port,
+                    uint16_t segment_size) {
+    enum { MAX = 64 };
+    if (iovcnt <= 0 || iov_per_message <= 0) return 0;
+    int n = (iovcnt + iov_per_message - 1) / iov_per_message;
+    if (n > MAX) return -EINVAL;
     struct sockaddr_storage s;
     socklen_t len = sa_fill(&s, addr16, port);
-    union { char buf[CMSG_SPACE(sizeof(uint16_t))]; struct cmsghdr align; } control;
-    memset(&control, 0, sizeof(control));
-    struct msghdr msg = { .msg_name = &s, .msg_namelen = len,
-                          .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt,
-                          .msg_control = control.buf, .msg_controllen = sizeof(control.buf) };
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_UDP;
-    c->cmsg_type = UDP_SEGMENT;
-    c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-    memcpy(CMSG_DATA(c), &segment_size, sizeof(segment_size));
-    ssize_t r;
-    do { r = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL); } while (r < 0 && errno == EINTR);
-    return r < 0 ? -(ssize_t)errno : r;
+    struct mmsghdr msgs[MAX];
+    union { char buf[CMSG_SPACE(sizeof(uint16_t))]; struct cmsghdr align; } control[MAX];
+    memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)n);
+    memset(control, 0, sizeof(control[0]) * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        struct msghdr *m = &msgs[i].msg_hdr;
+        int first = i * iov_per_message;
+        m->msg_name = &s;
+        m->msg_namelen = len;
+        m->msg_iov = (struct iovec *)iov + first;
+        m->msg_iovlen = (size_t)(iovcnt - first < iov_per_message ? iovcnt - first : iov_per_message);
+        m->msg_control = control[i].buf;
+        m->msg_controllen = sizeof(control[i].buf);
+        struct cmsghdr *c = CMSG_FIRSTHDR(m);
+        c->cmsg_level = SOL_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        memcpy(CMSG_DATA(c), &segment_size, sizeof(segment_size));
+    }
+    int r;
+    do { r = sendmmsg(fd, msgs, (unsigned)n, MSG_DONTWAIT | MSG_NOSIGNAL); } while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : r;
 }
 
 int vs_udp_send_batch(int fd, const void *iov, const int32_t *iov_start, const int32_t *iov_count,

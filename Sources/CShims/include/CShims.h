@@ -211,6 +211,12 @@ int vs_udp_enable_gro(int fd);
 /// (Linux 4.18+). The bytes sent, or -errno (EIO/EINVAL: the kernel refuses GSO on this
 /// socket or route; EMSGSIZE: too long). Retries EINTR.
 ssize_t vs_udp_sendv_gso(int fd, const void *iov, int iovcnt, const void *addr16, uint16_t port, uint16_t segment_size);
+/// Several such super-datagrams to addr:port by one sendmmsg: message i is the iovecs
+/// [i * iov_per_message, (i + 1) * iov_per_message) of the iovcnt (at most 64 messages), each
+/// with UDP_SEGMENT = segment_size. The messages sent (those after them were not), or -errno
+/// if none was.
+int vs_udp_send_gso(int fd, const void *iov, int iovcnt, int iov_per_message, const void *addr16, uint16_t port,
+                    uint16_t segment_size);
 /// sendmmsg of n (<= 64) datagrams to addr16[i]:port, message i made of iov_count[i] iovecs
 /// from iov[iov_start[i]]. Returns how many were sent (the first not sent failed with
 /// *first_errno), -1 if none was.

@@ -28,9 +28,12 @@ struct TunnelSendBatch {
     var count = 0
     var iovecsUsed = 0
 
-    /// One UDP GSO super-datagram (TunnelGso.swift): each piece's tunnel and inner headers
-    /// in its own `gsoHeaderRoom` bytes, and two iovecs per piece (headers, payload).
-    static let gsoMaxPieces = 64
+    /// The UDP GSO super-datagrams of one TSO segment (TunnelGso.swift): each piece's tunnel
+    /// and inner headers in its own `gsoHeaderRoom` bytes, and two iovecs per piece (headers,
+    /// payload). At most `gsoMaxSegments` pieces per datagram (the kernel's UDP_MAX_SEGMENTS
+    /// before Linux 6.10), `gsoMaxPieces` per segment (64 KiB at an MSS of 256).
+    static let gsoMaxSegments = 64
+    static let gsoMaxPieces = 256
     static let gsoHeaderRoom = 256
     let gsoHeaders = UnsafeMutableRawPointer.allocate(byteCount: TunnelSendBatch.gsoMaxPieces * TunnelSendBatch.gsoHeaderRoom,
                                                       alignment: 64)

@@ -22,9 +22,10 @@ extension ForwardingEngine {
 
     /// Sends the TSO segment at `frame` (linear, `frameLength` bytes, its metadata in
     /// `hot.offloadHeader`; `txScratch` points at it) to tunnel port `d` as one UDP GSO
-    /// super-datagram per remote of its route. False, with nothing sent and nothing counted,
-    /// when it cannot: the segment has one piece only, more than 64 pieces or more than
-    /// `gsoMaxPayload` bytes, a piece longer than the port's MTU or a remote's underlay, or the
+    /// super-datagram per remote of its route (two when the pieces and their headers exceed one
+    /// datagram's `gsoMaxPayload`; all of them by one sendmmsg). False, with nothing sent and
+    /// nothing counted, when it cannot: the segment has one piece only or more than
+    /// `gsoMaxPieces`, a piece longer than the port's MTU or a remote's underlay, or the
     /// kernel refused GSO on its send socket before (`VxlanState.gsoRefused`), or refuses now
     /// (EIO, EINVAL: counted in `txGsoRefused`). The caller then cuts it in software.
     func sendTunnelGso(_ frame: UnsafeMutableRawPointer, frameLength: Int, gso: UInt8, sourceHeader: Int,
@@ -37,9 +38,15 @@ extension ForwardingEngine {
         let delta = edit == VlanEdit.none ? 0 : (edit == VlanEdit.pop ? -4 : 4)
         let inner = t.headers + delta                        // the inner headers of each piece
         let header = VxlanCodec.headerSize + inner           // ... with the tunnel header
-        let total = pieces * header + payload
-        guard pieces <= TunnelSendBatch.gsoMaxPieces, header <= TunnelSendBatch.gsoHeaderRoom,
-              total <= Self.gsoMaxPayload else { return false }
+        let pieceSize = header + t.mss
+        // Pieces per super-datagram: a guest's 64 KiB segment plus a header per piece is more
+        // than one UDP datagram holds (44 x 1448 + 44 x 62 > 65507), so it may take two.
+        let perDatagram = min(TunnelSendBatch.gsoMaxSegments, Self.gsoMaxPayload / pieceSize)
+        guard pieces <= TunnelSendBatch.gsoMaxPieces, header <= TunnelSendBatch.gsoHeaderRoom, perDatagram >= 2 else {
+            return false
+        }
+        // One sendmmsg takes at most 64 messages (vs_udp_send_gso).
+        guard (pieces + perDatagram - 1) / perDatagram <= 64 else { return false }
         let slot = ports + d
         let vx = tunnel(slot)
         // The largest piece against the port's MTU (plus a tag it carries, as `deliverFrame`
@@ -121,22 +128,25 @@ extension ForwardingEngine {
         let fd = vx.pointee.sendFds[route.socket]
         r = route.first
         while r < route.last {
-            let sent = vs_udp_sendv_gso(fd, iov, Int32(2 * pieces), vx.pointee.remotes + r, vx.pointee.dstPort,
-                                        UInt16(header + t.mss))
-            if sent == total {
-                counters.add(.txGsoDatagrams)
-                counters.add(.txPackets, UInt64(pieces))
-                counters.add(.txBytes, UInt64(pieces * inner + payload))
-            } else if sent == -Int(EIO) || sent == -Int(EINVAL) {
+            let sent = Int(vs_udp_send_gso(fd, iov, Int32(2 * pieces), Int32(2 * perDatagram), vx.pointee.remotes + r,
+                                           vx.pointee.dstPort, UInt16(pieceSize)))
+            if sent == -Int(EIO) || sent == -Int(EINVAL) {
                 // The kernel does not do UDP GSO here: remember it for this socket.
                 vx.pointee.gsoRefused |= bit
                 counters.add(.txGsoRefused)
                 if r == route.first { return false }          // nothing sent yet: cut in software
                 counters.add(.txDropNoBuffers, UInt64(pieces * (route.last - r)))
                 return true
-            } else {
-                counters.add(.txDropNoBuffers, UInt64(pieces))   // socket buffer full, no route, ...
             }
+            // The pieces of the datagrams that went (all, or the first `sent`); the others
+            // were lost (socket buffer full, no route, ...).
+            let done = min(pieces, max(sent, 0) * perDatagram)
+            if done > 0 {
+                counters.add(.txGsoDatagrams, UInt64(sent))
+                counters.add(.txPackets, UInt64(done))
+                counters.add(.txBytes, UInt64(done * inner + min(payload, done * t.mss)))
+            }
+            if done < pieces { counters.add(.txDropNoBuffers, UInt64(pieces - done)) }
             r &+= 1
         }
         return true
