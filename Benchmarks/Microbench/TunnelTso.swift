@@ -103,7 +103,7 @@ func runTunnelTso(rounds: Int, segments: Int, segmentBytes: Int, mss: Int, gso: 
                  segmentBytes, mss, pieces, gso ? "on" : "off", gro ? "on" : "off"))
     print(String(format: "delivered %d of %d frames in %.3f s: %.3f Mframes/s, %.2f Gbit/s of TCP payload", delivered,
                  rounds * segments * pieces, seconds, Double(delivered) / seconds / 1e6,
-                 Double(delivered) * Double(mss) * 8 / seconds / 1e9))
+                 Double(delivered) * Double(segmentBytes) / Double(pieces) * 8 / seconds / 1e9))
     print("A tunnel: txPackets \(ca.txPackets) txGsoDatagrams \(ca.txGsoDatagrams) txGsoRefused \(ca.txGsoRefused) txDropNoBuffers \(ca.txDropNoBuffers)")
     print("B tunnel: rxPackets \(cb.rxPackets) rxGroDatagrams \(cb.rxGroDatagrams)")
 }
