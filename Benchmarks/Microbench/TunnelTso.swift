@@ -10,6 +10,7 @@ import Foundation
 import GuestSimulator
 import Logging
 import Datapath
+import MallocCounter
 import Virtio
 
 /// A tunnel port's state, as `VxlanTunnel` (module Switch) builds it, on `local`:port to `remote`.
@@ -81,15 +82,20 @@ func runTunnelTso(rounds: Int, segments: Int, segmentBytes: Int, mss: Int, gso: 
     // Teach B's bridge nothing: the destination MAC floods to B's only guest port.
 
     var delivered = 0
+    var allocations: UInt64 = 0
     let t0 = vs_monotonic_ns()
     for _ in 0..<rounds {
         for _ in 0..<segments { sender.transmit(frame, header: header) }
+        mc_start()
         a.pollOnce()
+        allocations &+= mc_stop()
         _ = sender.reclaimUsed(queue: 1)
         var want = segments * pieces
         var idle = 0
         while want > 0 && idle < 1000 {
+            mc_start()
             b.pollOnce()
+            allocations &+= mc_stop()
             let got = receiver.reclaimUsed(queue: 0)
             if got == 0 { idle += 1 } else { idle = 0 }
             want -= got
@@ -106,4 +112,6 @@ func runTunnelTso(rounds: Int, segments: Int, segmentBytes: Int, mss: Int, gso: 
                  Double(delivered) * Double(segmentBytes) / Double(pieces) * 8 / seconds / 1e9))
     print("A tunnel: txPackets \(ca.txPackets) txGsoDatagrams \(ca.txGsoDatagrams) txGsoRefused \(ca.txGsoRefused) txDropNoBuffers \(ca.txDropNoBuffers)")
     print("B tunnel: rxPackets \(cb.rxPackets) rxGroDatagrams \(cb.rxGroDatagrams)")
+    print(String(format: "heap allocations inside the engines: %llu (%.6f per frame)", allocations,
+                 Double(allocations) / Double(max(delivered, 1))))
 }

@@ -135,6 +135,69 @@ final class TunnelGsoTests: XCTestCase {
         }
     }
 
+    /// Geneve ports share the path: every piece carries the Geneve header.
+    func testGeneveTso() throws {
+        let src = bigSender()
+        _ = try attach(src)
+        let (vx, _) = try attachTunnel(remotes: ["127.0.0.2"], kind: .geneve)
+        let remote = peer("127.0.0.2")
+        let frame = O.tcpFrame(payload: 20000, flags: 0x19)
+        src.transmit(frame, header: O.header(gso: 1, hdrLen: 54, gsoSize: 1448, csumStart: 34))
+        engine.pollOnce()
+        let got = datagrams(remote)
+        XCTAssertTrue(got.allSatisfy { Array($0.prefix(8)) == [0, 0, 0x65, 0x58, 0, 0, 42, 0] }, "Geneve header on every datagram")
+        assertCut(got.map { Array($0.dropFirst(8)) }, of: frame, mss: 1448, v6: false)
+        XCTAssertEqual(engine.counters(port: vx).txGsoDatagrams, 1)
+    }
+
+    /// Over an IPv6 underlay (the UDP checksum is mandatory there; the kernel computes it for
+    /// every piece): a tunnel port built by hand whose remote is a plain socket on [::1].
+    func testIPv6UnderlayTso() throws {
+        var loop = try VxlanTunnel.resolve("::1", what: "remote")
+        let far = vs_udp_open_addr(&loop, 0, 1 << 20)
+        guard far >= 0 else { throw XCTSkip("no IPv6 loopback here") }
+        fds.append(far)
+        let rx = vs_udp_open_addr(&loop, 0, 0)
+        XCTAssertGreaterThanOrEqual(rx, 0)
+        fds.append(rx)
+        let send = vs_udp_open_addr(&loop, 0, 0)
+        fds.append(send)
+        let socket = UnsafeMutablePointer<TunnelSocketState>.allocate(capacity: 1)
+        socket.initialize(to: TunnelSocketState(fd: rx))
+        let header = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+        header.initialize(to: VxlanState.header(vni: 42))
+        let remotes = UnsafeMutablePointer<TunnelAddress>.allocate(capacity: 1)
+        remotes.initialize(to: loop)
+        let maxFrame = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+        maxFrame.initialize(to: 65536 - 70)
+        let sends = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+        sends.initialize(to: send)
+        let learned = UnsafeMutablePointer<VxlanState.LearnedRemote>.allocate(capacity: VxlanState.tableSize)
+        learned.initialize(repeating: VxlanState.LearnedRemote(), count: VxlanState.tableSize)
+        let state = UnsafeMutablePointer<VxlanState>.allocate(capacity: 1)
+        state.initialize(to: VxlanState(header: header, vniWord: (UInt32(42) << 8).bigEndian,
+                                        dstPort: UInt16(vs_udp_local_port(far)), remoteCount: 1, remotes: remotes,
+                                        maxFrame: maxFrame, sendFds: sends, sendCount: 1, learned: learned, socket: socket))
+        let src = bigSender()
+        _ = try attach(src)
+        let vx = try XCTUnwrap(engine.addTunnelPort(bridge: bridge, tunnel: state))
+        for v6 in [false, true] {
+            let l4 = v6 ? 54 : 34
+            let frame = O.tcpFrame(payload: 30000, v6: v6, flags: 0x19)
+            src.transmit(frame, header: O.header(gso: v6 ? 4 : 1, hdrLen: UInt16(l4 + 20), gsoSize: 1400, csumStart: UInt16(l4)))
+            engine.pollOnce()
+            let got = datagrams(far)
+            XCTAssertTrue(got.allSatisfy { Array($0.prefix(8)) == VxlanTests.header(vni: 42) })
+            assertCut(got.map { Array($0.dropFirst(8)) }, of: frame, mss: 1400, v6: v6)
+        }
+        XCTAssertEqual(engine.counters(port: vx).txGsoDatagrams, 2)
+        XCTAssertEqual(engine.counters(port: vx).txGsoRefused, 0)
+        engine = nil        // the slot goes before its state
+        socket.pointee.deallocate()
+        socket.deallocate()
+        header.deallocate(); remotes.deallocate(); maxFrame.deallocate(); sends.deallocate(); learned.deallocate(); state.deallocate()
+    }
+
     /// A tag pushed on the way (access port -> trunk tunnel) is in every piece; the MTU
     /// limits still hold (a piece too long for the underlay: cut and dropped as before).
     func testVlanPushAndUnderlayLimit() throws {
