@@ -12,7 +12,10 @@
 # at least one per 64 KiB sent, txGsoRefused stayed 0 and nothing was dropped as too big
 # (every piece fits the 1500-byte underlay); the kernel vxlan device received at least as
 # many frames as vx0 counted sent, none above 1464 bytes on average. nsK -> nsA: no drops on
-# vx0. Throughput and counters go into vxlan_tso.txt.
+# vx0. Then two vswitchd (A in nsA, B in nsK) with a tunnel between them and a TAP each:
+# the data intact both ways, each sender's GSO super-datagrams arrive at the other as GRO
+# messages (at least one per 64 KiB each). For reference, the same namespaces joined by one
+# bridge of A (TAP to TAP). Throughput and counters go into vxlan_tso.txt.
 #   VXLAN_TSO_MB=32     megabytes per direction
 #   E2E_VXLAN_STRACE=1  strace -c -f -p vswitchd during each transfer: system calls per frame
 #   E2E_VXLAN_EXPECT_GSO=0  report only, do not require GSO (for a daemon without it)
@@ -144,4 +147,73 @@ e2e_msg "$line"
 echo "$line" >>"$E2E_LOG_DIR/vxlan_tso.txt"
 [[ $md5 == "$want" ]] || e2e_fail "nsK -> nsA: the data differs (md5 $md5, sent $want)"
 ((rl1 == rl0)) || e2e_fail "nsK -> nsA: $((rl1 - rl0)) datagrams dropped as too long"
+
+# Part 2, vswitchd to vswitchd: a second vswitchd (B) in nsK, a tunnel on UDP 4790 between
+# A's br1 (tap1 10.8.0.1 in nsA) and B's br1 (tap1 10.8.0.2 in nsK). Each side's TSO segments
+# leave as GSO super-datagrams, cross the veth whole, and reach the other's socket (UDP_GRO)
+# as one message each, split there.
+vswitchd_other "$NSK" b
+vsw_ok add-br br1 >/dev/null
+vsw_ok add-port br1 vx1 --type vxlan --remote 192.0.2.2 --vni 43 --dst-port 4790 >/dev/null
+vsw_ok add-port br1 tap1 --type tap --ifname vtu$$ >/dev/null
+for c in "add-br br1" "add-port br1 vx1 --type vxlan --remote 192.0.2.1 --vni 43 --dst-port 4790" \
+    "add-port br1 tap1 --type tap --ifname vtv$$"; do
+    # shellcheck disable=SC2086  # the words of $c are the arguments
+    vsw_at b $c >/dev/null || e2e_fail "vswitchd B: $c failed"
+done
+ip -n "$NSA" addr add 10.8.0.1/24 dev vtu$$
+ip -n "$NSA" link set vtu$$ mtu 1450 up
+ip -n "$NSK" addr add 10.8.0.2/24 dev vtv$$
+ip -n "$NSK" link set vtv$$ mtu 1450 up
+got=$(netns_ping "$NSA" 10.8.0.1 10.8.0.2 5)
+((got >= 4)) || e2e_fail "nsA -> nsK through A and B: only $got of 5 pings answered"
+# at WHO NAME...: the counters NAME... of vx1 on vswitchd WHO (a or b).
+at() {
+    local who=$1
+    shift
+    { if [[ $who == a ]]; then vsw port stats br1 vx1 --format json; else vsw_at b port stats br1 vx1 --format json; fi; } |
+        python3 -c 'import json,sys
+s = json.load(sys.stdin)["stats"][0]
+print(" ".join(str(s.get(k, 0)) for k in sys.argv[1:]))' "$@"
+}
+# switch_transfer FROM TO FROM_NS TO_NS TO_ADDR PORT
+switch_transfer() {
+    local g0 p0 d0 rp0 rg0 g1 p1 d1 rp1 rg1 line
+    read -r g0 p0 d0 <<<"$(at "$1" txGsoDatagrams txPackets txDropNoBuffers)"
+    read -r rp0 rg0 <<<"$(at "$2" rxPackets rxGroDatagrams)"
+    transfer "$3" "$4" "$5" "$6"
+    read -r g1 p1 d1 <<<"$(at "$1" txGsoDatagrams txPackets txDropNoBuffers)"
+    read -r rp1 rg1 <<<"$(at "$2" rxPackets rxGroDatagrams)"
+    line="switch $1 -> switch $2, $MB MiB in ${SECS}s ($(mbits "$SECS") Mbit/s): $1 sent $((p1 - p0)) frames in $((g1 - g0)) GSO super-datagrams (dropped $((d1 - d0))), $2 received $((rp1 - rp0)) frames in $((rg1 - rg0)) GRO messages"
+    e2e_msg "$line"
+    echo "$line" >>"$E2E_LOG_DIR/vxlan_tso.txt"
+    [[ $MD5 == "$want" ]] || e2e_fail "switch $1 -> switch $2: the data differs (md5 $MD5, sent $want)"
+    if ((${E2E_VXLAN_EXPECT_GSO:-1})); then
+        ((g1 - g0 >= MB * 1024 / 64)) || e2e_fail "switch $1 -> $2: only $((g1 - g0)) GSO super-datagrams"
+        ((rg1 - rg0 >= MB * 1024 / 64)) || e2e_fail "switch $1 -> $2: only $((rg1 - rg0)) GRO messages at $2"
+    fi
+}
+switch_transfer a b "$NSA" "$NSK" 10.8.0.2 5003
+switch_transfer b a "$NSK" "$NSA" 10.8.0.1 5004
+
+# Part 3, the reference: the same two namespaces joined by one bridge of A (two TAP ports,
+# one moved into nsK), no tunnel. Reported only.
+vsw_ok add-br br2 >/dev/null
+vsw_ok add-port br2 tap2a --type tap --ifname vtw$$ >/dev/null
+vsw_ok add-port br2 tap2b --type tap --ifname vtx$$ >/dev/null
+ip -n "$NSA" link set vtx$$ netns "$NSK" || e2e_fail "cannot move vtx$$ into $NSK"
+ip -n "$NSA" addr add 10.9.0.1/24 dev vtw$$
+ip -n "$NSA" link set vtw$$ mtu 1450 up
+ip -n "$NSK" addr add 10.9.0.2/24 dev vtx$$
+ip -n "$NSK" link set vtx$$ mtu 1450 up
+got=$(netns_ping "$NSA" 10.9.0.1 10.9.0.2 3)
+((got >= 2)) || e2e_fail "one bridge: only $got of 3 pings answered"
+for d in "nsA->nsK $NSA $NSK 10.9.0.2 5005" "nsK->nsA $NSK $NSA 10.9.0.1 5006"; do
+    # shellcheck disable=SC2086
+    transfer ${d#* }
+    [[ $MD5 == "$want" ]] || e2e_fail "one bridge: the data differs"
+    line="one bridge (TAP to TAP) ${d%% *}: $MB MiB in ${SECS}s ($(mbits "$SECS") Mbit/s)"
+    e2e_msg "$line"
+    echo "$line" >>"$E2E_LOG_DIR/vxlan_tso.txt"
+done
 e2e_msg "PASS"
