@@ -3,7 +3,7 @@
 // engine forwards them with the real ring and copy code. Reports ns per frame (median of
 // rounds) and heap allocations per frame during forwarding.
 //
-//   vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--packed] [--dirty-log] [--queues 2]
+//   vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--capture-buffer BYTES] [--packed] [--dirty-log] [--queues 2]
 // --capture adds a bridge-wide capture tap (4 MiB ring) drained by a second thread, as a pcap
 // port's writer would (without the file): the hot-path cost of an active capture.
 // --capture-inline: like --capture, but the ring is drained between engine passes on the
@@ -36,6 +36,8 @@ var batch = 32
 var capture = false
 var captureFile: String? = nil
 var captureInline = false
+/// --capture-buffer BYTES: the capture ring's size (as a pcap port's --buffer-size).
+var captureCapacity = CaptureBuffer.defaultCapacity
 var packed = false
 var dirtyLog = false
 var queuePairs = 1
@@ -49,11 +51,12 @@ while let a = args.next() {
     case "--capture": capture = true
     case "--capture-inline": capture = true; captureInline = true
     case "--capture-file": captureFile = args.next()
+    case "--capture-buffer": captureCapacity = Int(args.next() ?? "") ?? captureCapacity
     case "--packed": packed = true
     case "--dirty-log": dirtyLog = true
     case "--queues": queuePairs = Int(args.next() ?? "") ?? 0
     default:
-        FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--packed] [--dirty-log] [--queues 2]\n".data(using: .utf8)!)
+        FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--capture-buffer BYTES] [--packed] [--dirty-log] [--queues 2]\n".data(using: .utf8)!)
         exit(2)
     }
 }
@@ -97,7 +100,7 @@ for (g, second) in [(a, a2), (b, b2)] {
         engine.setDirtyLog(port: port, log)
     }
 }
-let captureBuffer = CaptureBuffer()
+let captureBuffer = CaptureBuffer(capacity: captureCapacity)
 let drained = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
 drained.initialize(to: 0)
 if capture {
@@ -114,7 +117,7 @@ var session: CaptureSession? = nil
 if let captureFile {
     let format = try! PcapFormat(snaplen: 262_144, filter: nil)
     let sink = try! PcapFileSink(format: format, path: captureFile, rotateBytes: 100 << 20, rotateCount: 2)
-    let s = CaptureSession(engine: engine, format: format, file: sink)
+    let s = CaptureSession(engine: engine, format: format, file: sink, capacity: captureCapacity)
     precondition(s.attach(bridge: bridge, port: nil, rx: true, tx: false))
     s.startThread()
     session = s

@@ -45,6 +45,27 @@ final class CaptureRingTests: XCTestCase {
         XCTAssertEqual(ring.recorded, 2)
     }
 
+    /// The fast lane's records (`recordUnpublished(bytes:)`): every length comes out byte
+    /// for byte, and no copy touches a byte of the next record.
+    func testSingleBufferRecordsOfEveryShortLength() {
+        let buffer = CaptureBuffer(capacity: 1 << 17)
+        let ring = buffer.ring
+        let source: [UInt8] = (0..<200).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+        for n in 0...100 {
+            source.withUnsafeBytes { raw in
+                XCTAssertTrue(ring.recordUnpublished(raw.baseAddress! + 1, length: n, snaplen: 1000,
+                                                     origin: CaptureRing.origin(port: 3, outbound: false), timestamp: 42))
+            }
+        }
+        ring.publish()
+        let got = drain(ring)
+        XCTAssertEqual(got.count, 101)
+        for (n, record) in got.enumerated() {
+            XCTAssertEqual(record.0, Array(source[1..<(1 + n)]), "length \(n)")
+            XCTAssertEqual(record.1, n)
+        }
+    }
+
     func testGatherAcrossSegments() {
         let buffer = CaptureBuffer(capacity: 1 << 17)
         var a: [UInt8] = Array(0..<10), b: [UInt8] = Array(10..<30)

@@ -30,17 +30,21 @@ import Glibc
 public struct CaptureRing {
     static let headerSize = 16
     static let wrapMarker = UInt32.max
-    /// Control block words (each index on its own cache line).
-    /// `cachedTailWord`: the producer's last look at `tail`, next to `head` on the producer's
-    /// cache line, so a frame re-reads the consumer's line only when the ring looks full.
-    /// `cursorWord` / `unpublishedWord`: the producer's write position and its record count
-    /// not yet published (the engine publishes once per batch: one release store and one
-    /// look at the consumer's line per batch instead of per frame).
+    /// Control block words, in 64-byte cache lines by who writes them: `head` (the
+    /// producer, once per batch; the consumer polls it), `tail` (the consumer, per record),
+    /// the counters, the sleep and close flags, and the producer's private line.
+    /// That private line (`cachedTailWord`, `cursorWord`, `unpublishedWord`) holds what the
+    /// producer writes per frame: its last look at `tail` (so a frame reads the consumer's
+    /// line only when the ring looks full), its write position and its record count not yet
+    /// published (the engine publishes once per batch). On `head`'s line these per-frame
+    /// stores took the line away from the polling consumer every frame: 64 B frames cost
+    /// the engine about 20 ns more with a writer thread than with the ring drained inline
+    /// (docs/performance.md "Capture that keeps up").
     /// `portDropsWord`: one drop counter per port slot (written only when the ring is full),
     /// for a pcapng file's per-interface statistics.
-    static let headWord = 0, cachedTailWord = 1, cursorWord = 2, unpublishedWord = 3, tailWord = 8, recordedWord = 16,
-               droppedWord = 17, sleepingWord = 24, closedWord = 25, portDropsWord = 32
-    static let controlWords = 32 + maxRecordPorts
+    static let headWord = 0, tailWord = 8, recordedWord = 16, droppedWord = 17, sleepingWord = 24, closedWord = 25,
+               cachedTailWord = 32, cursorWord = 33, unpublishedWord = 34, portDropsWord = 40
+    static let controlWords = portDropsWord + maxRecordPorts
 
     /// Port slots a record can name (11 bits); the engine has fewer.
     public static let maxRecordPorts = 2048
@@ -245,7 +249,9 @@ public final class CaptureBuffer: @unchecked Sendable {
     public init(capacity: Int = CaptureBuffer.defaultCapacity) {
         var size = 1 << 17
         while size < capacity && size < 1 << 30 { size <<= 1 }
-        let control = UnsafeMutablePointer<UInt64>.allocate(capacity: CaptureRing.controlWords)
+        // Cache-line aligned, so each group of control words has its line to itself.
+        let control = UnsafeMutableRawPointer.allocate(byteCount: CaptureRing.controlWords * 8, alignment: 64)
+            .bindMemory(to: UInt64.self, capacity: CaptureRing.controlWords)
         control.initialize(repeating: 0, count: CaptureRing.controlWords)
         let data = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
         let fd = vs_eventfd(0)
