@@ -11,7 +11,7 @@ import Glibc
 /// timestamps) that the dump files are opened with, and the compiled BPF filter.
 /// No hand-written pcap format: the files are whatever libpcap writes.
 public final class PcapFormat: @unchecked Sendable {
-    public static let maxSnaplen = 262_144
+    public static let maxSnaplen = CaptureRing.maxCapturedBytes
     let handle: OpaquePointer
     public let snaplen: Int
     public let filter: String?

@@ -87,15 +87,18 @@ final class CaptureRingTests: XCTestCase {
         let buffer = CaptureBuffer(capacity: 1 << 17)
         let ring = buffer.ring
         // 1000 frames of varying sizes through a 128 KiB ring, consumed as we go: the ring
-        // wraps many times, with wrap markers at odd places.
+        // wraps many times, with records running into the slack at odd places.
+        var next = 0
         for i in 0..<1000 {
             var frame = [UInt8](repeating: UInt8(i & 0xff), count: 60 + (i * 37) % 1500)
             let n = frame.count
             XCTAssertTrue(withList(&frame) { ring.record($0, offset: 0, length: n, snaplen: 65536) }, "frame \(i)")
             if i % 3 == 2 {
                 for (bytes, len) in drain(ring) {
+                    XCTAssertEqual(len, 60 + (next * 37) % 1500, "frame \(next) in order")
                     XCTAssertEqual(bytes.count, len)
-                    XCTAssertTrue(bytes.allSatisfy { $0 == bytes[0] })
+                    XCTAssertTrue(bytes.allSatisfy { $0 == UInt8(next & 0xff) }, "frame \(next) intact")
+                    next += 1
                 }
             }
         }

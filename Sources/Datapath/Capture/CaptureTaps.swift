@@ -137,7 +137,7 @@ extension ForwardingEngine {
     public func addCaptureTap(ring: CaptureRing, snaplen: Int, bridge b: Int, port: Int? = nil,
                               rx: Bool = true, tx txOption: Bool? = nil) -> Int? {
         let tx = txOption ?? (port != nil)
-        guard b >= 0, b < Self.maxBridges, bridges[b].inUse, snaplen > 0,
+        guard b >= 0, b < Self.maxBridges, bridges[b].inUse, snaplen > 0, snaplen <= CaptureRing.maxCapturedBytes,
               let t = (0..<Self.maxCaptureTaps).first(where: { !captureTaps[$0].inUse }) else { return nil }
         if let port {
             guard port >= 0, port < Self.maxPorts, ports[port].inUse, ports[port].bridge == Int32(b) else { return nil }
