@@ -163,7 +163,12 @@ public final class CaptureSession: @unchecked Sendable {
                 vs_counter_add(words + 2, refused)
             }
             let room = limit.map { UInt64($0) &- framesWritten } ?? UInt64.max
-            while n < 4096, let r = ring.peek() {
+            // Records are released to the producer only once the sink has flushed them:
+            // a pcap file writes large records straight from the ring.
+            var position = ring.readPosition
+            let published = ring.publishedPosition
+            while n < 4096, position != published {
+                let r = ring.record(at: position)
                 var header = PcapFormat.header(r)
                 if format.matches(&header, r.bytes) {
                     guard sink.write(r, &header) else { return .writeFailed }
@@ -173,12 +178,14 @@ public final class CaptureSession: @unchecked Sendable {
                     sink.filteredOut(r)
                     refused &+= 1
                 }
-                ring.consume(r)
+                position &+= UInt64(r.size)
                 n += 1
-                if written >= room { return .limit }
+                if written >= room { break }
             }
             if n > 0 {
                 guard sink.flush() else { return .writeFailed }
+                ring.release(upTo: position)
+                if written >= room { return .limit }
                 continue
             }
             if vs_counter_load(words + 3) != 0 { return .stopped }

@@ -175,7 +175,10 @@ public struct CaptureRing {
 
     // MARK: consumer (writer thread)
 
-    /// One captured frame, valid until `consume` is called for it.
+    /// One captured frame, valid until it is consumed (`consume`, or `release` past it).
+    /// Until then its 16 header bytes in front of `bytes` are the writer's too: a pcap
+    /// writer stores the file's record header there and writes header and bytes from the
+    /// ring in one piece (`headerSpace`).
     public struct Record {
         public var timestampNs: UInt64
         public var originalLength: Int
@@ -183,14 +186,24 @@ public struct CaptureRing {
         public var port: Int
         public var outbound: Bool
         public var bytes: UnsafeRawBufferPointer
-        var size: Int
+        /// Ring bytes the record takes: the position of the next one is this much further.
+        public internal(set) var size: Int
+
+        /// The 16 bytes in front of `bytes` (the ring's record header, already read into
+        /// this struct), for the writer to reuse.
+        public var headerSpace: UnsafeMutableRawPointer {
+            UnsafeMutableRawPointer(mutating: bytes.baseAddress.unsafelyUnwrapped) - CaptureRing.headerSize
+        }
     }
 
-    /// The oldest record, or nil when the ring is empty.
-    public func peek() -> Record? {
-        let tail = control[Self.tailWord]
-        guard tail != vs_load_acquire_u64(control + Self.headWord) else { return nil }
-        let p = data + (Int(truncatingIfNeeded: tail) & (capacity &- 1))
+    /// The consumer's position: its oldest record not yet released.
+    public var readPosition: UInt64 { control[Self.tailWord] }
+    /// How far the producer has published (records up to here may be read).
+    public var publishedPosition: UInt64 { vs_load_acquire_u64(control + Self.headWord) }
+
+    /// The record at `position`: a record boundary, readPosition <= position < publishedPosition.
+    public func record(at position: UInt64) -> Record {
+        let p = data + (Int(truncatingIfNeeded: position) & (capacity &- 1))
         let n = Int(p.load(fromByteOffset: 12, as: UInt32.self))
         let whereWord = p.load(fromByteOffset: 8, as: UInt32.self)
         return Record(timestampNs: p.load(as: UInt64.self),
@@ -200,9 +213,21 @@ public struct CaptureRing {
                       size: Self.headerSize + ((n + 15) & ~15))
     }
 
+    /// Frees every record before `position` for the producer.
+    public func release(upTo position: UInt64) {
+        vs_store_release_u64(control + Self.tailWord, position)
+    }
+
+    /// The oldest record, or nil when the ring is empty.
+    public func peek() -> Record? {
+        let tail = control[Self.tailWord]
+        guard tail != publishedPosition else { return nil }
+        return record(at: tail)
+    }
+
     /// Frees the record returned by `peek` for the producer.
     public func consume(_ r: Record) {
-        vs_store_release_u64(control + Self.tailWord, control[Self.tailWord] &+ UInt64(r.size))
+        release(upTo: control[Self.tailWord] &+ UInt64(r.size))
     }
 
     public var isEmpty: Bool { vs_load_acquire_u64(control + Self.headWord) == control[Self.tailWord] }
