@@ -154,6 +154,7 @@ public final class CaptureSession: @unchecked Sendable {
     private func drainLoop(peer: Int32) -> End {
         let ring = buffer.ring
         guard sink.flush() else { return .writeFailed }    // the file header, now
+        var time = PcapFormat.SplitTime()
         while true {
             // Counted per drained batch, not per frame (the counters are atomics others read).
             var n = 0, written: UInt64 = 0, bytes: UInt64 = 0, refused: UInt64 = 0
@@ -169,7 +170,7 @@ public final class CaptureSession: @unchecked Sendable {
             let published = ring.publishedPosition
             while n < 4096, position != published {
                 let r = ring.record(at: position)
-                var header = PcapFormat.header(r)
+                var header = PcapFormat.header(r, &time)
                 if format.matches(&header, r.bytes) {
                     guard sink.write(r, &header) else { return .writeFailed }
                     written &+= 1

@@ -56,13 +56,24 @@ public final class PcapFormat: @unchecked Sendable {
     }
 
     /// The pcap record header of a captured frame (nanosecond precision: `tv_usec` holds ns).
-    static func header(_ r: CaptureRing.Record) -> pcap_pkthdr {
+    /// `last` keeps the previous record's time, split: the engine stamps a whole batch with
+    /// one time, so most records skip the two 64-bit divisions.
+    static func header(_ r: CaptureRing.Record, _ last: inout SplitTime) -> pcap_pkthdr {
+        if r.timestampNs != last.ns {
+            last = SplitTime(ns: r.timestampNs, seconds: Int(r.timestampNs / 1_000_000_000),
+                             nanoseconds: Int(r.timestampNs % 1_000_000_000))
+        }
         var h = pcap_pkthdr()
-        h.ts.tv_sec = Int(r.timestampNs / 1_000_000_000)
-        h.ts.tv_usec = Int(r.timestampNs % 1_000_000_000)
-        h.caplen = UInt32(r.bytes.count)
+        h.ts.tv_sec = last.seconds
+        h.ts.tv_usec = last.nanoseconds
+        h.caplen = UInt32(truncatingIfNeeded: r.bytes.count)
         h.len = UInt32(truncatingIfNeeded: r.originalLength)
         return h
+    }
+
+    /// A timestamp in nanoseconds and as seconds + nanoseconds.
+    struct SplitTime {
+        var ns: UInt64 = 0, seconds = 0, nanoseconds = 0
     }
 }
 

@@ -33,7 +33,7 @@ import Glibc
 /// This struct is a view (pointers only, no reference counting) so the forwarding thread
 /// can hold it in an engine slot; `CaptureBuffer` owns the memory.
 public struct CaptureRing {
-    static let headerSize = 16
+    @usableFromInline static let headerSize = 16
     /// The most bytes a record can capture (the largest snaplen a tap accepts).
     public static let maxCapturedBytes = 262_144
     /// The slack behind the ring: the largest record.
@@ -50,13 +50,13 @@ public struct CaptureRing {
     /// (docs/performance.md "Capture that keeps up").
     /// `portDropsWord`: one drop counter per port slot (written only when the ring is full),
     /// for a pcapng file's per-interface statistics.
-    static let headWord = 0, tailWord = 8, recordedWord = 16, droppedWord = 17, sleepingWord = 24, closedWord = 25,
+    @usableFromInline static let headWord = 0, tailWord = 8, recordedWord = 16, droppedWord = 17, sleepingWord = 24, closedWord = 25,
                cachedTailWord = 32, cursorWord = 33, unpublishedWord = 34, portDropsWord = 40
     static let controlWords = portDropsWord + maxRecordPorts
 
     /// Port slots a record can name (11 bits); the engine has fewer.
     public static let maxRecordPorts = 2048
-    static let lengthMask: UInt32 = 0xF_FFFF, portShift: UInt32 = 20, outboundBit: UInt32 = 1 << 31
+    @usableFromInline static let lengthMask: UInt32 = 0xF_FFFF, portShift: UInt32 = 20, outboundBit: UInt32 = 1 << 31
 
     /// The `where` bits of a record without its length: the port slot and the direction.
     @inline(__always)
@@ -64,8 +64,8 @@ public struct CaptureRing {
         UInt32(truncatingIfNeeded: port) << portShift | (outbound ? outboundBit : 0)
     }
 
-    let control: UnsafeMutablePointer<UInt64>
-    let data: UnsafeMutableRawPointer
+    @usableFromInline let control: UnsafeMutablePointer<UInt64>
+    @usableFromInline let data: UnsafeMutableRawPointer
     /// Bytes in `data`: a power of two.
     public let capacity: Int
     /// eventfd the producer signals when the consumer sleeps.
@@ -189,6 +189,16 @@ public struct CaptureRing {
         /// Ring bytes the record takes: the position of the next one is this much further.
         public internal(set) var size: Int
 
+        @usableFromInline
+        init(timestampNs: UInt64, originalLength: Int, port: Int, outbound: Bool, bytes: UnsafeRawBufferPointer, size: Int) {
+            self.timestampNs = timestampNs
+            self.originalLength = originalLength
+            self.port = port
+            self.outbound = outbound
+            self.bytes = bytes
+            self.size = size
+        }
+
         /// The 16 bytes in front of `bytes` (the ring's record header, already read into
         /// this struct), for the writer to reuse.
         public var headerSpace: UnsafeMutableRawPointer {
@@ -197,11 +207,15 @@ public struct CaptureRing {
     }
 
     /// The consumer's position: its oldest record not yet released.
+    @inlinable
     public var readPosition: UInt64 { control[Self.tailWord] }
     /// How far the producer has published (records up to here may be read).
+    @inlinable
     public var publishedPosition: UInt64 { vs_load_acquire_u64(control + Self.headWord) }
 
     /// The record at `position`: a record boundary, readPosition <= position < publishedPosition.
+    /// (Inlined into the writer, another module: called per record.)
+    @inlinable
     public func record(at position: UInt64) -> Record {
         let p = data + (Int(truncatingIfNeeded: position) & (capacity &- 1))
         let n = Int(p.load(fromByteOffset: 12, as: UInt32.self))
@@ -214,11 +228,13 @@ public struct CaptureRing {
     }
 
     /// Frees every record before `position` for the producer.
+    @inlinable
     public func release(upTo position: UInt64) {
         vs_store_release_u64(control + Self.tailWord, position)
     }
 
     /// The oldest record, or nil when the ring is empty.
+    @inlinable
     public func peek() -> Record? {
         let tail = control[Self.tailWord]
         guard tail != publishedPosition else { return nil }
@@ -226,6 +242,7 @@ public struct CaptureRing {
     }
 
     /// Frees the record returned by `peek` for the producer.
+    @inlinable
     public func consume(_ r: Record) {
         release(upTo: control[Self.tailWord] &+ UInt64(r.size))
     }
