@@ -151,10 +151,16 @@ public final class CaptureSession: @unchecked Sendable {
         return end
     }
 
+    /// Naps of an empty ring's writer before it sleeps until woken, and their length: while
+    /// frames flow the ring never waits longer than a nap (at 15 Mpps, 50 us of 64 B
+    /// records is 60 KB of a 4 MiB ring).
+    static let napsBeforeSleep = 20, napMicroseconds: UInt32 = 50
+
     private func drainLoop(peer: Int32) -> End {
         let ring = buffer.ring
         guard sink.flush() else { return .writeFailed }    // the file header, now
         var time = PcapFormat.SplitTime()
+        var naps = Self.napsBeforeSleep   // naps only after frames: idle, back to sleep at once
         while true {
             // Counted per drained batch, not per frame (the counters are atomics others read).
             var n = 0, written: UInt64 = 0, bytes: UInt64 = 0, refused: UInt64 = 0
@@ -184,6 +190,7 @@ public final class CaptureSession: @unchecked Sendable {
                 if written >= room { break }
             }
             if n > 0 {
+                naps = 0
                 guard sink.flush() else { return .writeFailed }
                 ring.release(upTo: position)
                 if written >= room { return .limit }
@@ -191,6 +198,15 @@ public final class CaptureSession: @unchecked Sendable {
             }
             if vs_counter_load(words + 3) != 0 { return .stopped }
             if ring.isClosed { return .closed }
+            // Linger before sleeping: nap a few times without telling the producer, so
+            // while frames flow the forwarding thread never pays for a wake-up (an eventfd
+            // write, a system call per batch when the writer keeps up and sleeps after every
+            // batch: +20-30 ns per 64 B frame measured). Idle, it sleeps 1 ms after the last frame.
+            if naps < Self.napsBeforeSleep {
+                naps += 1
+                usleep(Self.napMicroseconds)
+                continue
+            }
             // Sleep: announce it, look once more (the producer may have published meanwhile).
             ring.setSleeping(true)
             if !ring.isEmpty {
