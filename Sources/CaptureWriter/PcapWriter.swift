@@ -110,16 +110,28 @@ enum CaptureFiles {
     static func shift(_ path: String, keep count: Int) {
         let keep = count - 1
         if keep == 0 {
-            unlink(path)
+            discard(path)
             return
         }
-        unlink("\(path).\(keep)")
+        discard("\(path).\(keep)")
         var k = keep - 1
         while k >= 1 {
             rename("\(path).\(k)", "\(path).\(k + 1)")
             k -= 1
         }
         rename(path, "\(path).1")
+    }
+
+    /// Removes a file that rotated out, off the writer's thread: it is renamed to a hidden
+    /// name at once (so the kept files are right when `shift` returns) and unlinked in the
+    /// background, because unlinking frees its pages there and then: 12 ms for 100 MiB on
+    /// tmpfs, longer than a 4 MiB ring holds 64 B frames at 4 Mpps (the capture dropped
+    /// them, 0.5% at every rotation).
+    static func discard(_ path: String) {
+        let slash = path.lastIndex(of: "/").map { path.index(after: $0) } ?? path.startIndex
+        let doomed = "\(path[..<slash]).\(path[slash...]).deleting-\(UInt32.random(in: 0...UInt32.max))"
+        guard rename(path, doomed) == 0 else { return }   // no such file: nothing to remove
+        DispatchQueue.global(qos: .utility).async { unlink(doomed) }
     }
 }
 
