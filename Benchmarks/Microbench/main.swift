@@ -3,7 +3,7 @@
 // engine forwards them with the real ring and copy code. Reports ns per frame (median of
 // rounds) and heap allocations per frame during forwarding.
 //
-//   vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--packed] [--dirty-log] [--queues 2]
+//   vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--capture-buffer BYTES] [--pace-mpps R] [--packed] [--dirty-log] [--queues 2]
 // --capture adds a bridge-wide capture tap (4 MiB ring) drained by a second thread, as a pcap
 // port's writer would (without the file): the hot-path cost of an active capture.
 // --capture-inline: like --capture, but the ring is drained between engine passes on the
@@ -12,6 +12,9 @@
 // --capture-file PATH: instead, a real pcap capture session (the pcap port's writer thread,
 // libpcap, the file at PATH) on the whole bridge: reports frames written and dropped, and the
 // writer's rate when the engine offers more than it can write.
+// --capture-buffer BYTES: the capture ring's size (a pcap port's --buffer-size).
+// --pace-mpps R: offer at most R million frames per second (a spin between bursts, outside
+// the timed engine pass): with --capture-file, the rate up to which the writer drops nothing.
 // --packed: both guests use packed virtqueues (VIRTIO_F_RING_PACKED) instead of split ones.
 // --dirty-log: both guests log their writes as during a live migration (a dirty log each, used
 // rings logged at their own addresses): the cost of logging.
@@ -38,6 +41,11 @@ var batch = 32
 var capture = false
 var captureFile: String? = nil
 var captureInline = false
+/// --capture-buffer BYTES: the capture ring's size (as a pcap port's --buffer-size).
+var captureCapacity = CaptureBuffer.defaultCapacity
+/// --pace-mpps R: offer at most R million frames per second (the harness waits between
+/// bursts), to find the rate a capture writer keeps up with.
+var paceMpps = 0.0
 var packed = false
 var dirtyLog = false
 var queuePairs = 1
@@ -52,6 +60,8 @@ while let a = args.next() {
     case "--capture": capture = true
     case "--capture-inline": capture = true; captureInline = true
     case "--capture-file": captureFile = args.next()
+    case "--capture-buffer": captureCapacity = Int(args.next() ?? "") ?? captureCapacity
+    case "--pace-mpps": paceMpps = Double(args.next() ?? "") ?? 0
     case "--packed": packed = true
     case "--dirty-log": dirtyLog = true
     case "--queues": queuePairs = Int(args.next() ?? "") ?? 0
@@ -63,7 +73,7 @@ while let a = args.next() {
     case "--no-gso": tsoGso = false
     case "--no-gro": tsoGro = false
     default:
-        FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--packed] [--dirty-log] [--queues 2]\n       vswitch-microbench --tunnel-tso [--tso-rounds R] [--tso-burst S] [--segment BYTES] [--mss N] [--no-gso] [--no-gro]\n".data(using: .utf8)!)
+        FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--capture-buffer BYTES] [--pace-mpps R] [--packed] [--dirty-log] [--queues 2]\n       vswitch-microbench --tunnel-tso [--tso-rounds R] [--tso-burst S] [--segment BYTES] [--mss N] [--no-gso] [--no-gro]\n".data(using: .utf8)!)
         exit(2)
     }
 }
@@ -111,7 +121,7 @@ for (g, second) in [(a, a2), (b, b2)] {
         engine.setDirtyLog(port: port, log)
     }
 }
-let captureBuffer = CaptureBuffer()
+let captureBuffer = CaptureBuffer(capacity: captureCapacity)
 let drained = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
 drained.initialize(to: 0)
 if capture {
@@ -128,7 +138,7 @@ var session: CaptureSession? = nil
 if let captureFile {
     let format = try! PcapFormat(snaplen: 262_144, filter: nil)
     let sink = try! PcapFileSink(format: format, path: captureFile, rotateBytes: 100 << 20, rotateCount: 2)
-    let s = CaptureSession(engine: engine, format: format, file: sink)
+    let s = CaptureSession(engine: engine, format: format, file: sink, capacity: captureCapacity)
     precondition(s.attach(bridge: bridge, port: nil, rx: true, tx: false))
     s.startThread()
     session = s
@@ -173,7 +183,12 @@ func round(_ n: Int) -> (UInt64, UInt64) {
     var engineNs: UInt64 = 0
     var allocations: UInt64 = 0
     var sent = 0
+    let start = vs_monotonic_ns()
     while sent < n {
+        if paceMpps > 0 {
+            let due = start + UInt64(Double(sent) * 1000 / paceMpps)
+            while vs_monotonic_ns() < due {}
+        }
         let burst = min(batch, n - sent)
         if queuePairs == 2 {
             for i in 0..<burst { if i & 1 == 0 { a.transmit(toB) } else { a2.transmit(toB2) } }

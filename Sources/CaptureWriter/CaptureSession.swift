@@ -151,9 +151,16 @@ public final class CaptureSession: @unchecked Sendable {
         return end
     }
 
+    /// Naps of an empty ring's writer before it sleeps until woken, and their length: while
+    /// frames flow the ring never waits longer than a nap (at 15 Mpps, 50 us of 64 B
+    /// records is 60 KB of a 4 MiB ring).
+    static let napsBeforeSleep = 20, napMicroseconds: UInt32 = 50
+
     private func drainLoop(peer: Int32) -> End {
         let ring = buffer.ring
         guard sink.flush() else { return .writeFailed }    // the file header, now
+        var time = PcapFormat.SplitTime()
+        var naps = Self.napsBeforeSleep   // naps only after frames: idle, back to sleep at once
         while true {
             // Counted per drained batch, not per frame (the counters are atomics others read).
             var n = 0, written: UInt64 = 0, bytes: UInt64 = 0, refused: UInt64 = 0
@@ -163,8 +170,13 @@ public final class CaptureSession: @unchecked Sendable {
                 vs_counter_add(words + 2, refused)
             }
             let room = limit.map { UInt64($0) &- framesWritten } ?? UInt64.max
-            while n < 4096, let r = ring.peek() {
-                var header = PcapFormat.header(r)
+            // Records are released to the producer only once the sink has flushed them:
+            // a pcap file writes large records straight from the ring.
+            var position = ring.readPosition
+            let published = ring.publishedPosition
+            while n < 4096, position != published {
+                let r = ring.record(at: position)
+                var header = PcapFormat.header(r, &time)
                 if format.matches(&header, r.bytes) {
                     guard sink.write(r, &header) else { return .writeFailed }
                     written &+= 1
@@ -173,16 +185,28 @@ public final class CaptureSession: @unchecked Sendable {
                     sink.filteredOut(r)
                     refused &+= 1
                 }
-                ring.consume(r)
+                position &+= UInt64(r.size)
                 n += 1
-                if written >= room { return .limit }
+                if written >= room { break }
             }
             if n > 0 {
+                naps = 0
                 guard sink.flush() else { return .writeFailed }
+                ring.release(upTo: position)
+                if written >= room { return .limit }
                 continue
             }
             if vs_counter_load(words + 3) != 0 { return .stopped }
             if ring.isClosed { return .closed }
+            // Linger before sleeping: nap a few times without telling the producer, so
+            // while frames flow the forwarding thread never pays for a wake-up (an eventfd
+            // write, a system call per batch when the writer keeps up and sleeps after every
+            // batch: +20-30 ns per 64 B frame measured). Idle, it sleeps 1 ms after the last frame.
+            if naps < Self.napsBeforeSleep {
+                naps += 1
+                usleep(Self.napMicroseconds)
+                continue
+            }
             // Sleep: announce it, look once more (the producer may have published meanwhile).
             ring.setSleeping(true)
             if !ring.isEmpty {

@@ -45,6 +45,27 @@ final class CaptureRingTests: XCTestCase {
         XCTAssertEqual(ring.recorded, 2)
     }
 
+    /// The fast lane's records (`recordUnpublished(bytes:)`): every length comes out byte
+    /// for byte, and no copy touches a byte of the next record.
+    func testSingleBufferRecordsOfEveryShortLength() {
+        let buffer = CaptureBuffer(capacity: 1 << 17)
+        let ring = buffer.ring
+        let source: [UInt8] = (0..<200).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+        for n in 0...100 {
+            source.withUnsafeBytes { raw in
+                XCTAssertTrue(ring.recordUnpublished(raw.baseAddress! + 1, length: n, snaplen: 1000,
+                                                     origin: CaptureRing.origin(port: 3, outbound: false), timestamp: 42))
+            }
+        }
+        ring.publish()
+        let got = drain(ring)
+        XCTAssertEqual(got.count, 101)
+        for (n, record) in got.enumerated() {
+            XCTAssertEqual(record.0, Array(source[1..<(1 + n)]), "length \(n)")
+            XCTAssertEqual(record.1, n)
+        }
+    }
+
     func testGatherAcrossSegments() {
         let buffer = CaptureBuffer(capacity: 1 << 17)
         var a: [UInt8] = Array(0..<10), b: [UInt8] = Array(10..<30)
@@ -66,15 +87,18 @@ final class CaptureRingTests: XCTestCase {
         let buffer = CaptureBuffer(capacity: 1 << 17)
         let ring = buffer.ring
         // 1000 frames of varying sizes through a 128 KiB ring, consumed as we go: the ring
-        // wraps many times, with wrap markers at odd places.
+        // wraps many times, with records running into the slack at odd places.
+        var next = 0
         for i in 0..<1000 {
             var frame = [UInt8](repeating: UInt8(i & 0xff), count: 60 + (i * 37) % 1500)
             let n = frame.count
             XCTAssertTrue(withList(&frame) { ring.record($0, offset: 0, length: n, snaplen: 65536) }, "frame \(i)")
             if i % 3 == 2 {
                 for (bytes, len) in drain(ring) {
+                    XCTAssertEqual(len, 60 + (next * 37) % 1500, "frame \(next) in order")
                     XCTAssertEqual(bytes.count, len)
-                    XCTAssertTrue(bytes.allSatisfy { $0 == bytes[0] })
+                    XCTAssertTrue(bytes.allSatisfy { $0 == UInt8(next & 0xff) }, "frame \(next) intact")
+                    next += 1
                 }
             }
         }

@@ -13,13 +13,18 @@ import Glibc
 /// When the ring is full the frame is dropped *from the capture* and counted; the data path
 /// never waits for the writer.
 ///
-/// Record layout (16-byte aligned, so a record header never straddles the end):
+/// Record layout (16-byte aligned):
 /// `u64 timestamp ns | u32 where | u32 captured length | bytes | padding`, where `where`
 /// packs the original length (bits 0-19), the engine port slot the frame entered or left
 /// by (bits 20-30) and the direction (bit 31: left by that port). Packing keeps the header
 /// at 16 bytes: a pcapng writer can say which port and direction each frame had without
-/// the ring holding fewer frames. A captured length of `wrapMarker` means "the rest of the
-/// ring is empty, continue at 0".
+/// the ring holding fewer frames.
+///
+/// A record that starts near the end of the ring runs on into a slack area behind it (as
+/// long as the largest record), so every record is contiguous and neither side ever
+/// handles a wrap: the bytes it occupies at the start of the ring are simply left unused
+/// until the positions move past them. That took the wrap test and its marker out of
+/// every frame's path (the producer's instructions per frame, docs/performance.md).
 ///
 /// Indexes are free-running byte counts: `head` written only by the producer (release),
 /// `tail` only by the consumer (release); each side reads the other's with acquire, so the
@@ -28,23 +33,30 @@ import Glibc
 /// This struct is a view (pointers only, no reference counting) so the forwarding thread
 /// can hold it in an engine slot; `CaptureBuffer` owns the memory.
 public struct CaptureRing {
-    static let headerSize = 16
-    static let wrapMarker = UInt32.max
-    /// Control block words (each index on its own cache line).
-    /// `cachedTailWord`: the producer's last look at `tail`, next to `head` on the producer's
-    /// cache line, so a frame re-reads the consumer's line only when the ring looks full.
-    /// `cursorWord` / `unpublishedWord`: the producer's write position and its record count
-    /// not yet published (the engine publishes once per batch: one release store and one
-    /// look at the consumer's line per batch instead of per frame).
+    @usableFromInline static let headerSize = 16
+    /// The most bytes a record can capture (the largest snaplen a tap accepts).
+    public static let maxCapturedBytes = 262_144
+    /// The slack behind the ring: the largest record.
+    static let slackBytes = headerSize + maxCapturedBytes
+    /// Control block words, in 64-byte cache lines by who writes them: `head` (the
+    /// producer, once per batch; the consumer polls it), `tail` (the consumer, per record),
+    /// the counters, the sleep and close flags, and the producer's private line.
+    /// That private line (`cachedTailWord`, `cursorWord`, `unpublishedWord`) holds what the
+    /// producer writes per frame: its last look at `tail` (so a frame reads the consumer's
+    /// line only when the ring looks full), its write position and its record count not yet
+    /// published (the engine publishes once per batch). On `head`'s line these per-frame
+    /// stores took the line away from the polling consumer every frame: 64 B frames cost
+    /// the engine about 20 ns more with a writer thread than with the ring drained inline
+    /// (docs/performance.md "Capture that keeps up").
     /// `portDropsWord`: one drop counter per port slot (written only when the ring is full),
     /// for a pcapng file's per-interface statistics.
-    static let headWord = 0, cachedTailWord = 1, cursorWord = 2, unpublishedWord = 3, tailWord = 8, recordedWord = 16,
-               droppedWord = 17, sleepingWord = 24, closedWord = 25, portDropsWord = 32
-    static let controlWords = 32 + maxRecordPorts
+    @usableFromInline static let headWord = 0, tailWord = 8, recordedWord = 16, droppedWord = 17, sleepingWord = 24, closedWord = 25,
+               cachedTailWord = 32, cursorWord = 33, unpublishedWord = 34, portDropsWord = 40
+    static let controlWords = portDropsWord + maxRecordPorts
 
     /// Port slots a record can name (11 bits); the engine has fewer.
     public static let maxRecordPorts = 2048
-    static let lengthMask: UInt32 = 0xF_FFFF, portShift: UInt32 = 20, outboundBit: UInt32 = 1 << 31
+    @usableFromInline static let lengthMask: UInt32 = 0xF_FFFF, portShift: UInt32 = 20, outboundBit: UInt32 = 1 << 31
 
     /// The `where` bits of a record without its length: the port slot and the direction.
     @inline(__always)
@@ -52,8 +64,8 @@ public struct CaptureRing {
         UInt32(truncatingIfNeeded: port) << portShift | (outbound ? outboundBit : 0)
     }
 
-    let control: UnsafeMutablePointer<UInt64>
-    let data: UnsafeMutableRawPointer
+    @usableFromInline let control: UnsafeMutablePointer<UInt64>
+    @usableFromInline let data: UnsafeMutableRawPointer
     /// Bytes in `data`: a power of two.
     public let capacity: Int
     /// eventfd the producer signals when the consumer sleeps.
@@ -90,7 +102,9 @@ public struct CaptureRing {
                            timestamp: UInt64) -> Bool {
         let captured = min(length, snaplen)
         guard let p = reserve(captured: captured, length: length, origin: origin, timestamp: timestamp) else { return false }
-        p.copyMemory(from: bytes, byteCount: captured)
+        // memcpy, not copyMemory: captured >= 0 (min of a frame length and a snaplen), and
+        // copyMemory's check of that cost two instructions per frame.
+        memcpy(p, bytes, captured)
         return true
     }
 
@@ -101,32 +115,23 @@ public struct CaptureRing {
     private func reserve(captured: Int, length: Int, origin: UInt32, timestamp: UInt64) -> UnsafeMutableRawPointer? {
         let need = Self.headerSize &+ ((captured &+ 15) & ~15)
         let head = control[Self.cursorWord]
-        var off = Int(truncatingIfNeeded: head) & (capacity &- 1)
-        let room = capacity &- off
-        let wrap = room < need ? room : 0
         // head - tail <= capacity always holds (we never publish past it), so no overflow.
-        if Int(truncatingIfNeeded: head &- control[Self.cachedTailWord]) &+ wrap &+ need > capacity {
+        if Int(truncatingIfNeeded: head &- control[Self.cachedTailWord]) &+ need > capacity {
             let tail = vs_load_acquire_u64(control + Self.tailWord)
             control[Self.cachedTailWord] = tail
-            guard Int(truncatingIfNeeded: head &- tail) &+ wrap &+ need <= capacity else {
+            guard Int(truncatingIfNeeded: head &- tail) &+ need <= capacity else {
                 vs_counter_add(control + Self.droppedWord, 1)
                 vs_counter_add(control + Self.portDropsWord + Int(origin >> Self.portShift & 0x7FF), 1)
                 return nil
             }
         }
-        var h = head
-        if wrap > 0 {
-            // SAFETY: off is 16-aligned and room >= 16, so the header fits before the end.
-            (data + off).storeBytes(of: Self.wrapMarker, toByteOffset: 12, as: UInt32.self)
-            h &+= UInt64(wrap)
-            off = 0
-        }
-        let p = data + off
-        // SAFETY: need <= capacity - off after the wrap, checked above.
+        // SAFETY: off < capacity and need <= slackBytes (captured <= snaplen <= maxCapturedBytes,
+        // which `addCaptureTap` checks), so the record ends inside the slack at the latest.
+        let p = data + (Int(truncatingIfNeeded: head) & (capacity &- 1))
         p.storeBytes(of: timestamp, as: UInt64.self)
         p.storeBytes(of: UInt32(truncatingIfNeeded: length) & Self.lengthMask | origin, toByteOffset: 8, as: UInt32.self)
         p.storeBytes(of: UInt32(truncatingIfNeeded: captured), toByteOffset: 12, as: UInt32.self)
-        control[Self.cursorWord] = h &+ UInt64(need)
+        control[Self.cursorWord] = head &+ UInt64(truncatingIfNeeded: need)
         control[Self.unpublishedWord] &+= 1
         return p + Self.headerSize
     }
@@ -170,7 +175,10 @@ public struct CaptureRing {
 
     // MARK: consumer (writer thread)
 
-    /// One captured frame, valid until `consume` is called for it.
+    /// One captured frame, valid until it is consumed (`consume`, or `release` past it).
+    /// Until then its 16 header bytes in front of `bytes` are the writer's too: a pcap
+    /// writer stores the file's record header there and writes header and bytes from the
+    /// ring in one piece (`headerSpace`).
     public struct Record {
         public var timestampNs: UInt64
         public var originalLength: Int
@@ -178,36 +186,65 @@ public struct CaptureRing {
         public var port: Int
         public var outbound: Bool
         public var bytes: UnsafeRawBufferPointer
-        var size: Int
+        /// Ring bytes the record takes: the position of the next one is this much further.
+        public internal(set) var size: Int
+
+        @usableFromInline
+        init(timestampNs: UInt64, originalLength: Int, port: Int, outbound: Bool, bytes: UnsafeRawBufferPointer, size: Int) {
+            self.timestampNs = timestampNs
+            self.originalLength = originalLength
+            self.port = port
+            self.outbound = outbound
+            self.bytes = bytes
+            self.size = size
+        }
+
+        /// The 16 bytes in front of `bytes` (the ring's record header, already read into
+        /// this struct), for the writer to reuse.
+        public var headerSpace: UnsafeMutableRawPointer {
+            UnsafeMutableRawPointer(mutating: bytes.baseAddress.unsafelyUnwrapped) - CaptureRing.headerSize
+        }
     }
 
-    /// The oldest record, or nil when the ring is empty. Skips a wrap marker.
+    /// The consumer's position: its oldest record not yet released.
+    @inlinable
+    public var readPosition: UInt64 { control[Self.tailWord] }
+    /// How far the producer has published (records up to here may be read).
+    @inlinable
+    public var publishedPosition: UInt64 { vs_load_acquire_u64(control + Self.headWord) }
+
+    /// The record at `position`: a record boundary, readPosition <= position < publishedPosition.
+    /// (Inlined into the writer, another module: called per record.)
+    @inlinable
+    public func record(at position: UInt64) -> Record {
+        let p = data + (Int(truncatingIfNeeded: position) & (capacity &- 1))
+        let n = Int(p.load(fromByteOffset: 12, as: UInt32.self))
+        let whereWord = p.load(fromByteOffset: 8, as: UInt32.self)
+        return Record(timestampNs: p.load(as: UInt64.self),
+                      originalLength: Int(whereWord & Self.lengthMask),
+                      port: Int(whereWord >> Self.portShift & 0x7FF), outbound: whereWord & Self.outboundBit != 0,
+                      bytes: UnsafeRawBufferPointer(start: p + Self.headerSize, count: n),
+                      size: Self.headerSize + ((n + 15) & ~15))
+    }
+
+    /// Frees every record before `position` for the producer.
+    @inlinable
+    public func release(upTo position: UInt64) {
+        vs_store_release_u64(control + Self.tailWord, position)
+    }
+
+    /// The oldest record, or nil when the ring is empty.
+    @inlinable
     public func peek() -> Record? {
-        var tail = control[Self.tailWord]
-        let head = vs_load_acquire_u64(control + Self.headWord)
-        while tail != head {
-            let off = Int(truncatingIfNeeded: tail) & (capacity &- 1)
-            let p = data + off
-            let captured = p.load(fromByteOffset: 12, as: UInt32.self)
-            if captured == Self.wrapMarker {
-                tail &+= UInt64(capacity &- off)
-                vs_store_release_u64(control + Self.tailWord, tail)
-                continue
-            }
-            let n = Int(captured)
-            let whereWord = p.load(fromByteOffset: 8, as: UInt32.self)
-            return Record(timestampNs: p.load(as: UInt64.self),
-                          originalLength: Int(whereWord & Self.lengthMask),
-                          port: Int(whereWord >> Self.portShift & 0x7FF), outbound: whereWord & Self.outboundBit != 0,
-                          bytes: UnsafeRawBufferPointer(start: p + Self.headerSize, count: n),
-                          size: Self.headerSize + ((n + 15) & ~15))
-        }
-        return nil
+        let tail = control[Self.tailWord]
+        guard tail != publishedPosition else { return nil }
+        return record(at: tail)
     }
 
     /// Frees the record returned by `peek` for the producer.
+    @inlinable
     public func consume(_ r: Record) {
-        vs_store_release_u64(control + Self.tailWord, control[Self.tailWord] &+ UInt64(r.size))
+        release(upTo: control[Self.tailWord] &+ UInt64(r.size))
     }
 
     public var isEmpty: Bool { vs_load_acquire_u64(control + Self.headWord) == control[Self.tailWord] }
@@ -240,14 +277,16 @@ public final class CaptureBuffer: @unchecked Sendable {
     public static let defaultCapacity = 4 << 20
     public let ring: CaptureRing
 
-    /// `capacity` is rounded up to a power of two (at least 64 KiB + a header, so one
-    /// largest frame always fits in an empty ring).
+    /// `capacity` is rounded up to a power of two (at least 128 KiB, so one largest frame,
+    /// 64 KiB, always fits in an empty ring); the slack behind it is allocated too.
     public init(capacity: Int = CaptureBuffer.defaultCapacity) {
         var size = 1 << 17
         while size < capacity && size < 1 << 30 { size <<= 1 }
-        let control = UnsafeMutablePointer<UInt64>.allocate(capacity: CaptureRing.controlWords)
+        // Cache-line aligned, so each group of control words has its line to itself.
+        let control = UnsafeMutableRawPointer.allocate(byteCount: CaptureRing.controlWords * 8, alignment: 64)
+            .bindMemory(to: UInt64.self, capacity: CaptureRing.controlWords)
         control.initialize(repeating: 0, count: CaptureRing.controlWords)
-        let data = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+        let data = UnsafeMutableRawPointer.allocate(byteCount: size + CaptureRing.slackBytes, alignment: 64)
         let fd = vs_eventfd(0)
         precondition(fd >= 0, "eventfd: \(errno)")
         ring = CaptureRing(control: control, data: data, capacity: size, wakeFd: fd)

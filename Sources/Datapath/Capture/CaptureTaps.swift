@@ -52,26 +52,41 @@ extension ForwardingEngine {
 
     /// The fast lane with the bridge's (or the source port's) rx capture on: forwards the
     /// frame as `forwardFast` does and, if it did, records it straight from the guest's TX
-    /// buffer. A twin rather than a flag in `forwardFast`, so a bridge without a capture
-    /// pays nothing for it. Measured (callgrind, 64 B frames, bridge-wide capture): see
-    /// docs/performance.md "With an active capture".
+    /// buffer. A twin of the lane (the same body, inlined) rather than a flag in
+    /// `forwardFast`, so a bridge without a capture pays nothing for it. Measured
+    /// (callgrind, 64 B frames, bridge-wide capture): see docs/performance.md "Capture that
+    /// keeps up".
     @inline(never)
     func forwardFastCaptured(_ buffer: BufferSegment, from p: Int, watched mask: UInt32) -> Bool {
-        guard forwardFast(buffer, from: p) else { return false }
-        let header = ports[p].headerLength
+        fastLane(buffer, from: p, capturing: mask)
+    }
+
+    /// Records a frame the lane forwarded from port `p` (`length` bytes at `frame`) into
+    /// the taps of `mask`. One tap (a bridge-wide capture, the usual case) skips the loop.
+    @inline(__always)
+    func recordIngress(_ mask: UInt32, frame: UnsafeRawPointer, length: Int, port p: Int) {
         let origin = CaptureRing.origin(port: p, outbound: false)
         let timestamp = captureClock()
+        hot.pointee.unpublishedCaptures |= mask
+        if mask & (mask &- 1) == 0 {
+            let t = captureTaps + mask.trailingZeroBitCount
+            _ = t.pointee.ring.unsafelyUnwrapped.recordUnpublished(frame, length: length, snaplen: t.pointee.snaplen,
+                                                                   origin: origin, timestamp: timestamp)
+            return
+        }
+        recordIngressEach(mask, frame: frame, length: length, origin: origin, timestamp: timestamp)
+    }
+
+    /// `recordIngress` for several taps on one frame.
+    @inline(never)
+    func recordIngressEach(_ mask: UInt32, frame: UnsafeRawPointer, length: Int, origin: UInt32, timestamp: UInt64) {
         var m = mask
         while m != 0 {
             let t = captureTaps + m.trailingZeroBitCount
-            // SAFETY: forwardFast checked header + 16 <= buffer.length.
-            _ = t.pointee.ring.unsafelyUnwrapped.recordUnpublished(buffer.base + header, length: buffer.length &- header,
-                                                                   snaplen: t.pointee.snaplen, origin: origin,
-                                                                   timestamp: timestamp)
+            _ = t.pointee.ring.unsafelyUnwrapped.recordUnpublished(frame, length: length, snaplen: t.pointee.snaplen,
+                                                                   origin: origin, timestamp: timestamp)
             m &= m &- 1
         }
-        hot.pointee.unpublishedCaptures |= mask
-        return true
     }
 
     /// This batch's capture timestamp: the clock is read at the batch's first captured frame.
@@ -122,7 +137,7 @@ extension ForwardingEngine {
     public func addCaptureTap(ring: CaptureRing, snaplen: Int, bridge b: Int, port: Int? = nil,
                               rx: Bool = true, tx txOption: Bool? = nil) -> Int? {
         let tx = txOption ?? (port != nil)
-        guard b >= 0, b < Self.maxBridges, bridges[b].inUse, snaplen > 0,
+        guard b >= 0, b < Self.maxBridges, bridges[b].inUse, snaplen > 0, snaplen <= CaptureRing.maxCapturedBytes,
               let t = (0..<Self.maxCaptureTaps).first(where: { !captureTaps[$0].inUse }) else { return nil }
         if let port {
             guard port >= 0, port < Self.maxPorts, ports[port].inUse, ports[port].bridge == Int32(b) else { return nil }

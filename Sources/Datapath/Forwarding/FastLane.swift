@@ -39,6 +39,14 @@ extension ForwardingEngine {
     /// included) if it is plain; false, with nothing done, if it is not.
     @inline(never)
     func forwardFast(_ buffer: BufferSegment, from p: Int) -> Bool {
+        fastLane(buffer, from: p, capturing: 0)
+    }
+
+    /// The lane itself, inlined into `forwardFast` (no capture: `watched` is 0 there, so the
+    /// capture step folds away) and into `forwardFastCaptured` (which records what it
+    /// forwarded, sharing the lane's loads instead of calling it and loading them again).
+    @inline(__always)
+    func fastLane(_ buffer: BufferSegment, from p: Int, capturing watched: UInt32) -> Bool {
         let slot = ports + p
         let header = slot.pointee.headerLength
         let frameLength = buffer.length &- header
@@ -83,6 +91,7 @@ extension ForwardingEngine {
         let txCounters = destination.pointee.counters.unsafelyUnwrapped
         txCounters.add(.txPackets)
         txCounters.add(.txBytes, UInt64(frameLength))
+        if watched != 0 { recordIngress(watched, frame: base + header, length: frameLength, port: p) }
         return true
     }
 
