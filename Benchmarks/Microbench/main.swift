@@ -22,6 +22,8 @@
 // the engine's multiqueue tests); A sends two flows, one per TX queue, that hash to B's two
 // RX queues; each pass carries the same frames as with one queue (half per queue): the cost
 // per frame of a second queue pair at the same offered load.
+// --tunnel-tso: a bulk TCP stream of TSO segments through a VXLAN tunnel between two engines
+// over loopback UDP (TunnelTso.swift): UDP GSO/GRO against the software cut (--no-gso, --no-gro).
 // Instructions per frame: Benchmarks/microbench.sh runs this under callgrind.
 import CShims
 import Foundation
@@ -47,6 +49,7 @@ var paceMpps = 0.0
 var packed = false
 var dirtyLog = false
 var queuePairs = 1
+var tunnelTso = false, tsoRounds = 5000, tsoBurst = 2, tsoSegment = 44 * 1448, tsoMss = 1448, tsoGso = true, tsoGro = true
 var args = CommandLine.arguments.dropFirst().makeIterator()
 while let a = args.next() {
     switch a {
@@ -62,12 +65,23 @@ while let a = args.next() {
     case "--packed": packed = true
     case "--dirty-log": dirtyLog = true
     case "--queues": queuePairs = Int(args.next() ?? "") ?? 0
+    case "--tunnel-tso": tunnelTso = true
+    case "--tso-rounds": tsoRounds = Int(args.next() ?? "") ?? tsoRounds
+    case "--tso-burst": tsoBurst = Int(args.next() ?? "") ?? tsoBurst
+    case "--segment": tsoSegment = Int(args.next() ?? "") ?? tsoSegment
+    case "--mss": tsoMss = Int(args.next() ?? "") ?? tsoMss
+    case "--no-gso": tsoGso = false
+    case "--no-gro": tsoGro = false
     default:
-        FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--capture-buffer BYTES] [--pace-mpps R] [--packed] [--dirty-log] [--queues 2]\n".data(using: .utf8)!)
+        FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--capture-buffer BYTES] [--pace-mpps R] [--packed] [--dirty-log] [--queues 2]\n       vswitch-microbench --tunnel-tso [--tso-rounds R] [--tso-burst S] [--segment BYTES] [--mss N] [--no-gso] [--no-gro]\n".data(using: .utf8)!)
         exit(2)
     }
 }
 
+if tunnelTso {
+    runTunnelTso(rounds: tsoRounds, segments: tsoBurst, segmentBytes: tsoSegment, mss: tsoMss, gso: tsoGso, gro: tsoGro)
+    exit(0)
+}
 guard queuePairs == 1 || (queuePairs == 2 && !packed && !dirtyLog) else {
     FileHandle.standardError.write("--queues takes 1 or 2 (split rings, no --dirty-log)\n".data(using: .utf8)!)
     exit(2)

@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
+#include <netinet/udp.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -230,13 +231,35 @@ ssize_t vs_udp_sendv(int fd, const void *iov, int iovcnt, const void *addr16, ui
     return r;
 }
 
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+
+int vs_udp_enable_gro(int fd) {
+    int one = 1;
+    return setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof(one));
+}
+
 int vs_udp_recv_batch(int fd, void *bufs, size_t buf_len, int n, int32_t *lengths, void *from16) {
+    return vs_udp_recv_batch_gro(fd, bufs, buf_len, n, lengths, NULL, from16);
+}
+
+int vs_udp_recv_batch_gro(int fd, void *bufs, size_t buf_len, int n, int32_t *lengths, int32_t *segment_sizes,
+                          void *from16) {
     enum { MAX = 64 };
     if (n > MAX) n = MAX;
     if (n <= 0) return 0;
     struct mmsghdr msgs[MAX];
     struct iovec iov[MAX];
     struct sockaddr_storage from[MAX];
+    // One cmsg per message: UDP_GRO's int (the size of the coalesced datagrams).
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } control[MAX];
     memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)n);
     for (int i = 0; i < n; i++) {
         iov[i].iov_base = (char *)bufs + (size_t)i * buf_len;
@@ -245,6 +268,10 @@ int vs_udp_recv_batch(int fd, void *bufs, size_t buf_len, int n, int32_t *length
         msgs[i].msg_hdr.msg_iovlen = 1;
         msgs[i].msg_hdr.msg_name = &from[i];
         msgs[i].msg_hdr.msg_namelen = sizeof(from[i]);
+        if (segment_sizes) {
+            msgs[i].msg_hdr.msg_control = control[i].buf;
+            msgs[i].msg_hdr.msg_controllen = sizeof(control[i].buf);
+        }
     }
     int r;
     do { r = recvmmsg(fd, msgs, (unsigned)n, MSG_DONTWAIT, NULL); } while (r < 0 && errno == EINTR);
@@ -253,8 +280,57 @@ int vs_udp_recv_batch(int fd, void *bufs, size_t buf_len, int n, int32_t *length
         // A datagram longer than the buffer was cut: report it as -1 (dropped, counted).
         lengths[i] = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? -1 : (int32_t)msgs[i].msg_len;
         sa_take(&from[i], (uint8_t *)from16 + 16 * (size_t)i);
+        if (!segment_sizes) continue;
+        segment_sizes[i] = 0;
+        if (msgs[i].msg_hdr.msg_flags & MSG_CTRUNC) continue;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c; c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)) {
+            if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+                int size;
+                memcpy(&size, CMSG_DATA(c), sizeof(size));
+                segment_sizes[i] = size > 0 ? size : 0;
+            }
+        }
     }
     return r;
+}
+
+ssize_t vs_udp_sendv_gso(int fd, const void *iov, int iovcnt, const void *addr16, uint16_t port, uint16_t segment_size) {
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++) total += ((const struct iovec *)iov)[i].iov_len;
+    int r = vs_udp_send_gso(fd, iov, iovcnt, iovcnt, addr16, port, segment_size);
+    return r == 1 ? (ssize_t)total : (r < 0 ? r : -EAGAIN);
+}
+
+int vs_udp_send_gso(int fd, const void *iov, int iovcnt, int iov_per_message, const void *addr16, uint16_t port,
+                    uint16_t segment_size) {
+    enum { MAX = 64 };
+    if (iovcnt <= 0 || iov_per_message <= 0) return 0;
+    int n = (iovcnt + iov_per_message - 1) / iov_per_message;
+    if (n > MAX) return -EINVAL;
+    struct sockaddr_storage s;
+    socklen_t len = sa_fill(&s, addr16, port);
+    struct mmsghdr msgs[MAX];
+    union { char buf[CMSG_SPACE(sizeof(uint16_t))]; struct cmsghdr align; } control[MAX];
+    memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)n);
+    memset(control, 0, sizeof(control[0]) * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        struct msghdr *m = &msgs[i].msg_hdr;
+        int first = i * iov_per_message;
+        m->msg_name = &s;
+        m->msg_namelen = len;
+        m->msg_iov = (struct iovec *)iov + first;
+        m->msg_iovlen = (size_t)(iovcnt - first < iov_per_message ? iovcnt - first : iov_per_message);
+        m->msg_control = control[i].buf;
+        m->msg_controllen = sizeof(control[i].buf);
+        struct cmsghdr *c = CMSG_FIRSTHDR(m);
+        c->cmsg_level = SOL_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        memcpy(CMSG_DATA(c), &segment_size, sizeof(segment_size));
+    }
+    int r;
+    do { r = sendmmsg(fd, msgs, (unsigned)n, MSG_DONTWAIT | MSG_NOSIGNAL); } while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : r;
 }
 
 int vs_udp_send_batch(int fd, const void *iov, const int32_t *iov_start, const int32_t *iov_count,

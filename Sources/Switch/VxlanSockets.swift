@@ -341,6 +341,11 @@ final class TunnelSocket {
         guard fd >= 0 else {
             throw VxlanTunnel.bindError(errno, address: VxlanTunnel.format(address), port: udpPort)
         }
+        // UDP GRO: the kernel may hand over several datagrams of one size from one source in
+        // one message (64 KiB at most: the receive buffers are `localBufferSize`); the
+        // datapath splits them (`receiveFromTunnel`). A kernel without it (before 5.0) gives
+        // one datagram per message, as before.
+        _ = vs_udp_enable_gro(fd)
         self.kind = kind
         self.address = address
         self.udpPort = udpPort

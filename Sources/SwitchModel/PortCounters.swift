@@ -41,6 +41,15 @@ public enum PortCounter: Int, CaseIterable, Sendable {
     /// (csum_start/csum_offset past the end, gso_size 0, hdr_len past the frame, a gso_type
     /// other than TCP), or the frame is longer than the 64 KiB receive buffer.
     case rxDropBadOffload
+    /// Tunnels: UDP GSO super-datagrams sent (one per guest TSO segment and remote; the
+    /// kernel cut each into the `txPackets` it counts for).
+    case txGsoDatagrams
+    /// Tunnels: TSO segments the kernel refused to send as UDP GSO (EIO, EINVAL): cut in
+    /// software instead, and that send socket sends no more GSO.
+    case txGsoRefused
+    /// Tunnels: received messages in which the kernel coalesced several datagrams (UDP GRO);
+    /// each datagram in them is counted in `rxPackets` as usual.
+    case rxGroDatagrams
 
     /// The field name in `port stats --format json` (the case name).
     public var name: String { String(describing: self) }
@@ -49,7 +58,8 @@ public enum PortCounter: Int, CaseIterable, Sendable {
     public var tunnelOnly: Bool {
         switch self {
         case .rxDropVni, .rxDropUnknownRemote, .rxDropShortHeader, .rxDropNoVniFlag, .rxDropTooLong,
-             .rxDropBadVersion, .rxDropBadOptions, .rxDropCriticalOption, .rxDropNotEthernet: return true
+             .rxDropBadVersion, .rxDropBadOptions, .rxDropCriticalOption, .rxDropNotEthernet,
+             .txGsoDatagrams, .txGsoRefused, .rxGroDatagrams: return true
         default: return false
         }
     }
@@ -78,6 +88,9 @@ public enum PortCounter: Int, CaseIterable, Sendable {
         case .rxDropCriticalOption: return "rx dropped, Geneve critical option"
         case .rxDropNotEthernet: return "rx dropped, not Ethernet (Geneve protocol or OAM)"
         case .rxDropBadOffload: return "rx dropped, bad offload metadata"
+        case .txGsoDatagrams: return "tx UDP GSO datagrams"
+        case .txGsoRefused: return "tx UDP GSO refused by the kernel"
+        case .rxGroDatagrams: return "rx UDP GRO datagrams"
         }
     }
 }
@@ -107,6 +120,9 @@ public struct PortCounters: Equatable, Sendable {
     public var rxDropCriticalOption: UInt64 = 0
     public var rxDropNotEthernet: UInt64 = 0
     public var rxDropBadOffload: UInt64 = 0
+    public var txGsoDatagrams: UInt64 = 0
+    public var txGsoRefused: UInt64 = 0
+    public var rxGroDatagrams: UInt64 = 0
     public init() {}
 
     public static let count = PortCounter.allCases.count

@@ -22,7 +22,8 @@ final class CounterVocabularyTests: XCTestCase {
         let t = String(decoding: tunnel, as: UTF8.self)
         XCTAssertTrue(t.contains(#""rxDropBadOptions":18,"rxDropBadVersion":17,"rxDropCriticalOption":19,"rxDropNoVniFlag":15,"#
                                  + #""rxDropNotEthernet":20,"rxDropRunt":6,"rxDropShortHeader":14,"rxDropTooLong":16,"#
-                                 + #""rxDropUnknownRemote":13,"rxDropVlan":9,"rxDropVni":12,"rxPackets":1"#), t)
+                                 + #""rxDropUnknownRemote":13,"rxDropVlan":9,"rxDropVni":12,"rxGroDatagrams":24,"rxPackets":1"#), t)
+        XCTAssertTrue(t.contains(#""txDropTooBig":10,"txGsoDatagrams":22,"txGsoRefused":23,"txPackets":3"#), t)
     }
 
     /// A reply from a daemon older than a counter decodes, the counter absent; the CLI shows 0.

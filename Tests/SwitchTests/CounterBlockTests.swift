@@ -16,6 +16,7 @@ final class CounterBlockTests: XCTestCase {
             (.rxDropBadVersion, \.rxDropBadVersion), (.rxDropBadOptions, \.rxDropBadOptions),
             (.rxDropCriticalOption, \.rxDropCriticalOption), (.rxDropNotEthernet, \.rxDropNotEthernet),
             (.rxDropBadOffload, \.rxDropBadOffload),
+            (.txGsoDatagrams, \.txGsoDatagrams), (.txGsoRefused, \.txGsoRefused), (.rxGroDatagrams, \.rxGroDatagrams),
         ]
         XCTAssertEqual(fields.count, PortCounter.allCases.count, "a counter without a named field")
         XCTAssertEqual(MemoryLayout<PortCounters>.size, 8 * PortCounter.allCases.count)

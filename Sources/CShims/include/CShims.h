@@ -198,6 +198,25 @@ ssize_t vs_udp_sendv(int fd, const void *iov, int iovcnt, const void *addr16, ui
 /// each one's length (-1: cut, longer than buf_len) and source address (16 bytes each at
 /// from16). The count, 0 when none is waiting, -1 on another error.
 int vs_udp_recv_batch(int fd, void *bufs, size_t buf_len, int n, int32_t *lengths, void *from16);
+/// vs_udp_recv_batch on a socket with UDP_GRO (vs_udp_enable_gro): segment_sizes[i] is the
+/// size of the datagrams the kernel coalesced into message i (from its UDP_GRO cmsg; the last
+/// may be shorter), 0 for an ordinary datagram. segment_sizes NULL: no cmsg is asked for.
+int vs_udp_recv_batch_gro(int fd, void *bufs, size_t buf_len, int n, int32_t *lengths, int32_t *segment_sizes,
+                          void *from16);
+/// setsockopt UDP_GRO 1: the kernel may hand this socket several datagrams of one size from
+/// one source back to back in one message. 0, or -1 and errno (kernels before 5.0).
+int vs_udp_enable_gro(int fd);
+/// One UDP GSO super-datagram (cmsg UDP_SEGMENT = segment_size): the kernel cuts the iovecs'
+/// bytes into datagrams of segment_size bytes (the last may be shorter), at most 64 of them
+/// (Linux 4.18+). The bytes sent, or -errno (EIO/EINVAL: the kernel refuses GSO on this
+/// socket or route; EMSGSIZE: too long). Retries EINTR.
+ssize_t vs_udp_sendv_gso(int fd, const void *iov, int iovcnt, const void *addr16, uint16_t port, uint16_t segment_size);
+/// Several such super-datagrams to addr:port by one sendmmsg: message i is the iovecs
+/// [i * iov_per_message, (i + 1) * iov_per_message) of the iovcnt (at most 64 messages), each
+/// with UDP_SEGMENT = segment_size. The messages sent (those after them were not), or -errno
+/// if none was.
+int vs_udp_send_gso(int fd, const void *iov, int iovcnt, int iov_per_message, const void *addr16, uint16_t port,
+                    uint16_t segment_size);
 /// sendmmsg of n (<= 64) datagrams to addr16[i]:port, message i made of iov_count[i] iovecs
 /// from iov[iov_start[i]]. Returns how many were sent (the first not sent failed with
 /// *first_errno), -1 if none was.

@@ -5,7 +5,8 @@ import Virtio
 /// CSUM / HOST_TSO may send frames with a partial checksum (NEEDS_CSUM) or one large TCP
 /// segment (gso_type). Each destination either takes them as they are (it negotiated
 /// GUEST_CSUM / GUEST_TSO: the header fields are passed on) or gets ordinary frames: the
-/// switch finishes the checksum or cuts the segment into MSS-sized frames itself. Only
+/// switch finishes the checksum or cuts the segment into MSS-sized frames itself (for a
+/// tunnel port, the kernel cuts it: one UDP GSO datagram, `sendTunnelGso`). Only
 /// frames with offload metadata come here; everything else keeps the fast path.
 extension ForwardingEngine {
     static let needsCsum: UInt8 = 1
@@ -76,6 +77,13 @@ extension ForwardingEngine {
             deliverFrame(to: d, frameLength: frameLength, sourceHeader: sourceHeader, edit: edit)
             return
         }
+        // A tunnel port: one UDP GSO super-datagram per remote, cut by the kernel
+        // (TunnelGso.swift); else, or if the kernel refuses, cut here.
+        if slot.pointee.kind == .vxlan && slot.pointee.captureTx == 0
+            && sendTunnelGso(frame, frameLength: frameLength, gso: gso, sourceHeader: sourceHeader, to: d, edit: edit) {
+            loadScratch(offloadBuffer, length: sourceHeader + frameLength)
+            return
+        }
         if !segment(frame, frameLength: frameLength, sourceHeader: sourceHeader, gso: gso, to: d, edit: edit) {
             slot.pointee.counters.unsafelyUnwrapped.add(.txDropBadOffload)
         }
@@ -139,34 +147,50 @@ extension ForwardingEngine {
         return true
     }
 
+    /// Where the headers of a TSO frame (IPv4 or IPv6, optionally 802.1Q-tagged, TCP) lie:
+    /// the IP header at `l3` (`ipHeader` bytes), TCP at `l4`, the payload at `headers`; its
+    /// MSS. nil for anything the switch does not cut (an MSS below 64, IP options it cannot
+    /// read, IPv6 extension headers, not TCP, headers past the frame). Shared by `segment`
+    /// and the UDP GSO path of tunnels (`sendTunnelGso`).
+    struct TcpLayout {
+        var l3: Int, ipHeader: Int, l4: Int, tcpHeader: Int, headers: Int, mss: Int, v4: Bool
+    }
+
+    func tcpLayout(_ frame: UnsafeMutableRawPointer, frameLength: Int, gso: UInt8) -> TcpLayout? {
+        let mss = Int((hot.pointee.offloadHeader >> 32) & 0xffff)
+        // Linux never goes below 88 bytes (TCP_MIN_MSS); a tiny MSS from a hostile guest
+        // would turn one frame into thousands.
+        guard mss >= 64, gso & 0x7f == Self.gsoTcp4 || gso & 0x7f == Self.gsoTcp6 else { return nil }
+        var l3 = 14
+        if frameLength >= 18, UInt16(bigEndian: frame.loadUnaligned(fromByteOffset: 12, as: UInt16.self)) == 0x8100 { l3 = 18 }
+        let v4 = gso & 0x7f == Self.gsoTcp4
+        guard l3 + (v4 ? 20 : 40) <= frameLength else { return nil }
+        let ipHeader: Int
+        if v4 {
+            let vihl = frame.load(fromByteOffset: l3, as: UInt8.self)
+            guard vihl >> 4 == 4, frame.load(fromByteOffset: l3 + 9, as: UInt8.self) == 6 else { return nil }
+            ipHeader = Int(vihl & 0xf) * 4
+            guard ipHeader >= 20 else { return nil }
+        } else {
+            guard frame.load(fromByteOffset: l3, as: UInt8.self) >> 4 == 6,
+                  frame.load(fromByteOffset: l3 + 6, as: UInt8.self) == 6 else { return nil }   // no extension headers
+            ipHeader = 40
+        }
+        let l4 = l3 + ipHeader
+        guard l4 + 20 <= frameLength else { return nil }
+        let tcpHeader = Int(frame.load(fromByteOffset: l4 + 12, as: UInt8.self) >> 4) * 4
+        let headers = l4 + tcpHeader
+        guard tcpHeader >= 20, headers <= frameLength else { return nil }
+        return TcpLayout(l3: l3, ipHeader: ipHeader, l4: l4, tcpHeader: tcpHeader, headers: headers, mss: mss, v4: v4)
+    }
+
     /// Cuts one TCP segment (IPv4 or IPv6, optionally 802.1Q-tagged) into frames of at most
     /// gso_size payload bytes with complete checksums, and delivers each to `d`.
     private func segment(_ frame: UnsafeMutableRawPointer, frameLength: Int, sourceHeader: Int, gso: UInt8,
                          to d: Int, edit: UInt32) -> Bool {
-        let mss = Int((hot.pointee.offloadHeader >> 32) & 0xffff)
-        // Linux never goes below 88 bytes (TCP_MIN_MSS); a tiny MSS from a hostile guest
-        // would turn one frame into thousands.
-        guard mss >= 64, gso & 0x7f == Self.gsoTcp4 || gso & 0x7f == Self.gsoTcp6 else { return false }
-        var l3 = 14
-        if frameLength >= 18, UInt16(bigEndian: frame.loadUnaligned(fromByteOffset: 12, as: UInt16.self)) == 0x8100 { l3 = 18 }
-        let v4 = gso & 0x7f == Self.gsoTcp4
-        guard l3 + (v4 ? 20 : 40) <= frameLength else { return false }
-        let ipHeader: Int
-        if v4 {
-            let vihl = frame.load(fromByteOffset: l3, as: UInt8.self)
-            guard vihl >> 4 == 4, frame.load(fromByteOffset: l3 + 9, as: UInt8.self) == 6 else { return false }
-            ipHeader = Int(vihl & 0xf) * 4
-            guard ipHeader >= 20 else { return false }
-        } else {
-            guard frame.load(fromByteOffset: l3, as: UInt8.self) >> 4 == 6,
-                  frame.load(fromByteOffset: l3 + 6, as: UInt8.self) == 6 else { return false }   // no extension headers
-            ipHeader = 40
-        }
-        let l4 = l3 + ipHeader
-        guard l4 + 20 <= frameLength else { return false }
-        let tcpHeader = Int(frame.load(fromByteOffset: l4 + 12, as: UInt8.self) >> 4) * 4
-        let headers = l4 + tcpHeader
-        guard tcpHeader >= 20, headers <= frameLength else { return false }
+        guard let layout = tcpLayout(frame, frameLength: frameLength, gso: gso) else { return false }
+        let (l3, ipHeader, l4, tcpHeader, headers, mss, v4) = (layout.l3, layout.ipHeader, layout.l4, layout.tcpHeader,
+                                                               layout.headers, layout.mss, layout.v4)
         let payload = frameLength - headers
         let seq0 = UInt32(bigEndian: frame.loadUnaligned(fromByteOffset: l4 + 4, as: UInt32.self))
         let flags0 = frame.load(fromByteOffset: l4 + 13, as: UInt8.self)

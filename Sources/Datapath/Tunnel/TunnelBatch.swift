@@ -27,15 +27,29 @@ struct TunnelSendBatch {
     let frameLengths = UnsafeMutablePointer<Int32>.allocate(capacity: TunnelSendBatch.capacity)
     var count = 0
     var iovecsUsed = 0
+
+    /// The UDP GSO super-datagrams of one TSO segment (TunnelGso.swift): each piece's tunnel
+    /// and inner headers in its own `gsoHeaderRoom` bytes, and two iovecs per piece (headers,
+    /// payload). At most `gsoMaxSegments` pieces per datagram (the kernel's UDP_MAX_SEGMENTS
+    /// before Linux 6.10), `gsoMaxPieces` per segment (64 KiB at an MSS of 256).
+    static let gsoMaxSegments = 64
+    static let gsoMaxPieces = 256
+    static let gsoHeaderRoom = 256
+    let gsoHeaders = UnsafeMutableRawPointer.allocate(byteCount: TunnelSendBatch.gsoMaxPieces * TunnelSendBatch.gsoHeaderRoom,
+                                                      alignment: 64)
+    let gsoIovecs = UnsafeMutablePointer<iovec>.allocate(capacity: 2 * TunnelSendBatch.gsoMaxPieces)
 }
 
-/// Receive side: `count` buffers of `ForwardingEngine.localBufferSize` bytes end to end.
+/// Receive side: `count` buffers of `ForwardingEngine.localBufferSize` bytes end to end, each
+/// large enough for a UDP GRO message (64 KiB of coalesced datagrams).
 struct TunnelReceiveBatch {
     static let count = 32
     let buffers = UnsafeMutableRawPointer.allocate(byteCount: TunnelReceiveBatch.count * ForwardingEngine.localBufferSize,
                                                    alignment: 64)
     let lengths = UnsafeMutablePointer<Int32>.allocate(capacity: TunnelReceiveBatch.count)
     let sources = UnsafeMutablePointer<TunnelAddress>.allocate(capacity: TunnelReceiveBatch.count)
+    /// UDP GRO: the size of the datagrams the kernel coalesced into each buffer (0: one datagram).
+    let segmentSizes = UnsafeMutablePointer<Int32>.allocate(capacity: TunnelReceiveBatch.count)
 
     func contains(_ p: UnsafeMutableRawPointer) -> Bool {
         p >= buffers && p < buffers + TunnelReceiveBatch.count * ForwardingEngine.localBufferSize

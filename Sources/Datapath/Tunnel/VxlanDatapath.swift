@@ -7,12 +7,14 @@ import Glibc
 /// VXLAN tunnel ports on the forwarding thread (RFC 7348). A frame leaves as one UDP
 /// datagram per remote whose first iovec is the 8-byte VXLAN header and whose others point
 /// straight into the source guest's buffers (the kernel's copy is the only one); a guest TX
-/// batch's datagrams go out by one sendmmsg per socket (TunnelBatch.swift). Datagrams arrive
-/// by one recvmmsg per batch and go through the bridge like frames from a guest. Nothing
-/// here allocates.
+/// batch's datagrams go out by one sendmmsg per socket (TunnelBatch.swift). A guest's TSO
+/// segment leaves as one UDP GSO super-datagram per remote, cut by the kernel
+/// (TunnelGso.swift). Datagrams arrive by one recvmmsg per batch, a message the kernel
+/// coalesced (UDP GRO) is split into its datagrams, and each goes through the bridge like a
+/// frame from a guest. Nothing here allocates.
 extension ForwardingEngine {
     @inline(__always)
-    private func tunnel(_ slot: UnsafeMutablePointer<PortSlot>) -> UnsafeMutablePointer<VxlanState> {
+    func tunnel(_ slot: UnsafeMutablePointer<PortSlot>) -> UnsafeMutablePointer<VxlanState> {
         // SAFETY: a vxlan slot's `local` is set by `addLocalPort` to a VxlanState that the
         // control plane frees only after `removePort` has released the slot.
         slot.pointee.local.unsafelyUnwrapped.assumingMemoryBound(to: VxlanState.self)
@@ -22,7 +24,7 @@ extension ForwardingEngine {
     /// anchor), hands each to the port of its VNI (one table lookup, `TunnelSocketState`),
     /// which checks its header, learns which remote each inner source lives behind, and
     /// forwards the inner frame. A datagram too short for a VNI, or with a VNI no port of
-    /// the socket has, is counted on port `p`.
+    /// the socket has, is counted on port `p`. Returns the datagrams handled.
     func receiveFromTunnel(port p: Int) -> Int {
         let slot = ports + p
         let socket = tunnel(slot).pointee.socket
@@ -30,33 +32,66 @@ extension ForwardingEngine {
         let fd = socket.pointee.fd
         let rx = tunnelReceive
         var k = 0
+        var frames = 0
         while k < hot.pointee.batchSize {
             let want = min(hot.pointee.batchSize - k, TunnelReceiveBatch.count)
-            let got = Int(vs_udp_recv_batch(fd, rx.pointee.buffers, Self.localBufferSize, Int32(want),
-                                            rx.pointee.lengths, rx.pointee.sources))
+            let got = Int(vs_udp_recv_batch_gro(fd, rx.pointee.buffers, Self.localBufferSize, Int32(want),
+                                                rx.pointee.lengths, rx.pointee.segmentSizes, rx.pointee.sources))
             guard got > 0 else { break }     // drained
             for i in 0..<got {
                 let buffer = rx.pointee.buffers + i * Self.localBufferSize
                 let length = Int(rx.pointee.lengths[i])
-                guard length >= 8 else {
-                    // Shorter than any tunnel header, or cut (-1: longer than the buffer).
-                    counters.add(length < 0 ? .rxDropTooLong : .rxDropShortHeader)
-                    continue
+                let size = Int(rx.pointee.segmentSizes[i])
+                // UDP GRO: the kernel put datagrams of `size` bytes back to back (the last
+                // may be shorter); each is a datagram of its own. length <= the buffer
+                // (a cut message is -1), so every piece lies inside it.
+                if size > 0 && length > size {
+                    countGro(socket, buffer, size: size, anchor: counters)
+                    var at = 0
+                    while at < length {
+                        receiveOne(socket, buffer + at, length: min(size, length - at), from: rx.pointee.sources[i],
+                                   anchor: counters)
+                        at += size
+                        frames &+= 1
+                    }
+                } else {
+                    receiveOne(socket, buffer, length: length, from: rx.pointee.sources[i], anchor: counters)
+                    frames &+= 1
                 }
-                let q = socket.pointee.slot(vni: TunnelSocketState.vni(buffer))
-                guard q >= 0 else {
-                    counters.add(.rxDropVni)
-                    continue
-                }
-                let target = ports + q
-                receiveDatagram(port: q, buffer, length: length, from: rx.pointee.sources[i], vx: tunnel(target),
-                                counters: target.pointee.counters.unsafelyUnwrapped)
             }
             k &+= got
             if got < want { break }
         }
         publishDirtyRx()
-        return k
+        return frames
+    }
+
+    /// A GRO message is counted on the port of its first datagram's VNI (the anchor if none).
+    private func countGro(_ socket: UnsafeMutablePointer<TunnelSocketState>, _ buffer: UnsafeMutableRawPointer,
+                          size: Int, anchor: UnsafeMutablePointer<PortCounters>) {
+        // SAFETY: the first datagram is `size` bytes; its VNI is read only if it has a header.
+        let q = size >= 8 ? socket.pointee.slot(vni: TunnelSocketState.vni(buffer)) : -1
+        (q >= 0 ? ports[q].counters.unsafelyUnwrapped : anchor).add(.rxGroDatagrams)
+    }
+
+    /// One datagram of `length` bytes (-1: cut) to the port of its VNI, or dropped and counted
+    /// on the anchor port.
+    @inline(__always)
+    private func receiveOne(_ socket: UnsafeMutablePointer<TunnelSocketState>, _ buffer: UnsafeMutableRawPointer,
+                            length: Int, from: TunnelAddress, anchor: UnsafeMutablePointer<PortCounters>) {
+        guard length >= 8 else {
+            // Shorter than any tunnel header, or cut (-1: longer than the buffer).
+            anchor.add(length < 0 ? .rxDropTooLong : .rxDropShortHeader)
+            return
+        }
+        let q = socket.pointee.slot(vni: TunnelSocketState.vni(buffer))
+        guard q >= 0 else {
+            anchor.add(.rxDropVni)
+            return
+        }
+        let target = ports + q
+        receiveDatagram(port: q, buffer, length: length, from: from, vx: tunnel(target),
+                        counters: target.pointee.counters.unsafelyUnwrapped)
     }
 
     /// One received datagram: its VXLAN or Geneve header checked (`VxlanCodec`/`GeneveCodec.decode`, drops counted
@@ -111,20 +146,11 @@ extension ForwardingEngine {
         let frameLength = VlanEdit.length(sourceLength, edit)
         iovecs[0] = iovec(iov_base: UnsafeMutableRawPointer(vx.pointee.header), iov_len: 8)
         let n = Int32(scratchIovecs(from: sourceHeader, start: 1, edit: edit))
-        let (w0, w1) = FrameCopy.peek16(txScratch.pointee, at: sourceHeader)
-        let hash = flowHash(w0, w1, frameLength: sourceLength, offset: sourceHeader)
-        let fd = vx.pointee.sendFds[Int(truncatingIfNeeded: hash % UInt64(vx.pointee.sendCount))]
+        let route = tunnelRoute(vx, sourceLength: sourceLength, sourceHeader: sourceHeader, edit: edit)
+        let fd = vx.pointee.sendFds[route.socket]
         let port = vx.pointee.dstPort
-        var first = 0
-        var last = vx.pointee.floodCount   // floods go to the configured remotes, not learned ones
-        let dst = w0 & 0xFFFF_FFFF_FFFF
-        if vx.pointee.remoteCount > 1 && dst & 1 == 0 {
-            let tpid = UInt16(truncatingIfNeeded: w1 >> 32).byteSwapped
-            var vlan: UInt16 = tpid == 0x8100 && sourceLength >= 18 ? UInt16(truncatingIfNeeded: w1 >> 48).byteSwapped & 0xfff : 0
-            if edit != VlanEdit.none { vlan = edit == VlanEdit.pop ? 0 : UInt16(truncatingIfNeeded: edit) & 0xfff }
-            let r = vx.pointee.remote(for: MacTable.key(mac: dst, vlan: vlan), now: hot.pointee.now)
-            if r >= 0 { first = r; last = r &+ 1 }
-        }
+        var first = route.first
+        let last = route.last
         if edit == VlanEdit.none && scratchIsGuestMemory() {
             // Batched: sent with the TX batch's other datagrams by one sendmmsg (TunnelBatch.swift).
             var r = first
@@ -140,6 +166,9 @@ extension ForwardingEngine {
             }
             return
         }
+        // Datagrams still waiting in the batch were queued before this one: they go first,
+        // so a flow's frames keep their order.
+        if tunnelSends.pointee.count != 0 { flushTunnelSends() }
         while first < last {
             if frameLength > vx.pointee.maxFrame[first] {
                 counters.add(.txDropTooBig)
@@ -151,6 +180,28 @@ extension ForwardingEngine {
             }
             first &+= 1
         }
+    }
+
+    /// Where the frame in `txScratch` goes: the index of the send socket its flow hash picks,
+    /// and the remotes [first, last): the one its destination was learned behind, else every
+    /// configured remote.
+    @inline(__always)
+    func tunnelRoute(_ vx: UnsafeMutablePointer<VxlanState>, sourceLength: Int, sourceHeader: Int,
+                     edit: UInt32) -> (socket: Int, first: Int, last: Int) {
+        let (w0, w1) = FrameCopy.peek16(txScratch.pointee, at: sourceHeader)
+        let hash = flowHash(w0, w1, frameLength: sourceLength, offset: sourceHeader)
+        let socket = Int(truncatingIfNeeded: hash % UInt64(vx.pointee.sendCount))
+        var first = 0
+        var last = vx.pointee.floodCount   // floods go to the configured remotes, not learned ones
+        let dst = w0 & 0xFFFF_FFFF_FFFF
+        if vx.pointee.remoteCount > 1 && dst & 1 == 0 {
+            let tpid = UInt16(truncatingIfNeeded: w1 >> 32).byteSwapped
+            var vlan: UInt16 = tpid == 0x8100 && sourceLength >= 18 ? UInt16(truncatingIfNeeded: w1 >> 48).byteSwapped & 0xfff : 0
+            if edit != VlanEdit.none { vlan = edit == VlanEdit.pop ? 0 : UInt16(truncatingIfNeeded: edit) & 0xfff }
+            let r = vx.pointee.remote(for: MacTable.key(mac: dst, vlan: vlan), now: hot.pointee.now)
+            if r >= 0 { first = r; last = r &+ 1 }
+        }
+        return (socket, first, last)
     }
 
     /// A hash of the inner frame's addresses (MACs; for IPv4, the IP addresses and the TCP

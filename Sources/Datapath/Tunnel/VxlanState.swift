@@ -48,6 +48,10 @@ public struct VxlanState {
     public var sendFds: UnsafeMutablePointer<Int32>
     public var sendCount: Int
     public var learned: UnsafeMutablePointer<LearnedRemote>
+    /// Send sockets (bit i: `sendFds[i]`) on which the kernel refused a UDP GSO send (EIO or
+    /// EINVAL: no checksum offload on the route, SO_NO_CHECK, IPsec, ...): TSO segments for
+    /// them are cut in software from then on (`sendTunnelGso`). Forwarding thread only.
+    public var gsoRefused: UInt32 = 0
     /// The receive socket, shared with the other tunnel ports on the same UDP port and local
     /// address (each with its own VNI: `TunnelSocketState`).
     public var socket: UnsafeMutablePointer<TunnelSocketState>
