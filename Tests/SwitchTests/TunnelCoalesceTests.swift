@@ -269,4 +269,20 @@ final class TunnelCoalesceTests: XCTestCase {
             XCTAssertEqual(engine.counters(port: vx).rxPackets, 6)
         }
     }
+
+    /// The 8-bytes-at-a-time sum that checks segments is the plain sum, for every length,
+    /// alignment and carry pattern.
+    func testWideChecksumSumIsThePlainSum() {
+        var rng = SystemRandomNumberGenerator()
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 4200, alignment: 8)
+        defer { buffer.deallocate() }
+        for round in 0..<400 {
+            for i in 0..<4200 { buffer.storeBytes(of: round % 3 == 0 ? 0xff : UInt8.random(in: 0...255, using: &rng), toByteOffset: i, as: UInt8.self) }
+            let offset = round % 8, count = round < 100 ? round : Int.random(in: 0...4000, using: &rng)
+            let initial = UInt64.random(in: 0...0xffff_ffff, using: &rng)
+            XCTAssertEqual(InternetChecksum.fold(InternetChecksum.sumWide(buffer + offset, count: count, initial: initial)),
+                           InternetChecksum.fold(InternetChecksum.sum(buffer + offset, count: count, initial: initial)),
+                           "count \(count) at offset \(offset)")
+        }
+    }
 }

@@ -231,7 +231,7 @@ extension ForwardingEngine {
         } else {
             pseudo = InternetChecksum.sum(f + l3 + 8, count: 32, initial: pseudo)
         }
-        return InternetChecksum.fold(InternetChecksum.sum(f + l4, count: tcpLength, initial: pseudo)) == 0xffff
+        return InternetChecksum.fold(InternetChecksum.sumWide(f + l4, count: tcpLength, initial: pseudo)) == 0xffff
     }
 
     @inline(__always)
