@@ -193,21 +193,26 @@ print(" ".join(str(s.get(k, 0)) for k in sys.argv[1:]))' "$@"
 csum_errors() {
     ip netns exec "$1" awk '/^Tcp:/ {if (!h) {for (i = 1; i <= NF; i++) if ($i == "InCsumErrors") c = i; h = 1} else print (c ? $c : 0)}' /proc/net/snmp
 }
+# cpu_ticks PID: user + system time of a process, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 # switch_transfer FROM TO FROM_NS TO_NS TO_ADDR PORT
 switch_transfer() {
-    local g0 p0 d0 rp0 rg0 rc0 w0 e0 g1 p1 d1 rp1 rg1 rc1 w1 e1 line
+    local g0 p0 d0 rp0 rg0 rc0 w0 e0 g1 p1 d1 rp1 rg1 rc1 w1 e1 line ca0 cb0 ca1 cb1 hz
+    hz=$(getconf CLK_TCK)
     read -r g0 p0 d0 <<<"$(at "$1" txGsoDatagrams txPackets txDropNoBuffers)"
     read -r rp0 rg0 rc0 <<<"$(at "$2" rxPackets rxGroDatagrams rxCoalescedFrames)"
     read -r w0 <<<"$(tap1 "$2" txPackets)"
     e0=$(csum_errors "$4")
     [[ $2 == a ]] && strace_start "switch-b-to-a"
+    ca0=$(cpu_ticks "$VSWITCHD_PID") cb0=$(cpu_ticks "${OTHER_PID[b]}")
     transfer "$3" "$4" "$5" "$6"
     read -r g1 p1 d1 <<<"$(at "$1" txGsoDatagrams txPackets txDropNoBuffers)"
     read -r rp1 rg1 rc1 <<<"$(at "$2" rxPackets rxGroDatagrams rxCoalescedFrames)"
     read -r w1 <<<"$(tap1 "$2" txPackets)"
     e1=$(csum_errors "$4")
+    ca1=$(cpu_ticks "$VSWITCHD_PID") cb1=$(cpu_ticks "${OTHER_PID[b]}")
     [[ $2 == a ]] && strace_stop "switch-b-to-a" "$((rp1 - rp0))"
-    line="switch $1 -> switch $2, $MB MiB in ${SECS}s ($(mbits "$SECS") Mbit/s): $1 sent $((p1 - p0)) frames in $((g1 - g0)) GSO super-datagrams (dropped $((d1 - d0))), $2 received $((rp1 - rp0)) frames in $((rg1 - rg0)) GRO messages, merged $((rc1 - rc0)) of them into TSO frames and wrote $((w1 - w0)) frames to its TAP; TCP checksum errors at the receiver: $((e1 - e0))"
+    line="switch $1 -> switch $2, $MB MiB in ${SECS}s ($(mbits "$SECS") Mbit/s): $1 sent $((p1 - p0)) frames in $((g1 - g0)) GSO super-datagrams (dropped $((d1 - d0))), $2 received $((rp1 - rp0)) frames in $((rg1 - rg0)) GRO messages, merged $((rc1 - rc0)) of them into TSO frames and wrote $((w1 - w0)) frames to its TAP; TCP checksum errors at the receiver: $((e1 - e0)); CPU seconds of vswitchd A $(awk -v t=$((ca1 - ca0)) -v h="$hz" 'BEGIN {printf "%.2f", t / h}'), B $(awk -v t=$((cb1 - cb0)) -v h="$hz" 'BEGIN {printf "%.2f", t / h}')"
     e2e_msg "$line"
     echo "$line" >>"$E2E_LOG_DIR/vxlan_tso.txt"
     [[ $MD5 == "$want" ]] || e2e_fail "switch $1 -> switch $2: the data differs (md5 $MD5, sent $want)"
@@ -238,10 +243,12 @@ ip -n "$NSK" link set vtx$$ mtu 1450 up
 got=$(netns_ping "$NSA" 10.9.0.1 10.9.0.2 3)
 ((got >= 2)) || e2e_fail "one bridge: only $got of 3 pings answered"
 for d in "nsA->nsK $NSA $NSK 10.9.0.2 5005" "nsK->nsA $NSK $NSA 10.9.0.1 5006"; do
+    c0=$(cpu_ticks "$VSWITCHD_PID")
     # shellcheck disable=SC2086
     transfer ${d#* }
+    c1=$(cpu_ticks "$VSWITCHD_PID")
     [[ $MD5 == "$want" ]] || e2e_fail "one bridge: the data differs"
-    line="one bridge (TAP to TAP) ${d%% *}: $MB MiB in ${SECS}s ($(mbits "$SECS") Mbit/s)"
+    line="one bridge (TAP to TAP) ${d%% *}: $MB MiB in ${SECS}s ($(mbits "$SECS") Mbit/s); CPU seconds of vswitchd A $(awk -v t=$((c1 - c0)) -v h="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t / h}')"
     e2e_msg "$line"
     echo "$line" >>"$E2E_LOG_DIR/vxlan_tso.txt"
 done
