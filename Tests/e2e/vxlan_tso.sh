@@ -110,7 +110,9 @@ strace_stop() {
 # receiver got, first to last byte).
 transfer() {
     local out
-    ip netns exec "$2" python3 "$STREAM" recv "$4" "$BYTES" "$E2E_TMP/got-$4" >"$E2E_TMP/recv-$4.txt" 2>&1 &
+    local v6=0
+    [[ $3 == *:* ]] && v6=1
+    ip netns exec "$2" env TCP_STREAM_V6=$v6 python3 "$STREAM" recv "$4" "$BYTES" "$E2E_TMP/got-$4" >"$E2E_TMP/recv-$4.txt" 2>&1 &
     local rpid=$!
     E2E_PIDS+=("$rpid")
     out=$(ip netns exec "$1" python3 "$STREAM" send "$3" "$4" "$E2E_TMP/data" 2>&1) || e2e_fail "sender $1 -> $3:$4 failed: $out"
@@ -152,7 +154,7 @@ echo "$line" >>"$E2E_LOG_DIR/vxlan_tso.txt"
 [[ $md5 == "$want" ]] || e2e_fail "nsK -> nsA: the data differs (md5 $md5, sent $want)"
 ((rl1 == rl0)) || e2e_fail "nsK -> nsA: $((rl1 - rl0)) datagrams dropped as too long"
 
-# Part 2, vswitchd to vswitchd: a second vswitchd (B) in nsK, a tunnel on UDP 4790 between
+# Part 2, vswitchd to vswitchd (over IPv4, then IPv6 inside the tunnel): a second vswitchd (B) in nsK, a tunnel on UDP 4790 between
 # A's br1 (tap1 10.8.0.1 in nsA) and B's br1 (tap1 10.8.0.2 in nsK). Each side's TSO segments
 # leave as GSO super-datagrams, cross the veth whole, and reach the other's socket (UDP_GRO)
 # as one message each, split there.
@@ -203,7 +205,7 @@ switch_transfer() {
     read -r rp0 rg0 rc0 <<<"$(at "$2" rxPackets rxGroDatagrams rxCoalescedFrames)"
     read -r w0 <<<"$(tap1 "$2" txPackets)"
     e0=$(csum_errors "$4")
-    [[ $2 == a ]] && strace_start "switch-b-to-a"
+    [[ $2 == a ]] && strace_start "switch-b-to-a-$6"
     ca0=$(cpu_ticks "$VSWITCHD_PID") cb0=$(cpu_ticks "${OTHER_PID[b]}")
     transfer "$3" "$4" "$5" "$6"
     read -r g1 p1 d1 <<<"$(at "$1" txGsoDatagrams txPackets txDropNoBuffers)"
@@ -211,8 +213,8 @@ switch_transfer() {
     read -r w1 <<<"$(tap1 "$2" txPackets)"
     e1=$(csum_errors "$4")
     ca1=$(cpu_ticks "$VSWITCHD_PID") cb1=$(cpu_ticks "${OTHER_PID[b]}")
-    [[ $2 == a ]] && strace_stop "switch-b-to-a" "$((rp1 - rp0))"
-    line="switch $1 -> switch $2, $MB MiB in ${SECS}s ($(mbits "$SECS") Mbit/s): $1 sent $((p1 - p0)) frames in $((g1 - g0)) GSO super-datagrams (dropped $((d1 - d0))), $2 received $((rp1 - rp0)) frames in $((rg1 - rg0)) GRO messages, merged $((rc1 - rc0)) of them into TSO frames and wrote $((w1 - w0)) frames to its TAP; TCP checksum errors at the receiver: $((e1 - e0)); CPU seconds of vswitchd A $(awk -v t=$((ca1 - ca0)) -v h="$hz" 'BEGIN {printf "%.2f", t / h}'), B $(awk -v t=$((cb1 - cb0)) -v h="$hz" 'BEGIN {printf "%.2f", t / h}')"
+    [[ $2 == a ]] && strace_stop "switch-b-to-a-$6" "$((rp1 - rp0))"
+    line="switch $1 -> switch $2 (to $5), $MB MiB in ${SECS}s ($(mbits "$SECS") Mbit/s): $1 sent $((p1 - p0)) frames in $((g1 - g0)) GSO super-datagrams (dropped $((d1 - d0))), $2 received $((rp1 - rp0)) frames in $((rg1 - rg0)) GRO messages, merged $((rc1 - rc0)) of them into TSO frames and wrote $((w1 - w0)) frames to its TAP; TCP checksum errors at the receiver: $((e1 - e0)); CPU seconds of vswitchd A $(awk -v t=$((ca1 - ca0)) -v h="$hz" 'BEGIN {printf "%.2f", t / h}'), B $(awk -v t=$((cb1 - cb0)) -v h="$hz" 'BEGIN {printf "%.2f", t / h}')"
     e2e_msg "$line"
     echo "$line" >>"$E2E_LOG_DIR/vxlan_tso.txt"
     [[ $MD5 == "$want" ]] || e2e_fail "switch $1 -> switch $2: the data differs (md5 $MD5, sent $want)"
@@ -229,6 +231,15 @@ switch_transfer() {
 }
 switch_transfer a b "$NSA" "$NSK" 10.8.0.2 5003
 switch_transfer b a "$NSK" "$NSA" 10.8.0.1 5004
+# The same over IPv6 inside the tunnel (GSO_TCPV6 frames both ways, merged as such).
+ip netns exec "$NSA" sysctl -qw "net.ipv6.conf.vtu$$.disable_ipv6=0"
+ip netns exec "$NSK" sysctl -qw "net.ipv6.conf.vtv$$.disable_ipv6=0"
+ip -n "$NSA" addr add fd00:8::1/64 dev vtu$$ nodad
+ip -n "$NSK" addr add fd00:8::2/64 dev vtv$$ nodad
+got=$(ip netns exec "$NSA" ping -6 -c 3 -i 0.2 -W 2 fd00:8::2 2>/dev/null | grep -c "bytes from" || true)
+((got >= 2)) || e2e_fail "nsA -> nsK over IPv6 through A and B: only $got of 3 pings answered"
+switch_transfer a b "$NSA" "$NSK" fd00:8::2 5007
+switch_transfer b a "$NSK" "$NSA" fd00:8::1 5008
 
 # Part 3, the reference: the same two namespaces joined by one bridge of A (two TAP ports,
 # one moved into nsK), no tunnel. Reported only.
