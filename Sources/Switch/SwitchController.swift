@@ -10,7 +10,9 @@ import Glibc
 #endif
 
 /// The switch's configuration and management, on the control `EventLoop` thread:
-/// bridges, ports and their vhost-user endpoints. Ring state lives in the engine.
+/// bridges, ports and their vhost-user endpoints. Ring state lives in the engines: each bridge
+/// and all its ports on one forwarding thread (`ForwardingThreads`), chosen when the bridge is
+/// added (ThreadAssignment.swift).
 public final class SwitchController {
     final class Port {
         /// What the port is connected to; owned here, so it outlives the engine slot.
@@ -26,13 +28,16 @@ public final class SwitchController {
         let path: String
         /// Engine port slot, or -1 for ports that are not bridge members.
         let slot: Int
+        /// The engine of the port's bridge, which `slot` indexes.
+        let engine: ForwardingEngine
         let attachment: Attachment
         var kind: PortKind { spec.kind }
-        init(name: String, spec: PortSpec, path: String, slot: Int, attachment: Attachment) {
+        init(name: String, spec: PortSpec, path: String, slot: Int, engine: ForwardingEngine, attachment: Attachment) {
             self.name = name
             self.spec = spec
             self.path = path
             self.slot = slot
+            self.engine = engine
             self.attachment = attachment
         }
         var endpoint: VhostUserEndpoint? {
@@ -43,7 +48,9 @@ public final class SwitchController {
 
     struct Bridge {
         var name: String
+        /// The bridge slot in `engine`, the forwarding thread that runs the bridge and its ports.
         var slot: Int
+        let engine: ForwardingEngine
         var agingSeconds: Int
         var ports: [Port] = [] {
             didSet { captureInterfaces.set(ports.filter { $0.slot >= 0 }.map(SwitchController.captureInterface)) }
@@ -54,7 +61,8 @@ public final class SwitchController {
         var mirrors: [Mirror] = []
     }
 
-    public let engine: ForwardingEngine
+    /// The forwarding threads; bridges are spread over them.
+    public let threads: ForwardingThreads
     let loop: EventLoop
     public let logger: Logger
     /// Where relative socket paths go.
@@ -67,11 +75,16 @@ public final class SwitchController {
     var lastRingFaultCount: UInt64 = 0
     var anyPortBroken = false
 
-    public init(engine: ForwardingEngine, loop: EventLoop, runDirectory: String, logger: Logger) {
-        self.engine = engine
+    public init(threads: ForwardingThreads, loop: EventLoop, runDirectory: String, logger: Logger) {
+        self.threads = threads
         self.loop = loop
         self.runDirectory = runDirectory
         self.logger = logger
+    }
+
+    /// A switch with one forwarding thread (tests, tools).
+    public convenience init(engine: ForwardingEngine, loop: EventLoop, runDirectory: String, logger: Logger) {
+        self.init(threads: ForwardingThreads(engines: [engine]), loop: loop, runDirectory: runDirectory, logger: logger)
     }
 
     public static func isValidName(_ s: String) -> Bool {
@@ -86,9 +99,10 @@ public final class SwitchController {
         guard (1...86400).contains(agingSeconds) else { throw .invalidAging(agingSeconds) }
         guard !bridges.contains(where: { $0.name == name }) else { throw .bridgeExists(name) }
         let aging = UInt32(agingSeconds)
+        let engine = threads.engines[engineForNewBridge()]
         guard let slot = engine.sync({ $0.addBridge(agingSeconds: aging) }) else { throw .tooMany("bridges") }
-        bridges.append(Bridge(name: name, slot: slot, agingSeconds: agingSeconds))
-        logger.info("bridge added", metadata: ["bridge": "\(name)"])
+        bridges.append(Bridge(name: name, slot: slot, engine: engine, agingSeconds: agingSeconds))
+        logger.info("bridge added", metadata: ["bridge": "\(name)", "thread": "\(engine.threadName)"])
     }
 
     public func deleteBridge(_ name: String) throws(SwitchError) {
@@ -96,7 +110,7 @@ public final class SwitchController {
         for mirror in bridges[b].mirrors { try deleteMirror(bridge: name, name: mirror.name) }
         for port in bridges[b].ports { try deletePort(bridge: name, port: port.name) }
         let slot = bridges[b].slot
-        engine.sync { $0.removeBridge(slot) }
+        bridges[b].engine.sync { $0.removeBridge(slot) }
         bridges.remove(at: b)
         logger.info("bridge deleted", metadata: ["bridge": "\(name)"])
     }
@@ -105,7 +119,7 @@ public final class SwitchController {
         let b = try bridgeIndex(name)
         guard (1...86400).contains(seconds) else { throw .invalidAging(seconds) }
         let slot = bridges[b].slot
-        engine.sync { $0.setAging(bridge: slot, seconds: UInt32(seconds)) }
+        bridges[b].engine.sync { $0.setAging(bridge: slot, seconds: UInt32(seconds)) }
         bridges[b].agingSeconds = seconds
     }
 
@@ -130,7 +144,7 @@ public final class SwitchController {
         }
         if !policy.isDefault && port.slot >= 0 {
             let slot = port.slot
-            engine.sync { $0.setPortPolicy(port: slot, access: policy.access, trunks: policy.trunks,
+            port.engine.sync { $0.setPortPolicy(port: slot, access: policy.access, trunks: policy.trunks,
                                            native: policy.native, mtu: policy.mtu) }
         }
         bridges[b].ports.append(port)
@@ -147,6 +161,7 @@ public final class SwitchController {
             throw .pathInUse(path: path, port: other.name)
         }
         let bridgeSlot = bridges[b].slot
+        let engine = bridges[b].engine
         guard let slot = engine.sync({ $0.addPort(bridge: bridgeSlot) }) else { throw .tooMany("ports") }
         let backend = VhostPortBackend(engine: engine, slot: slot)
         var portLogger = logger
@@ -177,7 +192,7 @@ public final class SwitchController {
             throw .endpoint(path: path, reason: "\(error)")
         }
         startLinkWatch()
-        return Port(name: name, spec: spec, path: path, slot: slot, attachment: .vhost(backend, endpoint))
+        return Port(name: name, spec: spec, path: path, slot: slot, engine: engine, attachment: .vhost(backend, endpoint))
     }
 
     /// The gid for a port's socket file: its own `--socket-group`, else the daemon's. Only a
@@ -198,6 +213,7 @@ public final class SwitchController {
         }
         let device = try TapDevice(name: ifname)
         let bridgeSlot = bridges[b].slot
+        let engine = bridges[b].engine
         let fd = device.fd
         let offloads = device.offloads
         guard let slot = engine.sync({ e -> Int? in
@@ -207,7 +223,7 @@ public final class SwitchController {
         }) else {
             throw .tooMany("ports")
         }
-        return Port(name: name, spec: spec, path: ifname, slot: slot, attachment: .tap(device))
+        return Port(name: name, spec: spec, path: ifname, slot: slot, engine: engine, attachment: .tap(device))
     }
 
     public func deletePort(bridge: String, port name: String) throws(SwitchError) {
@@ -222,7 +238,7 @@ public final class SwitchController {
             endpoint.close()      // stops the rings in the engine, closes fds, unmaps
         }
         let slot = port.slot
-        if slot >= 0 { engine.sync { $0.removePort(slot) } }
+        if slot >= 0 { port.engine.sync { $0.removePort(slot) } }
         if case .pcap(let info) = port.attachment { info.session.finish() }   // the file is complete and closed
         // A TAP device's or tunnel's descriptors close when `port` goes, after the slot is released.
         logger.info("port deleted", metadata: ["bridge": "\(bridge)", "port": "\(name)"])
@@ -244,8 +260,9 @@ public final class SwitchController {
     public func snapshot() -> [BridgeInfo] {
         bridges.map { b in
             BridgeInfo(name: b.name, agingSeconds: b.agingSeconds, ports: b.ports.map(portSnapshot),
-                       mirrors: b.mirrors.isEmpty ? nil : b.mirrors.map(mirrorSnapshot),
-                       macTable: macCounts(slot: b.slot))
+                       mirrors: b.mirrors.isEmpty ? nil : b.mirrors.map { mirrorSnapshot($0, engine: b.engine) },
+                       macTable: macCounts(b),
+                       thread: threads.count > 1 ? b.engine.threadName : nil)
         }
     }
 
@@ -276,7 +293,7 @@ public final class SwitchController {
             let q = d.queueSummary
             let up = q.contains { $0.running && $0.index % 2 == 0 } && q.contains { $0.running && $0.index % 2 == 1 }
             let slot = p.slot
-            let broken = engine.sync { $0.brokenRing(port: slot) }   // a corrupt ring was stopped
+            let broken = p.engine.sync { $0.brokenRing(port: slot) }   // a corrupt ring was stopped
             var snapshot = info(p, state: broken != nil ? "broken" : endpoint.state.rawValue, linkUp: up,
                                 features: d.ackedFeatures, protocolFeatures: d.ackedProtocolFeatures, mtu: d.mtu,
                                 queues: q,
@@ -309,21 +326,25 @@ public final class SwitchController {
         let b = try bridgeIndex(name)
         let slot = bridges[b].slot
         let names = Dictionary(uniqueKeysWithValues: bridges[b].ports.filter { $0.slot >= 0 }.map { ($0.slot, $0.name) })
-        return engine.sync { $0.fdbEntries(bridge: slot) }
+        return bridges[b].engine.sync { $0.fdbEntries(bridge: slot) }
             .map { FdbEntry(mac: MacTable.format(mac: $0.key & 0xFFFF_FFFF_FFFF), port: names[$0.port] ?? "?",
                           vlan: Int($0.key >> 48), ageSeconds: $0.age) }
             .sorted { ($0.port, $0.vlan, $0.mac) < ($1.port, $1.vlan, $1.mac) }
     }
 
     public func macCounts(bridge name: String) throws(SwitchError) -> MacTableCounts {
-        macCounts(slot: bridges[try bridgeIndex(name)].slot)
+        macCounts(bridges[try bridgeIndex(name)])
     }
 
-    private func macCounts(slot: Int) -> MacTableCounts { engine.sync { $0.macCounts(bridge: slot) } }
+    private func macCounts(_ b: Bridge) -> MacTableCounts {
+        let slot = b.slot
+        return b.engine.sync { $0.macCounts(bridge: slot) }
+    }
 
     public func flushFdb(bridge name: String) throws(SwitchError) {
-        let slot = bridges[try bridgeIndex(name)].slot
-        engine.sync { $0.flushFdb(bridge: slot) }
+        let b = try bridgeIndex(name)
+        let slot = bridges[b].slot
+        bridges[b].engine.sync { $0.flushFdb(bridge: slot) }
     }
 
     public func stats(bridge name: String, port: String?) throws(SwitchError) -> [(String, PortCounters)] {
@@ -335,7 +356,8 @@ public final class SwitchController {
         }
         return ports.map { p in
             if case .pcap(let info) = p.attachment { return (p.name, pcapCounters(info)) }
-            return (p.name, engine.sync { $0.counters(port: p.slot) })
+            let slot = p.slot
+            return (p.name, p.engine.sync { $0.counters(port: slot) })
         }
     }
 

@@ -23,17 +23,22 @@ extension SwitchController {
             if t.vni == spec.vni {
                 throw .vniInUse(vni: t.vni, udpPort: key.udpPort, port: other.name, bridge: bridgeName)
             }
+            // The shared socket's VNI table holds slots of one engine, and one thread reads it.
+            if other.engine !== bridges[b].engine {
+                throw .udpPortInUse(key.udpPort, port: other.name, reason: "on bridge \(bridgeName), which forwarding thread \(other.engine.threadName) runs, and bridge \(bridges[b].name) is on \(bridges[b].engine.threadName): tunnel ports that share a UDP port must be on bridges of one thread (give this port another --dst-port or --local)")
+            }
             shared = t.socket
         }
         let tunnel = try VxlanTunnel(spec: spec, sharing: shared)
         let bridgeSlot = bridges[b].slot
+        let engine = bridges[b].engine
         let state = tunnel.state
         guard let slot = engine.sync({ $0.addTunnelPort(bridge: bridgeSlot, tunnel: state) }) else {
             throw .tooMany("ports")
         }
         // `show` prints this after the type; the options carry the rest (VNI, ports, local).
         let remotes = tunnel.group.map { "group \($0)" } ?? tunnel.remoteNames.joined(separator: ",")
-        return Port(name: name, spec: spec, path: remotes, slot: slot, attachment: .vxlan(tunnel))
+        return Port(name: name, spec: spec, path: remotes, slot: slot, engine: engine, attachment: .vxlan(tunnel))
     }
 
     func vxlanSnapshot(_ p: Port, _ t: VxlanTunnel) -> PortInfo {
@@ -41,7 +46,7 @@ extension SwitchController {
         var learned: [String: String] = [:]
         if let prefix = t.learningPrefix {
             let state = t.state
-            let addresses = engine.sync { _ in
+            let addresses = p.engine.sync { _ in
                 (state.pointee.floodCount..<state.pointee.remoteCount).map { state.pointee.remotes[$0] }
             }
             learned = ["learning": prefix, "learned_remotes": addresses.isEmpty ? "-" : addresses.map(VxlanTunnel.format).joined(separator: ",")]

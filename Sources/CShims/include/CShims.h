@@ -85,6 +85,9 @@ int vs_peer_in_group(int fd, uint32_t gid);
 int vs_accept(int listen_fd);
 /// Pins the calling thread to one CPU (sched_setaffinity).
 int vs_pin_to_cpu(int cpu);
+/// 1 if this process may run on `cpu` (it is in the affinity mask vswitchd started with:
+/// online, and allowed by taskset or the cgroup's cpuset), else 0.
+int vs_cpu_allowed(int cpu);
 /// The calling thread's kernel id (gettid).
 int vs_gettid(void);
 /// Names the calling thread (pthread_setname_np; shows in /proc/PID/task/*/comm, top -H).

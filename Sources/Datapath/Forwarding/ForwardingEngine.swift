@@ -7,7 +7,10 @@ import Virtio
 import Glibc
 #endif
 
-/// The data plane: one forwarding thread that owns every ring, MAC table and port slot.
+/// The data plane: one forwarding thread that owns every ring, MAC table and port slot of
+/// the bridges it runs. `vswitchd --forwarding-cpus` makes several engines
+/// (`ForwardingThreads`), each a thread of its own with all of this state to itself; a bridge
+/// and its ports belong to one engine, so the frame path shares nothing between threads.
 ///
 /// The control plane never touches that state directly. It hands closures to `sync`,
 /// which the forwarding thread runs between batches and acknowledges; so after
@@ -44,6 +47,11 @@ public final class ForwardingEngine: @unchecked Sendable {
     private var running = false
     private var threadId: pthread_t?
     let logger: Logger
+    /// The thread's name (`/proc/PID/task/*/comm`, `dp-stats`, metrics): `vswitch-fwd`, and
+    /// `vswitch-fwd1`, `vswitch-fwd2`, ... for the engines after the first.
+    public let threadName: String
+    /// The CPU the thread was pinned to by `start(cpu:)`, if any.
+    public private(set) var cpu: Int?
 
     // MARK: owned by the forwarding thread
     var ports: UnsafeMutablePointer<PortSlot>
@@ -109,8 +117,9 @@ public final class ForwardingEngine: @unchecked Sendable {
     /// Statistics of the thread itself, for benchmarks (busy vs idle), one per `LoopCounter`.
     public let loopCounters = UnsafeMutablePointer<UInt64>.allocate(capacity: LoopCounter.allCases.count)
 
-    public init(logger: Logger) {
+    public init(logger: Logger, threadName: String = "vswitch-fwd") {
         self.logger = logger
+        self.threadName = threadName
         commandFd = vs_eventfd(0)
         epollFd = vs_epoll_create()
         localEpollFd = vs_epoll_create()
@@ -177,8 +186,10 @@ public final class ForwardingEngine: @unchecked Sendable {
     public func start(cpu: Int? = nil) {
         guard thread == nil else { return }
         running = true
+        self.cpu = cpu
+        let name = threadName
         let t = Thread { [unowned self] in
-            vs_set_thread_name("vswitch-fwd")
+            vs_set_thread_name(name)
             let altStack = vs_memguard_altstack()   // guest memory that shrinks faults on this thread
             defer { vs_memguard_altstack_release(altStack) }
             if let cpu { Self.pin(to: cpu) }
@@ -187,7 +198,7 @@ public final class ForwardingEngine: @unchecked Sendable {
             self.lock.unlock()
             self.run()
         }
-        t.name = "vswitch-fwd"
+        t.name = name
         t.stackSize = 1 << 20
         thread = t
         t.start()
