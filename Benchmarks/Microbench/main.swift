@@ -19,6 +19,8 @@
 // the engine's multiqueue tests); A sends two flows, one per TX queue, that hash to B's two
 // RX queues; each pass carries the same frames as with one queue (half per queue): the cost
 // per frame of a second queue pair at the same offered load.
+// --engines N: N engines on N threads at once, each with its own guest pair (Engines.swift);
+// --pin pins thread i to CPU i. Reports the aggregate rate; compare with --engines 1.
 // Instructions per frame: Benchmarks/microbench.sh runs this under callgrind.
 import CShims
 import Foundation
@@ -39,6 +41,8 @@ var captureInline = false
 var packed = false
 var dirtyLog = false
 var queuePairs = 1
+var engineThreads: Int? = nil
+var pin = false
 var args = CommandLine.arguments.dropFirst().makeIterator()
 while let a = args.next() {
     switch a {
@@ -52,12 +56,22 @@ while let a = args.next() {
     case "--packed": packed = true
     case "--dirty-log": dirtyLog = true
     case "--queues": queuePairs = Int(args.next() ?? "") ?? 0
+    case "--engines": engineThreads = Int(args.next() ?? "") ?? 0
+    case "--pin": pin = true
     default:
-        FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--packed] [--dirty-log] [--queues 2]\n".data(using: .utf8)!)
+        FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--packed] [--dirty-log] [--queues 2] [--engines N [--pin]]\n".data(using: .utf8)!)
         exit(2)
     }
 }
 
+if let engineThreads {
+    guard (1...64).contains(engineThreads), !packed, !dirtyLog, queuePairs == 1, !capture, captureFile == nil else {
+        FileHandle.standardError.write("--engines takes 1-64 (split rings, one queue pair, no capture or --dirty-log)\n".data(using: .utf8)!)
+        exit(2)
+    }
+    runEngines(count: engineThreads, frames: frames, rounds: rounds, frameSize: frameSize, batch: batch, pin: pin)
+    exit(0)
+}
 guard queuePairs == 1 || (queuePairs == 2 && !packed && !dirtyLog) else {
     FileHandle.standardError.write("--queues takes 1 or 2 (split rings, no --dirty-log)\n".data(using: .utf8)!)
     exit(2)
