@@ -147,6 +147,10 @@ static inline void vs_counter_add(uint64_t *p, uint64_t n) {
 static inline uint64_t vs_counter_load(const uint64_t *p) {
     return __atomic_load_n(p, __ATOMIC_RELAXED);
 }
+/// A counter several threads add to (a locked add: for rare events, never per frame).
+static inline void vs_counter_add_shared(uint64_t *p, uint64_t n) {
+    (void)__atomic_fetch_add(p, n, __ATOMIC_RELAXED);
+}
 
 // ---- Capture rings (one producer: the forwarding thread; one consumer: a writer thread).
 static inline uint64_t vs_load_acquire_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
