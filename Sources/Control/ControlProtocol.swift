@@ -105,6 +105,9 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     /// ports: the CPU their writer thread is pinned to (`--capture-cpu`).
     public var captureBuffer: Int?
     public var captureCPU: Int?
+    /// add-br: run the bridge on the forwarding thread pinned to this CPU
+    /// (`vswitchd --forwarding-cpus`) instead of the least loaded one.
+    public var cpu: Int?
 
     public init(command: ControlCommand, bridge: String? = nil, port: String? = nil,
                 type: PortType? = nil, path: String? = nil, agingSeconds: Int? = nil,

@@ -94,12 +94,13 @@ public final class SwitchController {
 
     // MARK: bridges
 
-    public func addBridge(_ name: String, agingSeconds: Int = 300) throws(SwitchError) {
+    /// `cpu`: on the forwarding thread pinned to that CPU; nil: the least loaded thread.
+    public func addBridge(_ name: String, agingSeconds: Int = 300, cpu: Int? = nil) throws(SwitchError) {
         guard Self.isValidName(name) else { throw .invalidName(name) }
         guard (1...86400).contains(agingSeconds) else { throw .invalidAging(agingSeconds) }
         guard !bridges.contains(where: { $0.name == name }) else { throw .bridgeExists(name) }
         let aging = UInt32(agingSeconds)
-        let engine = threads.engines[engineForNewBridge()]
+        let engine = threads.engines[try cpu.map(engineOnCPU) ?? engineForNewBridge()]
         guard let slot = engine.sync({ $0.addBridge(agingSeconds: aging) }) else { throw .tooMany("bridges") }
         bridges.append(Bridge(name: name, slot: slot, engine: engine, agingSeconds: agingSeconds))
         logger.info("bridge added", metadata: ["bridge": "\(name)", "thread": "\(engine.threadName)"])

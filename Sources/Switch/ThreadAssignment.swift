@@ -1,4 +1,5 @@
 import Datapath
+import SwitchModel
 
 /// Which forwarding thread a new bridge goes to (`vswitchd --forwarding-cpus`).
 ///
@@ -35,6 +36,17 @@ extension SwitchController {
 
     /// The index of the engine for a bridge being added.
     func engineForNewBridge() -> Int { Self.leastLoaded(threadLoads) }
+
+    /// `add-br --cpu N`: the engine pinned to CPU N (placement by hand, like OVS's
+    /// pmd-rxq-affinity, at the granularity of a bridge: e.g. to keep tunnel bridges that
+    /// share a UDP port on one thread).
+    func engineOnCPU(_ cpu: Int) throws(SwitchError) -> Int {
+        if let i = threads.cpus.firstIndex(of: cpu) { return i }
+        let pinned = threads.cpus.compactMap { $0 }
+        throw .invalidOption(pinned.isEmpty
+            ? "--cpu \(cpu): vswitchd runs one forwarding thread, not pinned (start it with --forwarding-cpus LIST to place bridges)"
+            : "--cpu \(cpu): no forwarding thread on CPU \(cpu); vswitchd runs them on CPUs \(pinned.map(String.init).joined(separator: ",")) (--forwarding-cpus)")
+    }
 
     /// Per forwarding thread: its engine and the names of the bridges it runs, in
     /// `threads.engines` order (`vswitch dp-stats`, metrics).

@@ -25,7 +25,7 @@ extension SwitchController {
             }
             // The shared socket's VNI table holds slots of one engine, and one thread reads it.
             if other.engine !== bridges[b].engine {
-                throw .udpPortInUse(key.udpPort, port: other.name, reason: "on bridge \(bridgeName), which forwarding thread \(other.engine.threadName) runs, and bridge \(bridges[b].name) is on \(bridges[b].engine.threadName): tunnel ports that share a UDP port must be on bridges of one thread (give this port another --dst-port or --local)")
+                throw .udpPortInUse(key.udpPort, port: other.name, reason: "on bridge \(bridgeName), which forwarding thread \(other.engine.threadName) runs, and bridge \(bridges[b].name) is on \(bridges[b].engine.threadName): tunnel ports that share a UDP port must be on bridges of one thread (give this port another --dst-port or --local, or create the bridges with add-br --cpu on one CPU)")
             }
             shared = t.socket
         }

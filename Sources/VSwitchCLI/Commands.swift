@@ -23,15 +23,20 @@ public struct AddBridge: ControlSubcommand {
     @Argument(help: "Bridge name.") public var bridge: String
     @Option(help: "MAC address aging time in seconds (default: the daemon's, 300).")
     public var aging: Int?
+    @Option(help: "Run the bridge on the forwarding thread of this CPU (vswitchd --forwarding-cpus; default: the least loaded thread).")
+    public var cpu: Int?
     public init() {}
 
     public func validate() throws {
         try Validate.name(bridge, "bridge")
         if let aging { try Validate.aging(aging) }
+        if let cpu, cpu < 0 { throw ValidationError("invalid --cpu \(cpu): a CPU number, 0 or more") }
     }
     /// Aging rides on add-br itself, so the bridge never exists with the wrong aging time.
     public func makeRequest() -> ControlRequest {
-        ControlRequest(command: .addBridge, bridge: bridge, agingSeconds: aging)
+        var r = ControlRequest(command: .addBridge, bridge: bridge, agingSeconds: aging)
+        r.cpu = cpu
+        return r
     }
 }
 

@@ -13,7 +13,7 @@ struct RequestHandler {
         do {
             switch r.command {
             case .addBridge:
-                try controller.addBridge(try need(r.bridge, "bridge"), agingSeconds: r.agingSeconds ?? 300)
+                try controller.addBridge(try need(r.bridge, "bridge"), agingSeconds: r.agingSeconds ?? 300, cpu: r.cpu)
                 return .success()
             case .deleteBridge:
                 try controller.deleteBridge(try need(r.bridge, "bridge"))

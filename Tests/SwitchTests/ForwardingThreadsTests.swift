@@ -74,6 +74,24 @@ final class ForwardingThreadsTests: XCTestCase {
         controller.shutdown()
     }
 
+    /// `add-br --cpu N` places by hand, load or not; a CPU without a thread is refused.
+    func testBridgeOnAChosenCPU() throws {
+        let threads = ForwardingThreads(cpus: [2, 3], logger: Logger(label: "t"))   // not started: sync runs inline
+        let controller = SwitchController(threads: threads, loop: EventLoop(), runDirectory: "/tmp", logger: Logger(label: "t"))
+        try controller.addBridge("br0", cpu: 3)
+        try controller.addBridge("br1", cpu: 3)
+        try controller.addBridge("br2")   // the least loaded: CPU 2's thread
+        XCTAssertEqual(controller.threadBridges().map(\.bridges), [["br2"], ["br0", "br1"]])
+        XCTAssertThrowsError(try controller.addBridge("br3", cpu: 0)) {
+            XCTAssertEqual("\($0)", "--cpu 0: no forwarding thread on CPU 0; vswitchd runs them on CPUs 2,3 (--forwarding-cpus)")
+        }
+        XCTAssertFalse(controller.bridges.contains { $0.name == "br3" })
+        controller.shutdown()
+        let one = SwitchController(engine: ForwardingEngine(logger: Logger(label: "a")), loop: EventLoop(),
+                                   runDirectory: "/tmp", logger: Logger(label: "t"))
+        XCTAssertThrowsError(try one.addBridge("br0", cpu: 0)) { XCTAssertTrue("\($0)".contains("not pinned"), "\($0)") }
+    }
+
     /// One thread (the default): `show` names no thread, as before.
     func testOneThreadShowsNoThread() throws {
         let controller = SwitchController(engine: ForwardingEngine(logger: Logger(label: "a")), loop: EventLoop(),

@@ -3,6 +3,7 @@
 # vswitchd with a clear error; br0 and br1 land on different threads (`show`), each thread is
 # named and pinned to its CPU; two namespaces on TAP ports of each bridge ping each other, and
 # `dp-stats` counts each bridge's frames on its own thread; idle, neither thread uses CPU.
+# `add-br --cpu N` places a bridge by hand.
 source "$(dirname "$0")/lib.sh"
 
 e2e_require_root
@@ -36,6 +37,12 @@ import json, sys
 print(" ".join(b["name"] + "=" + b.get("thread", "-") for b in json.load(sys.stdin)["bridges"]))')
 [[ $threads == "br0=vswitch-fwd br1=vswitch-fwd1" ]] || e2e_fail "bridges not spread over the threads: $threads"
 e2e_msg "placement: $threads"
+vsw_ok add-br br2 --cpu 1 >/dev/null   # by hand: CPU 1's thread, though it is not the least loaded
+shown=$(vsw show)
+[[ $(grep -A2 "^Bridge br2" <<<"$shown" | grep -c "forwarding thread: vswitch-fwd1") == 1 ]] ||
+    e2e_fail "add-br --cpu 1 did not put br2 on vswitch-fwd1: $shown"
+vsw_expect_refused "a CPU without a thread" "no forwarding thread on CPU 5" add-br br3 --cpu 5
+vsw_ok del-br br2 >/dev/null
 
 # Each thread by name, pinned to its CPU.
 declare -A TID=()
