@@ -125,3 +125,68 @@ func runEngines(count: Int, frames: Int, rounds: Int, frameSize: Int, batch: Int
     print(String(format: "median aggregate: %.2f Mpps (%.2f Mpps per thread-CPU-second), %d engine thread%@%@, frame size %d, batch %d, split rings, guests in the loop",
                  median, medianPerCPU, count, count == 1 ? "" : "s", pin ? " (thread i pinned to CPU i)" : "", frameSize, batch))
 }
+
+/// `--cross`: one bridge in two halves on two engines (PeerLink): guest A on engine 0 sends
+/// to guest B on engine 1, every frame crossing the link. Both engines are polled in turn on
+/// this thread, so under callgrind the count covers both halves and nothing spins: the
+/// instructions per frame against the one-engine run are the cost of the crossing.
+final class CrossLanes {
+    let e0 = ForwardingEngine(logger: Logger(label: "bench0"))
+    let e1 = ForwardingEngine(logger: Logger(label: "bench1"))
+    let a = SimulatedGuest(queueSize: 256, bufferSize: 2048)
+    let b = SimulatedGuest(queueSize: 256, bufferSize: 2048)
+    let link = PeerLink()
+    let toB: [UInt8]
+    let batch: Int
+
+    init(frameSize: Int, batch: Int) {
+        self.batch = batch
+        for (e, g, end) in [(e0, a, link.ends.0), (e1, b, link.ends.1)] {
+            e.batchSize = batch
+            let bridge = e.addBridge(agingSeconds: 300)!
+            let port = e.addPort(bridge: bridge)!
+            let memory = try! g.makeMemory()
+            for q in 0..<2 { e.startQueue(port: port, g.vringConfiguration(queue: q, memory: memory)) }
+            _ = e.addPeerPort(bridge: bridge, end: end)!
+        }
+        toB = TestFrame.make(dst: TestFrame.mac(2), src: TestFrame.mac(1), payload: frameSize - 14)
+        let toA = TestFrame.make(dst: TestFrame.mac(1), src: TestFrame.mac(2), payload: frameSize - 14)
+        b.postReceiveBuffers(64); a.postReceiveBuffers(64)
+        a.transmit(toB); b.transmit(toA)   // each half learns both MACs
+        for _ in 0..<2 { e0.pollOnce(); e1.pollOnce() }
+        _ = a.reclaimUsed(queue: 0); _ = a.reclaimUsed(queue: 1); _ = b.reclaimUsed(queue: 0); _ = b.reclaimUsed(queue: 1)
+        b.postReceiveBuffers(190)
+    }
+
+    /// Forwards `n` frames A -> B; returns the nanoseconds spent inside both engines.
+    func run(_ n: Int) -> UInt64 {
+        var engineNs: UInt64 = 0
+        var sent = 0
+        while sent < n {
+            let burst = min(batch, n - sent)
+            for _ in 0..<burst { a.transmit(toB) }
+            let t0 = vs_monotonic_ns()
+            let taken = e0.pollOnce()
+            let forwarded = e1.pollOnce()
+            engineNs &+= vs_monotonic_ns() - t0
+            precondition(taken == burst && forwarded == burst, "forwarded \(taken), \(forwarded) of \(burst)")
+            _ = a.reclaimUsed(queue: 1)
+            b.postReceiveBuffers(b.reclaimUsed(queue: 0))
+            sent += burst
+        }
+        return engineNs
+    }
+}
+
+func runCross(frames: Int, rounds: Int, frameSize: Int, batch: Int) {
+    let lanes = CrossLanes(frameSize: frameSize, batch: batch)
+    _ = lanes.run(min(frames, 100_000))   // warm-up
+    var perFrame: [Double] = []
+    for r in 0..<rounds {
+        perFrame.append(Double(lanes.run(frames)) / Double(frames))
+        print(String(format: "round %d: %.1f ns/frame in both engines", r + 1, perFrame.last!))
+    }
+    let c = lanes.e1.counters(port: 0)
+    print(String(format: "median: %.1f ns/frame (both halves), frame size %d, batch %d, across a peer link; delivered to B: %llu, dropped: %llu",
+                 perFrame.sorted()[perFrame.count / 2], frameSize, batch, c.txPackets, c.txDropNoBuffers))
+}

@@ -21,6 +21,8 @@
 // per frame of a second queue pair at the same offered load.
 // --engines N: N engines on N threads at once, each with its own guest pair (Engines.swift);
 // --pin pins thread i to CPU i. Reports the aggregate rate; compare with --engines 1.
+// --cross: A and B on two engines, one bridge in halves linked by a PeerLink, both polled
+// in turn on one thread: the cost of a frame crossing threads (callgrind: microbench.sh --cross).
 // Instructions per frame: Benchmarks/microbench.sh runs this under callgrind.
 import CShims
 import Foundation
@@ -43,6 +45,7 @@ var dirtyLog = false
 var queuePairs = 1
 var engineThreads: Int? = nil
 var pin = false
+var cross = false
 var args = CommandLine.arguments.dropFirst().makeIterator()
 while let a = args.next() {
     switch a {
@@ -58,12 +61,17 @@ while let a = args.next() {
     case "--queues": queuePairs = Int(args.next() ?? "") ?? 0
     case "--engines": engineThreads = Int(args.next() ?? "") ?? 0
     case "--pin": pin = true
+    case "--cross": cross = true
     default:
-        FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--packed] [--dirty-log] [--queues 2] [--engines N [--pin]]\n".data(using: .utf8)!)
+        FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--packed] [--dirty-log] [--queues 2] [--engines N [--pin]] [--cross]\n".data(using: .utf8)!)
         exit(2)
     }
 }
 
+if cross {
+    runCross(frames: frames, rounds: rounds, frameSize: frameSize, batch: batch)
+    exit(0)
+}
 if let engineThreads {
     guard (1...64).contains(engineThreads), !packed, !dirtyLog, queuePairs == 1, !capture, captureFile == nil else {
         FileHandle.standardError.write("--engines takes 1-64 (split rings, one queue pair, no capture or --dirty-log)\n".data(using: .utf8)!)

@@ -61,7 +61,14 @@ extension ForwardingEngine {
         let d = Int(out)
         let destination = ports + d
         var qi = destination.pointee.rxQueue   // -1 for ports that are not running vhost ports
-        guard qi >= 0, destination.pointee.captureTx == 0, frameLength <= destination.pointee.maxFrame else { return false }
+        if qi < 0 {
+            // A peer port (another thread's half of the bridge) takes plain frames too.
+            guard destination.pointee.kind == .peer, laneToPeer(d, frame: base + header, length: frameLength) else { return false }
+            slot.pointee.counters.unsafelyUnwrapped.add(.rxPackets)
+            slot.pointee.counters.unsafelyUnwrapped.add(.rxBytes, UInt64(frameLength))
+            return true
+        }
+        guard destination.pointee.captureTx == 0, frameLength <= destination.pointee.maxFrame else { return false }
         if !destination.pointee.rxSlowPath {
             guard laneDeliver(into: destination.pointee.queues.unsafelyUnwrapped + qi, frame: base + header,
                               length: frameLength, header: destination.pointee.headerLength) else { return false }

@@ -25,6 +25,7 @@ extension ForwardingEngine {
             }
             i &+= 1
         }
+        if hot.pointee.peerCount != 0 { frames &+= pollPeers() }
         if hot.pointee.localCount > 0 && (frames == 0 || loopCounters[LoopCounter.polls.rawValue] & 7 == 0) {
             frames &+= pollLocalPorts()
         }
@@ -131,12 +132,14 @@ extension ForwardingEngine {
                 return
             }
         }
-        // Broadcast, multicast or unknown unicast: every other member.
+        // Broadcast, multicast or unknown unicast: every other member (but from a peer port
+        // to no other peer port: the other halves of the bridge got it from its sender).
         let members = bridge.pointee.members.unsafelyUnwrapped
+        let fromPeer = slot.pointee.kind == .peer
         var i = 0
         while i < bridge.pointee.memberCount {
             let m = Int(members[i])
-            if m != p { deliver(to: m, frameLength: frameLength, sourceHeader: header) }
+            if m != p && !(fromPeer && ports[m].kind == .peer) { deliver(to: m, frameLength: frameLength, sourceHeader: header) }
             i &+= 1
         }
     }
@@ -331,6 +334,7 @@ extension ForwardingEngine {
     @inline(__always)
     func publishDirtyRx() {
         if hot.pointee.unpublishedCaptures != 0 { publishCaptures() }
+        if hot.pointee.dirtyPeerCount != 0 { publishPeers() }
         var i = 0
         while i < hot.pointee.dirtyCount {
             let slot = ports + Int(dirtyPorts[i])

@@ -112,6 +112,10 @@ public final class ForwardingEngine: @unchecked Sendable {
     let tapHeader = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 8)
     /// Ports whose RX used rings have unpublished entries.
     var dirtyPorts: UnsafeMutablePointer<Int32>
+    /// Peer ports (PeerPortDatapath.swift), polled every pass, and those whose outbound ring
+    /// has unpublished frames.
+    let peerPorts = UnsafeMutablePointer<Int32>.allocate(capacity: ForwardingEngine.maxPorts)
+    let dirtyPeers = UnsafeMutablePointer<Int32>.allocate(capacity: ForwardingEngine.maxPorts)
     /// Capture taps (pcap ports, live capture), indexed by their bit in the capture masks.
     let captureTaps = ForwardingEngine.makeCaptureTapTable()
     /// Statistics of the thread itself, for benchmarks (busy vs idle), one per `LoopCounter`.
@@ -164,6 +168,8 @@ public final class ForwardingEngine: @unchecked Sendable {
         bridges.deallocate()
         pollList.deallocate()
         dirtyPorts.deallocate()
+        peerPorts.deallocate()
+        dirtyPeers.deallocate()
         captureTaps.deallocate()
         txScratch.pointee.deallocate()
         rxScratch.pointee.deallocate()
@@ -320,10 +326,12 @@ public final class ForwardingEngine: @unchecked Sendable {
             }
             if p.pointee.dirtyLog != nil { logTxRings(port: Int(pollList[i])) }   // the event fields just written
         }
+        if hot.pointee.peerCount > 0 && armPeersAndCheck() { work = true }
         return work
     }
 
     private func setKicks(enabled: Bool) {
+        if !enabled && hot.pointee.peerCount > 0 { disarmPeers() }
         for i in 0..<hot.pointee.pollCount {
             (ports + Int(pollList[i])).pointee.forEachRunningTx { q in
                 if enabled { q.pointee.enableKicks() } else { q.pointee.disableKicks() }
@@ -347,8 +355,11 @@ struct HotState {
     var now: UInt32 = 0
     /// Running TX queues without a kick fd (the frontend polls): we must not sleep.
     var kicklessQueues = 0
-    /// Non-vhost ports (TAP, VXLAN) registered in `localEpollFd`.
+    /// Non-vhost ports (TAP, VXLAN, peer) registered in `localEpollFd`.
     var localCount = 0
+    /// Peer ports, and those with frames not yet published (PeerPortDatapath.swift).
+    var peerCount = 0
+    var dirtyPeerCount = 0
     var batchSize = 32
     /// Capture taps with records not yet published to their writers.
     var unpublishedCaptures: UInt32 = 0
