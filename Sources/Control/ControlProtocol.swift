@@ -106,7 +106,8 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var captureBuffer: Int?
     public var captureCPU: Int?
     /// add-br: run the bridge on the forwarding thread pinned to this CPU
-    /// (`vswitchd --forwarding-cpus`) instead of the least loaded one.
+    /// (`vswitchd --forwarding-cpus`) instead of the least loaded one; add-port: run the
+    /// port on that thread, even if its bridge is on another (the bridge then spans threads).
     public var cpu: Int?
 
     public init(command: ControlCommand, bridge: String? = nil, port: String? = nil,

@@ -58,6 +58,7 @@ extension SwitchController {
 
     /// Checks `--port` and `--direction` against bridge `b`.
     func captureTarget(bridge b: Int, port: String?, direction: String?) throws(SwitchError) -> CaptureTarget {
+        try refuseIfSpanning(b, "a capture")
         let bridge = bridges[b]
         guard let port else {
             // A whole bridge: by default each frame once, as it enters (rx); tx = every

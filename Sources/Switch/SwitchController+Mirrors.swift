@@ -19,6 +19,7 @@ extension SwitchController {
     public func addMirror(bridge: String, name: String, spec: MirrorSpec) throws(SwitchError) {
         let b = try bridgeIndex(bridge)
         guard Self.isValidName(name) else { throw .invalidName(name) }
+        try refuseIfSpanning(b, "a mirror")
         guard !bridges[b].mirrors.contains(where: { $0.name == name }) else {
             throw .invalidOption("bridge \(bridge) already has a mirror named \(name)")
         }

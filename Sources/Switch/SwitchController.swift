@@ -59,6 +59,9 @@ public final class SwitchController {
         let captureInterfaces = CaptureInterfaces()
         /// Port mirrors (SwitchController+Mirrors.swift), oldest first.
         var mirrors: [Mirror] = []
+        /// Its parts on other threads and the links between all parts (SpanningBridges.swift).
+        var halves: [Half] = []
+        var links: [PeerLink] = []
     }
 
     /// The forwarding threads; bridges are spread over them.
@@ -111,6 +114,7 @@ public final class SwitchController {
         for mirror in bridges[b].mirrors { try deleteMirror(bridge: name, name: mirror.name) }
         for port in bridges[b].ports { try deletePort(bridge: name, port: port.name) }
         let slot = bridges[b].slot
+        removeHalves(b)
         bridges[b].engine.sync { $0.removeBridge(slot) }
         bridges.remove(at: b)
         logger.info("bridge deleted", metadata: ["bridge": "\(name)"])
@@ -119,8 +123,7 @@ public final class SwitchController {
     public func setAging(bridge name: String, seconds: Int) throws(SwitchError) {
         let b = try bridgeIndex(name)
         guard (1...86400).contains(seconds) else { throw .invalidAging(seconds) }
-        let slot = bridges[b].slot
-        bridges[b].engine.sync { $0.setAging(bridge: slot, seconds: UInt32(seconds)) }
+        for (engine, slot) in parts(bridges[b]) { engine.sync { $0.setAging(bridge: slot, seconds: UInt32(seconds)) } }
         bridges[b].agingSeconds = seconds
     }
 
@@ -136,12 +139,13 @@ public final class SwitchController {
         guard Self.isValidName(name) else { throw .invalidName(name) }
         guard findPort(name) == nil else { throw .portExists(name) }
         let policy = try PortPolicy(spec)
+        let place = try placement(bridge: b, spec: spec)
         let port: Port
         switch spec.kind {
-        case .vhostUser, .vhostUserClient: port = try makeVhostPort(bridge: b, name: name, spec: spec)
-        case .tap: port = try makeTapPort(bridge: b, name: name, spec: spec)
+        case .vhostUser, .vhostUserClient: port = try makeVhostPort(bridge: b, name: name, spec: spec, at: place)
+        case .tap: port = try makeTapPort(bridge: b, name: name, spec: spec, at: place)
         case .pcap: port = try makePcapPort(bridge: b, name: name, spec: spec)
-        case .vxlan, .geneve: port = try makeVxlanPort(bridge: b, name: name, spec: spec)
+        case .vxlan, .geneve: port = try makeVxlanPort(bridge: b, name: name, spec: spec, at: place)
         }
         if !policy.isDefault && port.slot >= 0 {
             let slot = port.slot
@@ -153,7 +157,7 @@ public final class SwitchController {
                                              "path": "\(port.path)"])
     }
 
-    private func makeVhostPort(bridge b: Int, name: String, spec: PortSpec) throws(SwitchError) -> Port {
+    private func makeVhostPort(bridge b: Int, name: String, spec: PortSpec, at place: Place) throws(SwitchError) -> Port {
         let rawPath = spec.path ?? ""
         guard !rawPath.isEmpty, !rawPath.contains("\0") else { throw .invalidPath(rawPath) }
         let path = rawPath.hasPrefix("/") ? rawPath : runDirectory + "/" + rawPath
@@ -161,8 +165,7 @@ public final class SwitchController {
         if let other = bridges.flatMap(\.ports).first(where: { $0.kind.isVhost && $0.path == path }) {
             throw .pathInUse(path: path, port: other.name)
         }
-        let bridgeSlot = bridges[b].slot
-        let engine = bridges[b].engine
+        let (engine, bridgeSlot) = place
         guard let slot = engine.sync({ $0.addPort(bridge: bridgeSlot) }) else { throw .tooMany("ports") }
         let backend = VhostPortBackend(engine: engine, slot: slot)
         var portLogger = logger
@@ -207,14 +210,13 @@ public final class SwitchController {
         return g.pointee.gr_gid
     }
 
-    private func makeTapPort(bridge b: Int, name: String, spec: PortSpec) throws(SwitchError) -> Port {
+    private func makeTapPort(bridge b: Int, name: String, spec: PortSpec, at place: Place) throws(SwitchError) -> Port {
         guard let ifname = spec.ifname, !ifname.isEmpty else { throw .missingOption("--ifname", kind: "tap") }
         if let other = bridges.flatMap(\.ports).first(where: { $0.kind == .tap && $0.path == ifname }) {
             throw .tapInUse(ifname: ifname, port: other.name)
         }
         let device = try TapDevice(name: ifname)
-        let bridgeSlot = bridges[b].slot
-        let engine = bridges[b].engine
+        let (engine, bridgeSlot) = place
         let fd = device.fd
         let offloads = device.offloads
         guard let slot = engine.sync({ e -> Int? in
@@ -260,7 +262,13 @@ public final class SwitchController {
 
     public func snapshot() -> [BridgeInfo] {
         bridges.map { b in
-            BridgeInfo(name: b.name, agingSeconds: b.agingSeconds, ports: b.ports.map(portSnapshot),
+            BridgeInfo(name: b.name, agingSeconds: b.agingSeconds,
+                       ports: b.ports.map { p in
+                           var s = portSnapshot(p)
+                           // A bridge across threads: each port says which thread runs it.
+                           if !b.halves.isEmpty && p.slot >= 0 { s.options = (s.options ?? [:]).merging(["thread": p.engine.threadName]) { a, _ in a } }
+                           return s
+                       },
                        mirrors: b.mirrors.isEmpty ? nil : b.mirrors.map { mirrorSnapshot($0, engine: b.engine) },
                        macTable: macCounts(b),
                        thread: threads.count > 1 ? b.engine.threadName : nil)
@@ -325,11 +333,18 @@ public final class SwitchController {
 
     public func fdb(bridge name: String) throws(SwitchError) -> [FdbEntry] {
         let b = try bridgeIndex(name)
-        let slot = bridges[b].slot
-        let names = Dictionary(uniqueKeysWithValues: bridges[b].ports.filter { $0.slot >= 0 }.map { ($0.slot, $0.name) })
-        return bridges[b].engine.sync { $0.fdbEntries(bridge: slot) }
-            .map { FdbEntry(mac: MacTable.format(mac: $0.key & 0xFFFF_FFFF_FFFF), port: names[$0.port] ?? "?",
-                          vlan: Int($0.key >> 48), ageSeconds: $0.age) }
+        var rows: [FdbEntry] = []
+        // Each part reports the addresses behind its own ports; what it learned on a peer
+        // port is another part's (its port is not in `names`) and is left out.
+        for (engine, slot) in parts(bridges[b]) {
+            let names = Dictionary(uniqueKeysWithValues: bridges[b].ports.filter { $0.slot >= 0 && $0.engine === engine }
+                .map { ($0.slot, $0.name) })
+            rows += engine.sync { $0.fdbEntries(bridge: slot) }.compactMap { e in
+                names[e.port].map { FdbEntry(mac: MacTable.format(mac: e.key & 0xFFFF_FFFF_FFFF), port: $0,
+                                             vlan: Int(e.key >> 48), ageSeconds: e.age) }
+            }
+        }
+        return rows
             .sorted { ($0.port, $0.vlan, $0.mac) < ($1.port, $1.vlan, $1.mac) }
     }
 
@@ -338,14 +353,13 @@ public final class SwitchController {
     }
 
     private func macCounts(_ b: Bridge) -> MacTableCounts {
-        let slot = b.slot
-        return b.engine.sync { $0.macCounts(bridge: slot) }
+        parts(b).map { engine, slot in engine.sync { $0.macCounts(bridge: slot) } }
+            .reduce(MacTableCounts(learned: 0, aged: 0)) { MacTableCounts(learned: $0.learned + $1.learned, aged: $0.aged + $1.aged) }
     }
 
     public func flushFdb(bridge name: String) throws(SwitchError) {
         let b = try bridgeIndex(name)
-        let slot = bridges[b].slot
-        bridges[b].engine.sync { $0.flushFdb(bridge: slot) }
+        for (engine, slot) in parts(bridges[b]) { engine.sync { $0.flushFdb(bridge: slot) } }
     }
 
     public func stats(bridge name: String, port: String?) throws(SwitchError) -> [(String, PortCounters)] {

@@ -51,6 +51,6 @@ extension SwitchController {
     /// Per forwarding thread: its engine and the names of the bridges it runs, in
     /// `threads.engines` order (`vswitch dp-stats`, metrics).
     public func threadBridges() -> [(engine: ForwardingEngine, bridges: [String])] {
-        threads.engines.map { e in (e, bridges.filter { $0.engine === e }.map(\.name)) }
+        threads.engines.map { e in (e, bridges.filter { b in parts(b).contains { $0.engine === e } }.map(\.name)) }
     }
 }

@@ -3,7 +3,7 @@ import SwitchModel
 /// `add-port --type vxlan`: the tunnel's sockets come first, then the engine slot, so a bad
 /// option or a busy UDP port leaves nothing behind.
 extension SwitchController {
-    func makeVxlanPort(bridge b: Int, name: String, spec: PortSpec) throws(SwitchError) -> Port {
+    func makeVxlanPort(bridge b: Int, name: String, spec: PortSpec, at place: Place) throws(SwitchError) -> Port {
         // Tunnel ports on the same UDP port and address share one receive socket and are told
         // apart by VNI: only a VNI already taken there, another encapsulation or another
         // address on the same UDP port is refused.
@@ -24,14 +24,13 @@ extension SwitchController {
                 throw .vniInUse(vni: t.vni, udpPort: key.udpPort, port: other.name, bridge: bridgeName)
             }
             // The shared socket's VNI table holds slots of one engine, and one thread reads it.
-            if other.engine !== bridges[b].engine {
-                throw .udpPortInUse(key.udpPort, port: other.name, reason: "on bridge \(bridgeName), which forwarding thread \(other.engine.threadName) runs, and bridge \(bridges[b].name) is on \(bridges[b].engine.threadName): tunnel ports that share a UDP port must be on bridges of one thread (give this port another --dst-port or --local, or create the bridges with add-br --cpu on one CPU)")
+            if other.engine !== place.engine {
+                throw .udpPortInUse(key.udpPort, port: other.name, reason: "on bridge \(bridgeName), which forwarding thread \(other.engine.threadName) runs, and this port would be on \(place.engine.threadName): tunnel ports that share a UDP port must be on bridges of one thread (give this port another --dst-port or --local, or create the bridges with add-br --cpu on one CPU)")
             }
             shared = t.socket
         }
         let tunnel = try VxlanTunnel(spec: spec, sharing: shared)
-        let bridgeSlot = bridges[b].slot
-        let engine = bridges[b].engine
+        let (engine, bridgeSlot) = place
         let state = tunnel.state
         guard let slot = engine.sync({ $0.addTunnelPort(bridge: bridgeSlot, tunnel: state) }) else {
             throw .tooMany("ports")

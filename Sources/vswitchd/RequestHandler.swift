@@ -88,6 +88,7 @@ struct RequestHandler {
         spec.group = r.group
         spec.dev = r.dev
         spec.ttl = r.ttl
+        spec.cpu = r.cpu
         return spec
     }
 

@@ -153,6 +153,69 @@ final class ForwardingThreadsTests: XCTestCase {
         loop.sync { controller.shutdown() }
     }
 
+    /// `add-port --cpu N` with another thread than the bridge's: the bridge gets a half on
+    /// that thread, linked by peer ports; show says which thread runs each port; what needs
+    /// all frames of a bridge (mirrors, captures, VLAN policies) is refused on it; del-br
+    /// leaves nothing in either engine.
+    func testPortOnAnotherThreadMakesTheBridgeSpan() throws {
+        let dir = NSTemporaryDirectory() + "vsw-span-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let loop = EventLoop()
+        let thread = Thread { loop.run() }
+        thread.start()
+        defer { loop.stop() }
+        let cpus = ForwardingThreads(cpus: [0, 1], logger: Logger(label: "t"))
+        cpus.start()
+        defer { cpus.stop() }
+        let controller = loop.sync { SwitchController(threads: cpus, loop: loop, runDirectory: dir, logger: Logger(label: "t")) }
+        func vhost(_ name: String, cpu: Int? = nil, vlan: Bool = false) -> PortSpec {
+            var s = PortSpec(kind: .vhostUser, path: name + ".sock")
+            s.cpu = cpu
+            if vlan { s.vlanMode = "access"; s.tag = 10 }
+            return s
+        }
+        func add(_ bridge: String, _ name: String, _ spec: PortSpec) throws {
+            try loop.sync { Result { () throws(SwitchError) in try controller.addPort(bridge: bridge, name: name, spec: spec) } }.get()
+        }
+        try loop.sync { Result { () throws(SwitchError) in try controller.addBridge("br0"); try controller.addBridge("br1") } }.get()
+        try add("br0", "p0", vhost("p0"))
+        try add("br0", "p1", vhost("p1", cpu: 1))
+        try add("br0", "p2", vhost("p2", cpu: 1))
+        try add("br0", "p3", vhost("p3", cpu: 0))   // the bridge's own thread
+        let (e0, e1) = (cpus.engines[0], cpus.engines[1])
+        XCTAssertEqual(loop.sync { controller.bridges[0].halves.count }, 1, "one half on the second thread")
+        let threadOf = loop.sync { Dictionary(uniqueKeysWithValues: controller.snapshot()[0].ports.map { ($0.name, $0.options?["thread"] ?? "-") }) }
+        XCTAssertEqual(threadOf, ["p0": "vswitch-fwd", "p1": "vswitch-fwd1", "p2": "vswitch-fwd1", "p3": "vswitch-fwd"])
+        func kinds(_ e: ForwardingEngine) -> [SlotKind] {
+            e.sync { e in (0..<ForwardingEngine.maxPorts).filter { e.ports[$0].inUse }.map { e.ports[$0].kind } }
+        }
+        XCTAssertEqual(kinds(e0).filter { $0 == .peer }.count, 1)
+        XCTAssertEqual(kinds(e1).filter { $0 == .peer }.count, 1)
+        XCTAssertEqual(kinds(e1).filter { $0 == .vhost }.count, 2)
+        XCTAssertEqual(loop.sync { controller.threadBridges().map(\.bridges) }, [["br0"], ["br0", "br1"]], "br1 is on the second thread")
+        // Refused on a spanning bridge, and a bridge with a VLAN port cannot span.
+        func refused(_ words: String, line: UInt = #line, _ body: @escaping () throws(SwitchError) -> Void) {
+            let r = loop.sync { Result { () throws(SwitchError) in try body() } }
+            XCTAssertThrowsError(try r.get(), line: line) { XCTAssertTrue("\($0)".contains(words), "\($0)", line: line) }
+        }
+        refused("mirror is not supported") { () throws(SwitchError) in
+            try controller.addMirror(bridge: "br0", name: "m0", spec: MirrorSpec(selectSrc: ["p0"], output: "p1"))
+        }
+        refused("a VLAN policy is not supported") { () throws(SwitchError) in try controller.addPort(bridge: "br0", name: "v0", spec: vhost("v0", vlan: true)) }
+        refused("a capture is not supported") { () throws(SwitchError) in
+            try controller.addPort(bridge: "br0", name: "cap", spec: PortSpec(kind: .pcap, file: dir + "/c.pcap"))
+        }
+        try add("br1", "v1", vhost("v1", vlan: true))
+        refused("has VLAN policies") { () throws(SwitchError) in try controller.addPort(bridge: "br1", name: "q1", spec: vhost("q1", cpu: 0)) }
+        refused("no forwarding thread on CPU 7") { () throws(SwitchError) in try controller.addPort(bridge: "br1", name: "q1", spec: vhost("q1", cpu: 7)) }
+        XCTAssertEqual(loop.sync { controller.bridges[1].halves.count }, 0)
+        loop.sync { controller.shutdown() }
+        XCTAssertEqual(kinds(e0), [])
+        XCTAssertEqual(kinds(e1), [])
+        XCTAssertEqual(e1.sync { e in (0..<ForwardingEngine.maxBridges).filter { e.bridges[$0].inUse }.count }, 0)
+    }
+
     /// Tunnel ports sharing one UDP socket must be on one thread (the socket's VNI table
     /// holds one engine's slots): refused with a reason, not forwarded wrongly.
     func testSharedTunnelSocketStaysOnOneThread() throws {
