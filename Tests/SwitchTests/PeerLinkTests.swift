@@ -95,6 +95,35 @@ final class PeerLinkTests: XCTestCase {
         for h in halves { for p in 1...2 { h.engine.removePort(p) } }
     }
 
+    /// A unicast that came in by a peer port never leaves by another one, even when this
+    /// half's table points there (a stale entry in a mesh would bounce it between halves).
+    func testNoUnicastFromPeerToPeer() throws {
+        let halves = [Half(), Half(), Half()]
+        let guests = [SimulatedGuest(), SimulatedGuest(), SimulatedGuest()]
+        for (h, g) in zip(halves, guests) { try h.attach(g) }
+        let ab = PeerLink(), ac = PeerLink(), bc = PeerLink()
+        let aToB = try halves[0].link(ab.ends.0); try halves[1].link(ab.ends.1)
+        try halves[0].link(ac.ends.0); try halves[2].link(ac.ends.1)
+        let bToC = try halves[1].link(bc.ends.0); let cFromB = try halves[2].link(bc.ends.1)
+        // C's guest is learned everywhere by its broadcast; then A's table goes stale: C behind B.
+        guests[2].transmit(TestFrame.make(dst: TestFrame.broadcast, src: Self.macC, etherType: 0x0806))
+        for _ in 0..<3 { for h in halves { h.engine.pollOnce() } }
+        _ = guests[0].receivedFrames(); _ = guests[1].receivedFrames()
+        let b0 = halves[0].bridge
+        halves[0].engine.bridges[b0].table?.learn(MacTable.key(mac: Self.macValue(Self.macC), vlan: 0), port: Int32(aToB), now: halves[0].engine.hot.pointee.now)
+        guests[0].transmit(TestFrame.make(dst: Self.macC, src: Self.macA, payload: 60))
+        for _ in 0..<3 { for h in halves { h.engine.pollOnce() } }
+        XCTAssertEqual(halves[0].engine.counters(port: aToB).txPackets, 1, "A sent it to B (stale)")
+        XCTAssertEqual(halves[1].engine.counters(port: bToC).txPackets, 0, "B did not pass it on to C")
+        XCTAssertEqual(halves[2].engine.counters(port: cFromB).rxPackets, 0)
+        XCTAssertEqual(guests[1].receivedFrames(), [], "nor to its own guest: it is not B's")
+        for h in halves { for p in 1...2 { h.engine.removePort(p) } }
+    }
+
+    static func macValue(_ mac: [UInt8]) -> UInt64 {
+        mac.enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+    }
+
     /// A full ring drops and counts (txDropNoBuffers on the sending peer port), and works
     /// again once drained.
     func testFullRingDropsAndRecovers() throws {

@@ -125,17 +125,21 @@ extension ForwardingEngine {
             return
         }
         learn(src, vlan: vlan, port: p)
+        // From a peer port to no other peer port (split horizon): the sender's half reaches
+        // every half itself, and a stale table in a mesh of three could bounce a frame.
+        let fromPeer = slot.pointee.kind == .peer
         if dst & 1 == 0 {
             let out = bridge.pointee.table.unsafelyUnwrapped.lookup(MacTable.key(mac: dst, vlan: vlan), now: hot.pointee.now)
             if out >= 0 {
-                if Int(out) != p { deliver(to: Int(out), frameLength: frameLength, sourceHeader: header) }
+                if Int(out) != p && !(fromPeer && ports[Int(out)].kind == .peer) {
+                    deliver(to: Int(out), frameLength: frameLength, sourceHeader: header)
+                }
                 return
             }
         }
-        // Broadcast, multicast or unknown unicast: every other member (but from a peer port
-        // to no other peer port: the other halves of the bridge got it from its sender).
+        // Broadcast, multicast or unknown unicast: every other member (no other peer port
+        // when it came from one).
         let members = bridge.pointee.members.unsafelyUnwrapped
-        let fromPeer = slot.pointee.kind == .peer
         var i = 0
         while i < bridge.pointee.memberCount {
             let m = Int(members[i])
