@@ -91,7 +91,12 @@ extension ForwardingEngine {
 
     /// Learns the source, picks destinations and delivers the frame in `txScratch`.
     @inline(__always)
-    func forwardFrame(from p: Int) {
+    func forwardFrame(from p: Int) { forwardFrame(from: p, viaPeer: false) }
+
+    /// `viaPeer`: `p` is a peer port (PeerPortDatapath.swift). A constant at every call site,
+    /// so the split-horizon tests below compile away everywhere but on the peer path.
+    @inline(__always)
+    func forwardFrame(from p: Int, viaPeer fromPeer: Bool) {
         let slot = ports + p
         let counters = slot.pointee.counters.unsafelyUnwrapped
         let header = slot.pointee.headerLength
@@ -119,6 +124,8 @@ extension ForwardingEngine {
         let bridge = bridges + b
         let watched = bridge.pointee.captureMask | slot.pointee.captureRx
         if watched != 0 { captureFrame(watched, offset: header, length: frameLength, port: p, outbound: false) }
+        // (A bridge with peer ports is never VLAN-aware: the control plane refuses VLAN
+        // policies on a bridge across threads, so forwardVlanAware needs no split horizon.)
         if bridge.pointee.vlanAware {
             forwardVlanAware(from: p, frameLength: frameLength, header: header, dst: dst, src: src,
                              tagged: tpid == 0x8100 && frameLength >= 18, vid: vlan)
@@ -127,7 +134,6 @@ extension ForwardingEngine {
         learn(src, vlan: vlan, port: p)
         // From a peer port to no other peer port (split horizon): the sender's half reaches
         // every half itself, and a stale table in a mesh of three could bounce a frame.
-        let fromPeer = slot.pointee.kind == .peer
         if dst & 1 == 0 {
             let out = bridge.pointee.table.unsafelyUnwrapped.lookup(MacTable.key(mac: dst, vlan: vlan), now: hot.pointee.now)
             if out >= 0 {

@@ -22,11 +22,10 @@ extension ForwardingEngine {
             }
         }
         let members = bridge.pointee.members.unsafelyUnwrapped
-        let fromPeer = ports[p].kind == .peer   // split horizon, as in forwardFrame
         var i = 0
         while i < bridge.pointee.memberCount {
             let m = Int(members[i])
-            if m != p && ports[m].vlan.carries(vlan) && !(fromPeer && ports[m].kind == .peer) {
+            if m != p && ports[m].vlan.carries(vlan) {
                 deliver(to: m, frameLength: frameLength, sourceHeader: header, edit: edit(to: m, vlan, tagged))
             }
             i &+= 1

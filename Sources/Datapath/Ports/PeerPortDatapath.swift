@@ -178,7 +178,7 @@ extension ForwardingEngine {
             // The lane when the frame is plain (it was, or was made so, by the sender).
             if !lane || !forwardFast(BufferSegment(base: buffer + pos + 8, length: Int(length)), from: p) {
                 loadScratch(buffer + pos + 8, length: Int(length))
-                forwardFrame(from: p)
+                forwardFrame(from: p, viaPeer: true)
             }
             tail &+= PeerRingState.entrySize(Int(length))
             k &+= 1
