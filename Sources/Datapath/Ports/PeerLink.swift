@@ -8,15 +8,17 @@ import Glibc
 /// port is copied into a ring the other engine drains, which forwards it in its half as a
 /// frame that came in on its own peer port. Each half learns on its own (a MAC behind the
 /// other thread is learned on the peer port), so no MAC table is shared and nothing on the
-/// frame path takes a lock. A frame from a peer is never flooded to another peer (split
-/// horizon), so a full mesh of halves cannot loop.
+/// frame path takes a lock. A frame from a peer is never delivered to another peer, flooded
+/// or not (split horizon), so a full mesh of halves cannot loop.
 ///
 /// Each direction is a single-producer, single-consumer byte ring (`PeerRing`): entries of
 /// an 8-byte length and the frame, 16-byte aligned; the producer publishes its index once
 /// per batch (release), the consumer its index after forwarding what it read. A consumer
 /// about to sleep arms the ring and looks once more; a producer that publishes into an armed
 /// ring disarms it and writes the ring's eventfd, which is in the consumer's epoll set (the
-/// same no-lost-wake-up protocol as guest kicks). Busy, neither side makes a system call.
+/// same no-lost-wake-up protocol as guest kicks). The rings take no system call while both
+/// sides are awake; the doorbells are polled with the engine's other local descriptors (as
+/// TAP ports are: on empty passes and every 8th busy one).
 public final class PeerLink: @unchecked Sendable {
     /// The two ends: `ends.0` for one engine's peer port, `ends.1` for the other's.
     public let ends: (UnsafeMutablePointer<PeerEnd>, UnsafeMutablePointer<PeerEnd>)
