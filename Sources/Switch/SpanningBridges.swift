@@ -21,6 +21,13 @@ extension SwitchController {
     /// An engine and a bridge slot in it: where a new port's slot is made.
     typealias Place = (engine: ForwardingEngine, slot: Int)
 
+    /// A link between two parts and its two peer ports (engine, port slot). The link (its
+    /// rings) must outlive both peer ports.
+    struct Link {
+        let link: PeerLink
+        let ends: [(engine: ForwardingEngine, port: Int)]
+    }
+
     /// Every (engine, bridge slot) of bridge `b`: its own first, then its halves.
     func parts(_ b: Bridge) -> [Place] {
         [(b.engine, b.slot)] + b.halves.map { ($0.engine, $0.slot) }
@@ -53,27 +60,45 @@ extension SwitchController {
         }
         let aging = UInt32(bridges[b].agingSeconds)
         guard let slot = engine.sync({ $0.addBridge(agingSeconds: aging) }) else { throw .tooMany("bridges") }
-        var links: [PeerLink] = []
+        var links: [Link] = []
         var added: [(ForwardingEngine, Int)] = []   // peer ports made so far, undone on failure
+        var pending: PeerLink?
         for other in parts(bridges[b]) {
             let link = PeerLink()
-            links.append(link)
+            pending = link
             let (mine, theirs) = (link.ends.0, link.ends.1)
             let otherSlot = other.slot
             let here = engine.sync { $0.addPeerPort(bridge: slot, end: mine) }
             if let here { added.append((engine, here)) }
             let there = here == nil ? nil : other.engine.sync { $0.addPeerPort(bridge: otherSlot, end: theirs) }
             if let there { added.append((other.engine, there)) }
-            guard there != nil else {
+            guard let here, let there else {
                 for (e, p) in added { e.sync { $0.removePort(p) } }   // before `links` lets go of the rings
                 engine.sync { $0.removeBridge(slot) }
+                withExtendedLifetime(pending) {}
                 throw .tooMany("ports")
             }
+            links.append(Link(link: link, ends: [(engine, here), (other.engine, there)]))
         }
         bridges[b].halves.append(Half(engine: engine, slot: slot))
         bridges[b].links += links
         logger.info("bridge spans threads", metadata: ["bridge": "\(name)", "thread": "\(engine.threadName)"])
         return (engine, slot)
+    }
+
+    /// Removes the halves that run none of the bridge's ports (after `del-port`, or a port
+    /// that could not be made): their peer ports on both sides, then their bridge slots, so
+    /// floods stop being copied to threads that have no one to give them to.
+    func dropEmptyHalves(_ b: Int) {
+        for h in bridges[b].halves where !bridges[b].ports.contains(where: { $0.engine === h.engine }) {
+            let gone = bridges[b].links.filter { l in l.ends.contains { $0.engine === h.engine } }
+            bridges[b].links.removeAll { l in l.ends.contains { $0.engine === h.engine } }
+            for l in gone { for (e, p) in l.ends { e.sync { $0.removePort(p) } } }   // `gone` keeps the rings until here
+            let slot = h.slot
+            h.engine.sync { $0.removeBridge(slot) }
+            bridges[b].halves.removeAll { $0.engine === h.engine }
+            logger.info("bridge left thread", metadata: ["bridge": "\(bridges[b].name)", "thread": "\(h.engine.threadName)"])
+        }
     }
 
     /// `del-br`: the halves' bridge slots (with their peer ports) go, before the links do.

@@ -61,7 +61,7 @@ public final class SwitchController {
         var mirrors: [Mirror] = []
         /// Its parts on other threads and the links between all parts (SpanningBridges.swift).
         var halves: [Half] = []
-        var links: [PeerLink] = []
+        var links: [Link] = []
     }
 
     /// The forwarding threads; bridges are spread over them.
@@ -141,11 +141,16 @@ public final class SwitchController {
         let policy = try PortPolicy(spec)
         let place = try placement(bridge: b, spec: spec)
         let port: Port
-        switch spec.kind {
-        case .vhostUser, .vhostUserClient: port = try makeVhostPort(bridge: b, name: name, spec: spec, at: place)
-        case .tap: port = try makeTapPort(bridge: b, name: name, spec: spec, at: place)
-        case .pcap: port = try makePcapPort(bridge: b, name: name, spec: spec)
-        case .vxlan, .geneve: port = try makeVxlanPort(bridge: b, name: name, spec: spec, at: place)
+        do {
+            switch spec.kind {
+            case .vhostUser, .vhostUserClient: port = try makeVhostPort(bridge: b, name: name, spec: spec, at: place)
+            case .tap: port = try makeTapPort(bridge: b, name: name, spec: spec, at: place)
+            case .pcap: port = try makePcapPort(bridge: b, name: name, spec: spec)
+            case .vxlan, .geneve: port = try makeVxlanPort(bridge: b, name: name, spec: spec, at: place)
+            }
+        } catch {
+            dropEmptyHalves(b)   // a half made for this port alone
+            throw error
         }
         if !policy.isDefault && port.slot >= 0 {
             let slot = port.slot
@@ -242,6 +247,7 @@ public final class SwitchController {
         }
         let slot = port.slot
         if slot >= 0 { port.engine.sync { $0.removePort(slot) } }
+        dropEmptyHalves(b)
         if case .pcap(let info) = port.attachment { info.session.finish() }   // the file is complete and closed
         // A TAP device's or tunnel's descriptors close when `port` goes, after the slot is released.
         logger.info("port deleted", metadata: ["bridge": "\(bridge)", "port": "\(name)"])

@@ -210,6 +210,22 @@ final class ForwardingThreadsTests: XCTestCase {
         refused("has VLAN policies") { () throws(SwitchError) in try controller.addPort(bridge: "br1", name: "q1", spec: vhost("q1", cpu: 0)) }
         refused("no forwarding thread on CPU 7") { () throws(SwitchError) in try controller.addPort(bridge: "br1", name: "q1", spec: vhost("q1", cpu: 7)) }
         XCTAssertEqual(loop.sync { controller.bridges[1].halves.count }, 0)
+        // The half goes with its last port; a port that cannot be made leaves no half behind.
+        try loop.sync { Result { () throws(SwitchError) in
+            try controller.deletePort(bridge: "br0", port: "p1")
+            try controller.deletePort(bridge: "br0", port: "p2")
+        } }.get()
+        XCTAssertEqual(loop.sync { controller.bridges[0].halves.count }, 0)
+        XCTAssertEqual(kinds(e0).filter { $0 == .peer }.count, 0)
+        XCTAssertEqual(kinds(e1).filter { $0 == .peer }.count, 0)
+        XCTAssertEqual(e1.sync { e in (0..<ForwardingEngine.maxBridges).filter { e.bridges[$0].inUse }.count }, 1, "br1 only")
+        var bad = vhost("bad", cpu: 1)
+        bad.path = String(repeating: "x", count: 200)   // too long for a socket address
+        refused("invalid socket path") { () throws(SwitchError) in try controller.addPort(bridge: "br0", name: "bad", spec: bad) }
+        XCTAssertEqual(loop.sync { controller.bridges[0].halves.count }, 0)
+        XCTAssertEqual(kinds(e1).filter { $0 == .peer }.count, 0)
+        try add("br0", "p1", vhost("p1", cpu: 1))   // and spans again
+        XCTAssertEqual(loop.sync { controller.bridges[0].halves.count }, 1)
         loop.sync { controller.shutdown() }
         XCTAssertEqual(kinds(e0), [])
         XCTAssertEqual(kinds(e1), [])
