@@ -23,6 +23,7 @@
 // --pin pins thread i to CPU i. Reports the aggregate rate; compare with --engines 1.
 // --cross: A and B on two engines, one bridge in halves linked by a PeerLink, both polled
 // in turn on one thread: the cost of a frame crossing threads (callgrind: microbench.sh --cross).
+// --cross --engines 2 [--pin]: the two halves on two threads (A's on one, B's on the other).
 // Instructions per frame: Benchmarks/microbench.sh runs this under callgrind.
 import CShims
 import Foundation
@@ -69,7 +70,11 @@ while let a = args.next() {
 }
 
 if cross {
-    runCross(frames: frames, rounds: rounds, frameSize: frameSize, batch: batch)
+    if engineThreads == 2 {
+        runCrossThreads(frames: frames, rounds: rounds, frameSize: frameSize, batch: batch, pin: pin)
+    } else {
+        runCross(frames: frames, rounds: rounds, frameSize: frameSize, batch: batch)
+    }
     exit(0)
 }
 if let engineThreads {
