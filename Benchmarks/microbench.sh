@@ -2,7 +2,7 @@
 # Forwarding microbenchmark: ns/frame and allocations/frame (wall clock, median of rounds),
 # then instructions per forwarded frame inside ForwardingEngine.pollOnce under callgrind
 # (repeatable on a noisy machine: it counts instructions, not time).
-#   Benchmarks/microbench.sh [--size 64] [--frames 2000000] [--rounds 5] [--packed] [--dirty-log] [--queues 2] [--capture | --capture-inline]
+#   Benchmarks/microbench.sh [--size 64] [--frames 2000000] [--rounds 5] [--packed] [--dirty-log] [--queues 2] [--capture | --capture-inline] [--cross]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=64; frames=2000000; rounds=5; ring=()
@@ -16,7 +16,8 @@ while (($#)); do
         --queues) ring+=(--queues "$2"); shift 2 ;;
         --capture) ring+=(--capture); shift ;;
         --capture-inline) ring+=(--capture-inline); shift ;;   # repeatable under callgrind
-        *) echo "usage: $0 [--size N] [--frames N] [--rounds N] [--packed] [--dirty-log] [--queues 2] [--capture | --capture-inline]" >&2; exit 2 ;;
+        --cross) ring+=(--cross); shift ;;   # A and B on two engines linked by a PeerLink
+        *) echo "usage: $0 [--size N] [--frames N] [--rounds N] [--packed] [--dirty-log] [--queues 2] [--capture | --capture-inline] [--cross]" >&2; exit 2 ;;
     esac
 done
 swift build -c release --product vswitch-microbench >&2

@@ -3,7 +3,7 @@
 // engine forwards them with the real ring and copy code. Reports ns per frame (median of
 // rounds) and heap allocations per frame during forwarding.
 //
-//   vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--capture-buffer BYTES] [--pace-mpps R] [--packed] [--dirty-log] [--queues 2]
+//   vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--capture-buffer BYTES] [--pace-mpps R] [--packed] [--dirty-log] [--queues 2] [--engines N [--pin]] [--cross]
 // --capture adds a bridge-wide capture tap (4 MiB ring) drained by a second thread, as a pcap
 // port's writer would (without the file): the hot-path cost of an active capture.
 // --capture-inline: like --capture, but the ring is drained between engine passes on the
@@ -24,6 +24,11 @@
 // per frame of a second queue pair at the same offered load.
 // --tunnel-tso: a bulk TCP stream of TSO segments through a VXLAN tunnel between two engines
 // over loopback UDP (TunnelTso.swift): UDP GSO/GRO against the software cut (--no-gso, --no-gro); --rx-tso: B merges the frames for a guest with TSO.
+// --engines N: N engines on N threads at once, each with its own guest pair (Engines.swift);
+// --pin pins thread i to CPU i. Reports the aggregate rate; compare with --engines 1.
+// --cross: A and B on two engines, one bridge in halves linked by a PeerLink, both polled
+// in turn on one thread: the cost of a frame crossing threads (callgrind: microbench.sh --cross).
+// --cross --engines 2 [--pin]: the two halves on two threads (A's on one, B's on the other).
 // Instructions per frame: Benchmarks/microbench.sh runs this under callgrind.
 import CShims
 import Foundation
@@ -50,6 +55,9 @@ var packed = false
 var dirtyLog = false
 var queuePairs = 1
 var tunnelTso = false, tsoRounds = 5000, tsoBurst = 2, tsoSegment = 44 * 1448, tsoMss = 1448, tsoGso = true, tsoGro = true, tsoRxTso = false
+var engineThreads: Int? = nil
+var pin = false
+var cross = false
 var args = CommandLine.arguments.dropFirst().makeIterator()
 while let a = args.next() {
     switch a {
@@ -73,14 +81,33 @@ while let a = args.next() {
     case "--no-gso": tsoGso = false
     case "--no-gro": tsoGro = false
     case "--rx-tso": tsoRxTso = true
+    case "--engines": engineThreads = Int(args.next() ?? "") ?? 0
+    case "--pin": pin = true
+    case "--cross": cross = true
     default:
-        FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--capture-buffer BYTES] [--pace-mpps R] [--packed] [--dirty-log] [--queues 2]\n       vswitch-microbench --tunnel-tso [--tso-rounds R] [--tso-burst S] [--segment BYTES] [--mss N] [--no-gso] [--no-gro] [--rx-tso]\n".data(using: .utf8)!)
+        FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--capture-buffer BYTES] [--pace-mpps R] [--packed] [--dirty-log] [--queues 2] [--engines N [--pin]] [--cross]\n       vswitch-microbench --tunnel-tso [--tso-rounds R] [--tso-burst S] [--segment BYTES] [--mss N] [--no-gso] [--no-gro] [--rx-tso]\n".data(using: .utf8)!)
         exit(2)
     }
 }
 
 if tunnelTso {
     runTunnelTso(rounds: tsoRounds, segments: tsoBurst, segmentBytes: tsoSegment, mss: tsoMss, gso: tsoGso, gro: tsoGro, rxTso: tsoRxTso)
+    exit(0)
+}
+if cross {
+    if engineThreads == 2 {
+        runCrossThreads(frames: frames, rounds: rounds, frameSize: frameSize, batch: batch, pin: pin)
+    } else {
+        runCross(frames: frames, rounds: rounds, frameSize: frameSize, batch: batch)
+    }
+    exit(0)
+}
+if let engineThreads {
+    guard (1...64).contains(engineThreads), !packed, !dirtyLog, queuePairs == 1, !capture, captureFile == nil else {
+        FileHandle.standardError.write("--engines takes 1-64 (split rings, one queue pair, no capture or --dirty-log)\n".data(using: .utf8)!)
+        exit(2)
+    }
+    runEngines(count: engineThreads, frames: frames, rounds: rounds, frameSize: frameSize, batch: batch, pin: pin)
     exit(0)
 }
 guard queuePairs == 1 || (queuePairs == 2 && !packed && !dirtyLog) else {

@@ -200,6 +200,11 @@ int vs_pin_to_cpu(int cpu) {
     cpu_set_t set; CPU_ZERO(&set); CPU_SET(cpu, &set);
     return sched_setaffinity(0, sizeof(set), &set);
 }
+int vs_cpu_allowed(int cpu) {
+    cpu_set_t set; CPU_ZERO(&set);
+    if (cpu < 0 || cpu >= CPU_SETSIZE || sched_getaffinity(0, sizeof(set), &set) != 0) return 0;
+    return CPU_ISSET(cpu, &set) ? 1 : 0;
+}
 int vs_gettid(void) { return (int)gettid(); }
 
 int vs_seal_shrink(int fd) {

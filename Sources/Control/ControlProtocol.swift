@@ -105,6 +105,10 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     /// ports: the CPU their writer thread is pinned to (`--capture-cpu`).
     public var captureBuffer: Int?
     public var captureCPU: Int?
+    /// add-br: run the bridge on the forwarding thread pinned to this CPU
+    /// (`vswitchd --forwarding-cpus`) instead of the least loaded one; add-port: run the
+    /// port on that thread, even if its bridge is on another (the bridge then spans threads).
+    public var cpu: Int?
 
     public init(command: ControlCommand, bridge: String? = nil, port: String? = nil,
                 type: PortType? = nil, path: String? = nil, agingSeconds: Int? = nil,
@@ -252,8 +256,17 @@ public struct DatapathStats: Codable, Sendable, Equatable {
     public var busyCycles: UInt64
     /// TSC cycles the thread was awake (polling, busy or not). busy / awake = load.
     public var awakeCycles: UInt64
+    /// For one thread of `threads`: its name (`vswitch-fwd`, `vswitch-fwd1`, ...), the CPU it
+    /// is pinned to (absent: not pinned) and the bridges it runs.
+    public var thread: String?
+    public var cpu: Int?
+    public var bridges: [String]?
+    /// Each forwarding thread's own figures (`vswitchd --forwarding-cpus`); the fields above
+    /// are then their sums. Absent from older daemons and inside an entry of the list.
+    public var threads: [DatapathStats]?
     public init(polls: UInt64, emptyPolls: UInt64, sleeps: UInt64, frames: UInt64, cpuSeconds: Double,
-                busyCycles: UInt64 = 0, awakeCycles: UInt64 = 0) {
+                busyCycles: UInt64 = 0, awakeCycles: UInt64 = 0, thread: String? = nil, cpu: Int? = nil,
+                bridges: [String]? = nil, threads: [DatapathStats]? = nil) {
         self.polls = polls
         self.emptyPolls = emptyPolls
         self.sleeps = sleeps
@@ -261,5 +274,17 @@ public struct DatapathStats: Codable, Sendable, Equatable {
         self.cpuSeconds = cpuSeconds
         self.busyCycles = busyCycles
         self.awakeCycles = awakeCycles
+        self.thread = thread
+        self.cpu = cpu
+        self.bridges = bridges
+        self.threads = threads
+    }
+
+    /// The sums of `threads`' figures, with the list itself kept.
+    public init(summing threads: [DatapathStats]) {
+        func sum(_ k: KeyPath<DatapathStats, UInt64>) -> UInt64 { threads.reduce(0) { $0 &+ $1[keyPath: k] } }
+        self.init(polls: sum(\.polls), emptyPolls: sum(\.emptyPolls), sleeps: sum(\.sleeps), frames: sum(\.frames),
+                  cpuSeconds: threads.reduce(0) { $0 + $1.cpuSeconds }, busyCycles: sum(\.busyCycles),
+                  awakeCycles: sum(\.awakeCycles), threads: threads)
     }
 }

@@ -58,6 +58,7 @@ extension SwitchController {
 
     /// Checks `--port` and `--direction` against bridge `b`.
     func captureTarget(bridge b: Int, port: String?, direction: String?) throws(SwitchError) -> CaptureTarget {
+        try refuseIfSpanning(b, "a capture")
         let bridge = bridges[b]
         guard let port else {
             // A whole bridge: by default each frame once, as it enters (rx); tx = every
@@ -100,6 +101,7 @@ extension SwitchController {
         let capacity = try Self.captureBuffer(spec.captureBuffer)
         let cpu = try Self.captureCPU(spec.captureCPU)
         let format = try PcapFormat(snaplen: spec.snaplen ?? PcapFormat.maxSnaplen, filter: spec.filter)
+        let engine = bridges[b].engine
         guard engine.sync({ $0.freeCaptureTaps }) > 0 else { throw .tooMany("captures (at most \(ForwardingEngine.maxCaptureTaps))") }
         let existed = access(file, F_OK) == 0
         let rotateCount = spec.rotateCount ?? Self.defaultRotateCount
@@ -120,7 +122,7 @@ extension SwitchController {
         }
         session.startThread(cpu: cpu)
         let info = PcapPortInfo(session: session, sink: sink, target: target.description)
-        return Port(name: name, spec: spec, path: file, slot: -1, attachment: .pcap(info))
+        return Port(name: name, spec: spec, path: file, slot: -1, engine: engine, attachment: .pcap(info))
     }
 
     /// Starts a live capture (`vswitch capture`); the caller runs `runWriter(peer:)` on its
@@ -135,6 +137,7 @@ extension SwitchController {
         let pcapng = try Self.captureFormat(fileFormat)
         let capacity = try Self.captureBuffer(buffer)
         let format = try PcapFormat(snaplen: snaplen ?? PcapFormat.maxSnaplen, filter: filter)
+        let engine = bridges[b].engine
         guard engine.sync({ $0.freeCaptureTaps }) > 0 else { throw .tooMany("captures (at most \(ForwardingEngine.maxCaptureTaps))") }
         let session: CaptureSession
         let close: () -> Void

@@ -31,21 +31,23 @@ extension SwitchController {
 
     private func watchLinks() {
         linkWatchTimer = nil
-        let vhost = bridges.flatMap(\.ports).compactMap { p in p.endpoint.map { (p.slot, $0) } }
+        let vhost = bridges.flatMap(\.ports).compactMap { p in p.endpoint.map { (p, $0) } }
         guard !vhost.isEmpty else { return }
-        // Ask the forwarding thread only after a ring fault, and while a port stays broken:
-        // idle guests cost it no wake-up.
+        // Ask the forwarding threads only after a ring fault, and while a port stays broken:
+        // idle guests cost them no wake-up. Slots are per engine: ask each engine for its own.
         let faults = ForwardingEngine.ringFaultCount
-        var broken: [Int: (queue: Int, fault: String, at: Int)] = [:]
+        var broken: [ObjectIdentifier: (queue: Int, fault: String, at: Int)] = [:]
         if faults != lastRingFaultCount || anyPortBroken {
-            let slots = vhost.map(\.0)
-            broken = engine.sync { e in
-                Dictionary(uniqueKeysWithValues: slots.compactMap { s in e.brokenRing(port: s).map { (s, $0) } })
+            for engine in threads.engines {
+                let mine = vhost.filter { $0.0.engine === engine }.map { (ObjectIdentifier($0.0), $0.0.slot) }
+                guard !mine.isEmpty else { continue }
+                let found = engine.sync { e in mine.compactMap { id, s in e.brokenRing(port: s).map { (id, $0) } } }
+                for (id, b) in found { broken[id] = b }
             }
             lastRingFaultCount = faults
             anyPortBroken = !broken.isEmpty
         }
-        for (slot, endpoint) in vhost { _ = linkReason(endpoint, broken: broken[slot]) }
+        for (port, endpoint) in vhost { _ = linkReason(endpoint, broken: broken[ObjectIdentifier(port)]) }
         startLinkWatch()
     }
 

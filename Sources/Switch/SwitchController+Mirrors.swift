@@ -19,6 +19,7 @@ extension SwitchController {
     public func addMirror(bridge: String, name: String, spec: MirrorSpec) throws(SwitchError) {
         let b = try bridgeIndex(bridge)
         guard Self.isValidName(name) else { throw .invalidName(name) }
+        try refuseIfSpanning(b, "a mirror")
         guard !bridges[b].mirrors.contains(where: { $0.name == name }) else {
             throw .invalidOption("bridge \(bridge) already has a mirror named \(name)")
         }
@@ -51,7 +52,7 @@ extension SwitchController {
         guard let index = (0..<ForwardingEngine.maxMirrors).first(where: { !used.contains($0) }) else { throw .tooMany("mirrors") }
         let bridgeSlot = bridges[b].slot
         let vlans = spec.selectVlan.isEmpty ? nil : spec.selectVlan.map { UInt16($0) }
-        engine.sync { $0.setMirror(index, bridge: bridgeSlot, output: output, sources: sources, destinations: destinations,
+        bridges[b].engine.sync { $0.setMirror(index, bridge: bridgeSlot, output: output, sources: sources, destinations: destinations,
                                    vlans: vlans, all: spec.selectAll) }
         bridges[b].mirrors.append(Mirror(name: name, spec: spec, index: index))
         logger.info("mirror added", metadata: ["bridge": "\(bridge)", "mirror": "\(name)",
@@ -64,11 +65,11 @@ extension SwitchController {
             throw .noSuchMirror(bridge: bridge, mirror: name)
         }
         let index = bridges[b].mirrors.remove(at: i).index
-        engine.sync { $0.removeMirror(index) }
+        bridges[b].engine.sync { $0.removeMirror(index) }
         logger.info("mirror deleted", metadata: ["bridge": "\(bridge)", "mirror": "\(name)"])
     }
 
-    func mirrorSnapshot(_ m: Mirror) -> MirrorInfo {
+    func mirrorSnapshot(_ m: Mirror, engine: ForwardingEngine) -> MirrorInfo {
         let index = m.index
         let c = engine.sync { $0.mirrorCounters(index) }
         return MirrorInfo(name: m.name, spec: m.spec, mirrored: c.mirrored, dropped: c.dropped, outputSentDropped: c.outputSent)

@@ -10,7 +10,9 @@ import Glibc
 #endif
 
 /// The switch's configuration and management, on the control `EventLoop` thread:
-/// bridges, ports and their vhost-user endpoints. Ring state lives in the engine.
+/// bridges, ports and their vhost-user endpoints. Ring state lives in the engines: each bridge
+/// and all its ports on one forwarding thread (`ForwardingThreads`), chosen when the bridge is
+/// added (ThreadAssignment.swift).
 public final class SwitchController {
     final class Port {
         /// What the port is connected to; owned here, so it outlives the engine slot.
@@ -26,13 +28,16 @@ public final class SwitchController {
         let path: String
         /// Engine port slot, or -1 for ports that are not bridge members.
         let slot: Int
+        /// The engine of the port's bridge, which `slot` indexes.
+        let engine: ForwardingEngine
         let attachment: Attachment
         var kind: PortKind { spec.kind }
-        init(name: String, spec: PortSpec, path: String, slot: Int, attachment: Attachment) {
+        init(name: String, spec: PortSpec, path: String, slot: Int, engine: ForwardingEngine, attachment: Attachment) {
             self.name = name
             self.spec = spec
             self.path = path
             self.slot = slot
+            self.engine = engine
             self.attachment = attachment
         }
         var endpoint: VhostUserEndpoint? {
@@ -43,7 +48,9 @@ public final class SwitchController {
 
     struct Bridge {
         var name: String
+        /// The bridge slot in `engine`, the forwarding thread that runs the bridge and its ports.
         var slot: Int
+        let engine: ForwardingEngine
         var agingSeconds: Int
         var ports: [Port] = [] {
             didSet { captureInterfaces.set(ports.filter { $0.slot >= 0 }.map(SwitchController.captureInterface)) }
@@ -52,9 +59,13 @@ public final class SwitchController {
         let captureInterfaces = CaptureInterfaces()
         /// Port mirrors (SwitchController+Mirrors.swift), oldest first.
         var mirrors: [Mirror] = []
+        /// Its parts on other threads and the links between all parts (SpanningBridges.swift).
+        var halves: [Half] = []
+        var links: [Link] = []
     }
 
-    public let engine: ForwardingEngine
+    /// The forwarding threads; bridges are spread over them.
+    public let threads: ForwardingThreads
     let loop: EventLoop
     public let logger: Logger
     /// Where relative socket paths go.
@@ -67,11 +78,16 @@ public final class SwitchController {
     var lastRingFaultCount: UInt64 = 0
     var anyPortBroken = false
 
-    public init(engine: ForwardingEngine, loop: EventLoop, runDirectory: String, logger: Logger) {
-        self.engine = engine
+    public init(threads: ForwardingThreads, loop: EventLoop, runDirectory: String, logger: Logger) {
+        self.threads = threads
         self.loop = loop
         self.runDirectory = runDirectory
         self.logger = logger
+    }
+
+    /// A switch with one forwarding thread (tests, tools).
+    public convenience init(engine: ForwardingEngine, loop: EventLoop, runDirectory: String, logger: Logger) {
+        self.init(threads: ForwardingThreads(engines: [engine]), loop: loop, runDirectory: runDirectory, logger: logger)
     }
 
     public static func isValidName(_ s: String) -> Bool {
@@ -81,14 +97,16 @@ public final class SwitchController {
 
     // MARK: bridges
 
-    public func addBridge(_ name: String, agingSeconds: Int = 300) throws(SwitchError) {
+    /// `cpu`: on the forwarding thread pinned to that CPU; nil: the least loaded thread.
+    public func addBridge(_ name: String, agingSeconds: Int = 300, cpu: Int? = nil) throws(SwitchError) {
         guard Self.isValidName(name) else { throw .invalidName(name) }
         guard (1...86400).contains(agingSeconds) else { throw .invalidAging(agingSeconds) }
         guard !bridges.contains(where: { $0.name == name }) else { throw .bridgeExists(name) }
         let aging = UInt32(agingSeconds)
+        let engine = threads.engines[try cpu.map(engineOnCPU) ?? engineForNewBridge()]
         guard let slot = engine.sync({ $0.addBridge(agingSeconds: aging) }) else { throw .tooMany("bridges") }
-        bridges.append(Bridge(name: name, slot: slot, agingSeconds: agingSeconds))
-        logger.info("bridge added", metadata: ["bridge": "\(name)"])
+        bridges.append(Bridge(name: name, slot: slot, engine: engine, agingSeconds: agingSeconds))
+        logger.info("bridge added", metadata: ["bridge": "\(name)", "thread": "\(engine.threadName)"])
     }
 
     public func deleteBridge(_ name: String) throws(SwitchError) {
@@ -96,7 +114,8 @@ public final class SwitchController {
         for mirror in bridges[b].mirrors { try deleteMirror(bridge: name, name: mirror.name) }
         for port in bridges[b].ports { try deletePort(bridge: name, port: port.name) }
         let slot = bridges[b].slot
-        engine.sync { $0.removeBridge(slot) }
+        removeHalves(b)
+        bridges[b].engine.sync { $0.removeBridge(slot) }
         bridges.remove(at: b)
         logger.info("bridge deleted", metadata: ["bridge": "\(name)"])
     }
@@ -104,8 +123,7 @@ public final class SwitchController {
     public func setAging(bridge name: String, seconds: Int) throws(SwitchError) {
         let b = try bridgeIndex(name)
         guard (1...86400).contains(seconds) else { throw .invalidAging(seconds) }
-        let slot = bridges[b].slot
-        engine.sync { $0.setAging(bridge: slot, seconds: UInt32(seconds)) }
+        for (engine, slot) in parts(bridges[b]) { engine.sync { $0.setAging(bridge: slot, seconds: UInt32(seconds)) } }
         bridges[b].agingSeconds = seconds
     }
 
@@ -121,16 +139,22 @@ public final class SwitchController {
         guard Self.isValidName(name) else { throw .invalidName(name) }
         guard findPort(name) == nil else { throw .portExists(name) }
         let policy = try PortPolicy(spec)
+        let place = try placement(bridge: b, spec: spec)
         let port: Port
-        switch spec.kind {
-        case .vhostUser, .vhostUserClient: port = try makeVhostPort(bridge: b, name: name, spec: spec)
-        case .tap: port = try makeTapPort(bridge: b, name: name, spec: spec)
-        case .pcap: port = try makePcapPort(bridge: b, name: name, spec: spec)
-        case .vxlan, .geneve: port = try makeVxlanPort(bridge: b, name: name, spec: spec)
+        do {
+            switch spec.kind {
+            case .vhostUser, .vhostUserClient: port = try makeVhostPort(bridge: b, name: name, spec: spec, at: place)
+            case .tap: port = try makeTapPort(bridge: b, name: name, spec: spec, at: place)
+            case .pcap: port = try makePcapPort(bridge: b, name: name, spec: spec)
+            case .vxlan, .geneve: port = try makeVxlanPort(bridge: b, name: name, spec: spec, at: place)
+            }
+        } catch {
+            dropEmptyHalves(b)   // a half made for this port alone
+            throw error
         }
         if !policy.isDefault && port.slot >= 0 {
             let slot = port.slot
-            engine.sync { $0.setPortPolicy(port: slot, access: policy.access, trunks: policy.trunks,
+            port.engine.sync { $0.setPortPolicy(port: slot, access: policy.access, trunks: policy.trunks,
                                            native: policy.native, mtu: policy.mtu) }
         }
         bridges[b].ports.append(port)
@@ -138,7 +162,7 @@ public final class SwitchController {
                                              "path": "\(port.path)"])
     }
 
-    private func makeVhostPort(bridge b: Int, name: String, spec: PortSpec) throws(SwitchError) -> Port {
+    private func makeVhostPort(bridge b: Int, name: String, spec: PortSpec, at place: Place) throws(SwitchError) -> Port {
         let rawPath = spec.path ?? ""
         guard !rawPath.isEmpty, !rawPath.contains("\0") else { throw .invalidPath(rawPath) }
         let path = rawPath.hasPrefix("/") ? rawPath : runDirectory + "/" + rawPath
@@ -146,7 +170,7 @@ public final class SwitchController {
         if let other = bridges.flatMap(\.ports).first(where: { $0.kind.isVhost && $0.path == path }) {
             throw .pathInUse(path: path, port: other.name)
         }
-        let bridgeSlot = bridges[b].slot
+        let (engine, bridgeSlot) = place
         guard let slot = engine.sync({ $0.addPort(bridge: bridgeSlot) }) else { throw .tooMany("ports") }
         let backend = VhostPortBackend(engine: engine, slot: slot)
         var portLogger = logger
@@ -177,7 +201,7 @@ public final class SwitchController {
             throw .endpoint(path: path, reason: "\(error)")
         }
         startLinkWatch()
-        return Port(name: name, spec: spec, path: path, slot: slot, attachment: .vhost(backend, endpoint))
+        return Port(name: name, spec: spec, path: path, slot: slot, engine: engine, attachment: .vhost(backend, endpoint))
     }
 
     /// The gid for a port's socket file: its own `--socket-group`, else the daemon's. Only a
@@ -191,13 +215,13 @@ public final class SwitchController {
         return g.pointee.gr_gid
     }
 
-    private func makeTapPort(bridge b: Int, name: String, spec: PortSpec) throws(SwitchError) -> Port {
+    private func makeTapPort(bridge b: Int, name: String, spec: PortSpec, at place: Place) throws(SwitchError) -> Port {
         guard let ifname = spec.ifname, !ifname.isEmpty else { throw .missingOption("--ifname", kind: "tap") }
         if let other = bridges.flatMap(\.ports).first(where: { $0.kind == .tap && $0.path == ifname }) {
             throw .tapInUse(ifname: ifname, port: other.name)
         }
         let device = try TapDevice(name: ifname)
-        let bridgeSlot = bridges[b].slot
+        let (engine, bridgeSlot) = place
         let fd = device.fd
         let offloads = device.offloads
         guard let slot = engine.sync({ e -> Int? in
@@ -207,7 +231,7 @@ public final class SwitchController {
         }) else {
             throw .tooMany("ports")
         }
-        return Port(name: name, spec: spec, path: ifname, slot: slot, attachment: .tap(device))
+        return Port(name: name, spec: spec, path: ifname, slot: slot, engine: engine, attachment: .tap(device))
     }
 
     public func deletePort(bridge: String, port name: String) throws(SwitchError) {
@@ -222,7 +246,8 @@ public final class SwitchController {
             endpoint.close()      // stops the rings in the engine, closes fds, unmaps
         }
         let slot = port.slot
-        if slot >= 0 { engine.sync { $0.removePort(slot) } }
+        if slot >= 0 { port.engine.sync { $0.removePort(slot) } }
+        dropEmptyHalves(b)
         if case .pcap(let info) = port.attachment { info.session.finish() }   // the file is complete and closed
         // A TAP device's or tunnel's descriptors close when `port` goes, after the slot is released.
         logger.info("port deleted", metadata: ["bridge": "\(bridge)", "port": "\(name)"])
@@ -243,9 +268,16 @@ public final class SwitchController {
 
     public func snapshot() -> [BridgeInfo] {
         bridges.map { b in
-            BridgeInfo(name: b.name, agingSeconds: b.agingSeconds, ports: b.ports.map(portSnapshot),
-                       mirrors: b.mirrors.isEmpty ? nil : b.mirrors.map(mirrorSnapshot),
-                       macTable: macCounts(slot: b.slot))
+            BridgeInfo(name: b.name, agingSeconds: b.agingSeconds,
+                       ports: b.ports.map { p in
+                           var s = portSnapshot(p)
+                           // A bridge across threads: each port says which thread runs it.
+                           if !b.halves.isEmpty && p.slot >= 0 { s.options = (s.options ?? [:]).merging(["thread": p.engine.threadName]) { a, _ in a } }
+                           return s
+                       },
+                       mirrors: b.mirrors.isEmpty ? nil : b.mirrors.map { mirrorSnapshot($0, engine: b.engine) },
+                       macTable: macCounts(b),
+                       thread: threads.count > 1 ? b.engine.threadName : nil)
         }
     }
 
@@ -276,7 +308,7 @@ public final class SwitchController {
             let q = d.queueSummary
             let up = q.contains { $0.running && $0.index % 2 == 0 } && q.contains { $0.running && $0.index % 2 == 1 }
             let slot = p.slot
-            let broken = engine.sync { $0.brokenRing(port: slot) }   // a corrupt ring was stopped
+            let broken = p.engine.sync { $0.brokenRing(port: slot) }   // a corrupt ring was stopped
             var snapshot = info(p, state: broken != nil ? "broken" : endpoint.state.rawValue, linkUp: up,
                                 features: d.ackedFeatures, protocolFeatures: d.ackedProtocolFeatures, mtu: d.mtu,
                                 queues: q,
@@ -307,23 +339,33 @@ public final class SwitchController {
 
     public func fdb(bridge name: String) throws(SwitchError) -> [FdbEntry] {
         let b = try bridgeIndex(name)
-        let slot = bridges[b].slot
-        let names = Dictionary(uniqueKeysWithValues: bridges[b].ports.filter { $0.slot >= 0 }.map { ($0.slot, $0.name) })
-        return engine.sync { $0.fdbEntries(bridge: slot) }
-            .map { FdbEntry(mac: MacTable.format(mac: $0.key & 0xFFFF_FFFF_FFFF), port: names[$0.port] ?? "?",
-                          vlan: Int($0.key >> 48), ageSeconds: $0.age) }
+        var rows: [FdbEntry] = []
+        // Each part reports the addresses behind its own ports; what it learned on a peer
+        // port is another part's (its port is not in `names`) and is left out.
+        for (engine, slot) in parts(bridges[b]) {
+            let names = Dictionary(uniqueKeysWithValues: bridges[b].ports.filter { $0.slot >= 0 && $0.engine === engine }
+                .map { ($0.slot, $0.name) })
+            rows += engine.sync { $0.fdbEntries(bridge: slot) }.compactMap { e in
+                names[e.port].map { FdbEntry(mac: MacTable.format(mac: e.key & 0xFFFF_FFFF_FFFF), port: $0,
+                                             vlan: Int(e.key >> 48), ageSeconds: e.age) }
+            }
+        }
+        return rows
             .sorted { ($0.port, $0.vlan, $0.mac) < ($1.port, $1.vlan, $1.mac) }
     }
 
     public func macCounts(bridge name: String) throws(SwitchError) -> MacTableCounts {
-        macCounts(slot: bridges[try bridgeIndex(name)].slot)
+        macCounts(bridges[try bridgeIndex(name)])
     }
 
-    private func macCounts(slot: Int) -> MacTableCounts { engine.sync { $0.macCounts(bridge: slot) } }
+    private func macCounts(_ b: Bridge) -> MacTableCounts {
+        parts(b).map { engine, slot in engine.sync { $0.macCounts(bridge: slot) } }
+            .reduce(MacTableCounts(learned: 0, aged: 0)) { MacTableCounts(learned: $0.learned + $1.learned, aged: $0.aged + $1.aged) }
+    }
 
     public func flushFdb(bridge name: String) throws(SwitchError) {
-        let slot = bridges[try bridgeIndex(name)].slot
-        engine.sync { $0.flushFdb(bridge: slot) }
+        let b = try bridgeIndex(name)
+        for (engine, slot) in parts(bridges[b]) { engine.sync { $0.flushFdb(bridge: slot) } }
     }
 
     public func stats(bridge name: String, port: String?) throws(SwitchError) -> [(String, PortCounters)] {
@@ -335,7 +377,8 @@ public final class SwitchController {
         }
         return ports.map { p in
             if case .pcap(let info) = p.attachment { return (p.name, pcapCounters(info)) }
-            return (p.name, engine.sync { $0.counters(port: p.slot) })
+            let slot = p.slot
+            return (p.name, p.engine.sync { $0.counters(port: slot) })
         }
     }
 

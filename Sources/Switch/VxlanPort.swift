@@ -3,7 +3,7 @@ import SwitchModel
 /// `add-port --type vxlan`: the tunnel's sockets come first, then the engine slot, so a bad
 /// option or a busy UDP port leaves nothing behind.
 extension SwitchController {
-    func makeVxlanPort(bridge b: Int, name: String, spec: PortSpec) throws(SwitchError) -> Port {
+    func makeVxlanPort(bridge b: Int, name: String, spec: PortSpec, at place: Place) throws(SwitchError) -> Port {
         // Tunnel ports on the same UDP port and address share one receive socket and are told
         // apart by VNI: only a VNI already taken there, another encapsulation or another
         // address on the same UDP port is refused.
@@ -23,17 +23,21 @@ extension SwitchController {
             if t.vni == spec.vni {
                 throw .vniInUse(vni: t.vni, udpPort: key.udpPort, port: other.name, bridge: bridgeName)
             }
+            // The shared socket's VNI table holds slots of one engine, and one thread reads it.
+            if other.engine !== place.engine {
+                throw .udpPortInUse(key.udpPort, port: other.name, reason: "on bridge \(bridgeName), which forwarding thread \(other.engine.threadName) runs, and this port would be on \(place.engine.threadName): tunnel ports that share a UDP port must be on bridges of one thread (give this port another --dst-port or --local, or create the bridges with add-br --cpu on one CPU)")
+            }
             shared = t.socket
         }
         let tunnel = try VxlanTunnel(spec: spec, sharing: shared)
-        let bridgeSlot = bridges[b].slot
+        let (engine, bridgeSlot) = place
         let state = tunnel.state
         guard let slot = engine.sync({ $0.addTunnelPort(bridge: bridgeSlot, tunnel: state) }) else {
             throw .tooMany("ports")
         }
         // `show` prints this after the type; the options carry the rest (VNI, ports, local).
         let remotes = tunnel.group.map { "group \($0)" } ?? tunnel.remoteNames.joined(separator: ",")
-        return Port(name: name, spec: spec, path: remotes, slot: slot, attachment: .vxlan(tunnel))
+        return Port(name: name, spec: spec, path: remotes, slot: slot, engine: engine, attachment: .vxlan(tunnel))
     }
 
     func vxlanSnapshot(_ p: Port, _ t: VxlanTunnel) -> PortInfo {
@@ -41,7 +45,7 @@ extension SwitchController {
         var learned: [String: String] = [:]
         if let prefix = t.learningPrefix {
             let state = t.state
-            let addresses = engine.sync { _ in
+            let addresses = p.engine.sync { _ in
                 (state.pointee.floodCount..<state.pointee.remoteCount).map { state.pointee.remotes[$0] }
             }
             learned = ["learning": prefix, "learned_remotes": addresses.isEmpty ? "-" : addresses.map(VxlanTunnel.format).joined(separator: ",")]

@@ -51,6 +51,9 @@ public struct PortSpec: Sendable, Equatable {
     public var group: String?
     public var dev: String?
     public var ttl: Int?
+    /// The forwarding thread (by its CPU) the port runs on when not its bridge's
+    /// (`add-port --cpu`): the bridge then spans threads. Set after `init`.
+    public var cpu: Int?
 
     public init(kind: PortKind, path: String? = nil, ifname: String? = nil, file: String? = nil,
                 filter: String? = nil, snaplen: Int? = nil, rotateBytes: Int? = nil, rotateCount: Int? = nil,

@@ -9,13 +9,17 @@ public struct BridgeInfo: Codable, Sendable, Equatable {
     public var mirrors: [MirrorInfo]?
     /// MAC table activity since the bridge was created (absent from older daemons).
     public var macTable: MacTableCounts?
+    /// The forwarding thread that runs the bridge and its ports (`vswitch-fwd1`); absent when
+    /// the daemon has one thread (and from older daemons).
+    public var thread: String?
     public init(name: String, agingSeconds: Int, ports: [PortInfo], mirrors: [MirrorInfo]? = nil,
-                macTable: MacTableCounts? = nil) {
+                macTable: MacTableCounts? = nil, thread: String? = nil) {
         self.name = name
         self.agingSeconds = agingSeconds
         self.ports = ports
         self.mirrors = mirrors
         self.macTable = macTable
+        self.thread = thread
     }
 }
 

@@ -23,15 +23,20 @@ public struct AddBridge: ControlSubcommand {
     @Argument(help: "Bridge name.") public var bridge: String
     @Option(help: "MAC address aging time in seconds (default: the daemon's, 300).")
     public var aging: Int?
+    @Option(help: "Run the bridge on the forwarding thread of this CPU (vswitchd --forwarding-cpus; default: the least loaded thread).")
+    public var cpu: Int?
     public init() {}
 
     public func validate() throws {
         try Validate.name(bridge, "bridge")
         if let aging { try Validate.aging(aging) }
+        if let cpu, cpu < 0 { throw ValidationError("invalid --cpu \(cpu): a CPU number, 0 or more") }
     }
     /// Aging rides on add-br itself, so the bridge never exists with the wrong aging time.
     public func makeRequest() -> ControlRequest {
-        ControlRequest(command: .addBridge, bridge: bridge, agingSeconds: aging)
+        var r = ControlRequest(command: .addBridge, bridge: bridge, agingSeconds: aging)
+        r.cpu = cpu
+        return r
     }
 }
 
@@ -96,6 +101,8 @@ public struct AddPort: ControlSubcommand {
     @Option(help: "vhostuser/vhostuserclient: queue pairs offered to the guest (1-8).") public var queues: Int?
     @Option(help: "vhostuser: group of the socket file (mode 0660), e.g. kvm for libvirt's QEMU (default: vswitchd --socket-group).")
     public var socketGroup: String?
+    @Option(help: "vhostuser/vhostuserclient/tap/vxlan: run the port on the forwarding thread of this CPU, another than its bridge's (vswitchd --forwarding-cpus; frames to ports on other threads cross a ring).")
+    public var cpu: Int?
     public init() {}
 
     var trunkList: [Int]? {
@@ -105,6 +112,7 @@ public struct AddPort: ControlSubcommand {
     public func validate() throws {
         try Validate.name(bridge, "bridge")
         try Validate.name(port, "port")
+        if let cpu, cpu < 0 { throw ValidationError("invalid --cpu \(cpu): a CPU number, 0 or more") }
         switch type {
         case .vhostUser, .vhostUserClient:
             guard let path, !path.isEmpty else { throw ValidationError("--type \(type.rawValue) needs --path") }
@@ -176,6 +184,7 @@ public struct AddPort: ControlSubcommand {
                        learning: learning ? true : nil, remotePrefix: remotePrefix, group: group, dev: dev, ttl: ttl)
         request.captureBuffer = bufferSize.flatMap { try? Validate.size($0, "--buffer-size") }
         request.captureCPU = captureCpu
+        request.cpu = cpu
         return request
     }
 }

@@ -22,6 +22,7 @@ public enum TextRendering {
         for bridge in bridges {
             lines.append("Bridge \(bridge.name)")
             lines.append("    aging: \(bridge.agingSeconds)s")
+            if let t = bridge.thread { lines.append("    forwarding thread: \(t)") }
             if let c = bridge.macTable { lines.append("    mac table: \(macCounts(c))") }
             if bridge.ports.isEmpty { lines.append("    (no ports)") }
             for port in bridge.ports {
@@ -178,7 +179,20 @@ public enum TextRendering {
             load while awake:    \(String(format: "%.1f", load))% (busy / awake cycles)
             busy cycles / frame: \(String(format: "%.0f", perFrame))
             cpu seconds:         \(String(format: "%.3f", d.cpuSeconds))
-            """
+            """ + threads(d.threads ?? [])
+    }
+
+    /// With several forwarding threads, one row each after the sums (nothing for one).
+    static func threads(_ list: [DatapathStats]) -> String {
+        guard list.count > 1 else { return "" }
+        let rows = list.map { t -> [String] in
+            let load = t.awakeCycles == 0 ? 0 : 100 * Double(t.busyCycles) / Double(t.awakeCycles)
+            return [t.thread ?? "?", t.cpu.map(String.init) ?? "-", String(t.frames), String(t.sleeps),
+                    String(format: "%.1f%%", load), t.frames == 0 ? "0" : String(format: "%.0f", Double(t.busyCycles) / Double(t.frames)),
+                    String(format: "%.3f", t.cpuSeconds), (t.bridges ?? []).isEmpty ? "-" : t.bridges!.joined(separator: ",")]
+        }
+        return "\n\n" + table(header: ["thread", "cpu", "frames", "sleeps", "load", "cycles/frame", "cpu s", "bridges"],
+                              rows: rows, rightAligned: [1, 2, 3, 4, 5, 6]).joined(separator: "\n")
     }
 
     /// Rows padded so columns line up; columns in `rightAligned` are right-justified (numbers).

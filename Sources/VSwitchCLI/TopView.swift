@@ -93,6 +93,17 @@ public enum TopView {
         } else {
             lines.append("forwarding thread: -")
         }
+        // Several threads (`--forwarding-cpus`): the line above sums them; then one each.
+        let before = previous.datapath?.threads ?? [], now = current.datapath?.threads ?? []
+        if now.count > 1 {
+            for t in now {
+                let name = t.thread ?? "?"
+                guard let f = forwarding(previous: before.first { $0.thread == t.thread }, current: t, elapsed: elapsed) else { continue }
+                lines.append("  \(name)" + (t.cpu.map { " (cpu \($0))" } ?? "") + ": busy " + String(format: "%.1f", f.busy)
+                             + "%, cpu " + String(format: "%.1f", f.cpu) + "%, bridges "
+                             + ((t.bridges ?? []).isEmpty ? "-" : t.bridges!.joined(separator: ",")))
+            }
+        }
         lines.append("")
         let table = TextRendering.table(
             header: ["BRIDGE", "PORT", "LINK", "RX pkt/s", "TX pkt/s", "RX bit/s", "TX bit/s", "DROP/s", "DROPS BY REASON (/s)"],

@@ -38,8 +38,10 @@ public struct MetricsSnapshot: Sendable {
         }
     }
 
-    /// `ForwardingEngine.loopStatistics()` and `threadCPUSeconds()`.
+    /// `ForwardingEngine.loopStatistics()` and `threadCPUSeconds()` of one forwarding thread.
     public struct Forwarding: Sendable {
+        /// The `thread` label: `vswitch-fwd`, `vswitch-fwd1`, ...
+        public var thread = "vswitch-fwd"
         public var polls: UInt64 = 0
         public var emptyPolls: UInt64 = 0
         public var sleeps: UInt64 = 0
@@ -52,7 +54,9 @@ public struct MetricsSnapshot: Sendable {
 
     public var bridges: [Bridge] = []
     public var ports: [Port] = []
+    /// The forwarding thread, or one entry per thread (`vswitchd --forwarding-cpus`).
     public var forwarding = Forwarding()
+    public var forwardingThreads: [Forwarding] = []
     public var uptimeSeconds: Double = 0
     public var version = VSwitchVersion.string
     public init() {}

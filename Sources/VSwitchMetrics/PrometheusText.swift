@@ -11,7 +11,7 @@ public enum PrometheusText {
         let r = PrometheusCollectorRegistry()
         for p in s.ports { port(p, into: r) }
         for b in s.bridges { bridge(b, into: r) }
-        forwarding(s.forwarding, into: r)
+        for f in s.forwardingThreads.isEmpty ? [s.forwarding] : s.forwardingThreads { forwarding(f, into: r) }
         gauge(r, "vswitch_uptime_seconds", help: "Seconds since vswitchd started.").set(to: s.uptimeSeconds)
         gauge(r, "vswitch_build_info", [("version", s.version)],
                     help: "The vswitchd release (always 1).").set(to: 1)
@@ -119,7 +119,7 @@ public enum PrometheusText {
     }
 
     private static func forwarding(_ f: MetricsSnapshot.Forwarding, into r: PrometheusCollectorRegistry) {
-        let l = [("thread", "vswitch-fwd")]
+        let l = [("thread", f.thread)]
         let counters: [(String, UInt64, String)] = [
             ("polls", f.polls, "Passes over all polled queues."),
             ("empty_polls", f.emptyPolls, "Passes that found no frame."),

@@ -32,14 +32,19 @@ enum MetricsEndpoint {
                                    agingSeconds: b.agingSeconds, mirrors: b.mirrors ?? [],
                                    macLearned: b.macTable?.learned ?? 0, macAged: b.macTable?.aged ?? 0))
         }
-        let c = controller.engine.loopStatistics()
-        s.forwarding.polls = c.polls
-        s.forwarding.emptyPolls = c.emptyPolls
-        s.forwarding.sleeps = c.sleeps
-        s.forwarding.frames = c.frames
-        s.forwarding.busyCycles = c.busyCycles
-        s.forwarding.awakeCycles = c.awakeCycles
-        s.forwarding.cpuSeconds = controller.engine.threadCPUSeconds()
+        s.forwardingThreads = controller.threads.engines.map { e in
+            let c = e.loopStatistics()
+            var f = MetricsSnapshot.Forwarding()
+            f.thread = e.threadName
+            f.polls = c.polls
+            f.emptyPolls = c.emptyPolls
+            f.sleeps = c.sleeps
+            f.frames = c.frames
+            f.busyCycles = c.busyCycles
+            f.awakeCycles = c.awakeCycles
+            f.cpuSeconds = e.threadCPUSeconds()
+            return f
+        }
         return s
     }
 }

@@ -13,7 +13,7 @@ struct RequestHandler {
         do {
             switch r.command {
             case .addBridge:
-                try controller.addBridge(try need(r.bridge, "bridge"), agingSeconds: r.agingSeconds ?? 300)
+                try controller.addBridge(try need(r.bridge, "bridge"), agingSeconds: r.agingSeconds ?? 300, cpu: r.cpu)
                 return .success()
             case .deleteBridge:
                 try controller.deleteBridge(try need(r.bridge, "bridge"))
@@ -39,11 +39,12 @@ struct RequestHandler {
                 try controller.flushFdb(bridge: try need(r.bridge, "bridge"))
                 return .success()
             case .datapathStats:
-                let c = controller.engine.loopStatistics()
-                return .success(ControlResult(datapath: DatapathStats(
-                    polls: c.polls, emptyPolls: c.emptyPolls, sleeps: c.sleeps, frames: c.frames,
-                    cpuSeconds: controller.engine.threadCPUSeconds(), busyCycles: c.busyCycles,
-                    awakeCycles: c.awakeCycles)))
+                return .success(ControlResult(datapath: DatapathStats(summing: controller.threadBridges().map { e, bridges in
+                    let c = e.loopStatistics()
+                    return DatapathStats(polls: c.polls, emptyPolls: c.emptyPolls, sleeps: c.sleeps, frames: c.frames,
+                                         cpuSeconds: e.threadCPUSeconds(), busyCycles: c.busyCycles,
+                                         awakeCycles: c.awakeCycles, thread: e.threadName, cpu: e.cpu, bridges: bridges)
+                })))
             case .portStats:
                 let bridge = try need(r.bridge, "bridge")
                 let rows = try controller.stats(bridge: bridge, port: r.port)
@@ -87,6 +88,7 @@ struct RequestHandler {
         spec.group = r.group
         spec.dev = r.dev
         spec.ttl = r.ttl
+        spec.cpu = r.cpu
         return spec
     }
 

@@ -11,8 +11,9 @@ import VhostUser
 import Glibc
 #endif
 
-/// The switch daemon: a control loop thread (vhost-user sockets, reconnect timers), a
-/// forwarding thread (rings) and a control-socket server for `vswitch`.
+/// The switch daemon: a control loop thread (vhost-user sockets, reconnect timers), one
+/// forwarding thread (rings) or one per `--forwarding-cpus` CPU, and a control-socket server
+/// for `vswitch`.
 struct VSwitchd: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vswitchd",
@@ -29,6 +30,9 @@ struct VSwitchd: ParsableCommand {
 
     @Option(name: .long, help: "Pin the forwarding thread to this CPU.")
     var forwardingCpu: Int?
+
+    @Option(name: .long, help: ArgumentHelp("One forwarding thread per CPU of the list, pinned to it (e.g. 0,1 or 2-5); each bridge and its ports run on one of them (default: one thread).", valueName: "cpus"))
+    var forwardingCpus: String?
 
     @Option(name: .long, help: "Microseconds the forwarding thread keeps polling after the last frame before it sleeps (0-10000).")
     var spinUs: Int = 50
@@ -60,6 +64,21 @@ struct VSwitchd: ParsableCommand {
         }
         guard (0...10_000).contains(spinUs) else { throw ValidationError("--spin-us must be in 0...10000") }
         guard (1...256).contains(batch) else { throw ValidationError("--batch must be in 1...256") }
+        _ = try forwardingCPUs()
+    }
+
+    /// One entry per forwarding thread: its CPU, nil for the default unpinned thread.
+    func forwardingCPUs() throws -> [Int?] {
+        if let forwardingCpus {
+            guard forwardingCpu == nil else { throw ValidationError("--forwarding-cpu and --forwarding-cpus are mutually exclusive") }
+            do { return try ForwardingCPUList.parse(forwardingCpus) } catch { throw ValidationError(error.description) }
+        }
+        if let forwardingCpu {
+            do { return try ForwardingCPUList.parse(String(forwardingCpu)) } catch {
+                throw ValidationError("--forwarding-cpu \(forwardingCpu): no such CPU, or vswitchd may not run on it")
+            }
+        }
+        return [nil]
     }
 
     func run() throws {
@@ -90,12 +109,13 @@ struct VSwitchd: ParsableCommand {
             throw ExitCode(1)
         }
 
-        let engine = ForwardingEngine(logger: logger)
-        engine.spinNanoseconds = UInt64(spinUs) * 1000
-        engine.batchSize = batch
-        engine.start(cpu: forwardingCpu)
+        let threads = ForwardingThreads(cpus: try forwardingCPUs(), logger: logger) { e in
+            e.spinNanoseconds = UInt64(spinUs) * 1000
+            e.batchSize = batch
+        }
+        threads.start()
         let loop = EventLoop()
-        let controller = SwitchController(engine: engine, loop: loop, runDirectory: runDir, logger: logger)
+        let controller = SwitchController(threads: threads, loop: loop, runDirectory: runDir, logger: logger)
         controller.socketGroup = socketGroup
         let handler = RequestHandler(controller: controller)
         if memoryGuard >= 0 {
@@ -113,14 +133,14 @@ struct VSwitchd: ParsableCommand {
             persistence = try ConfigPersistence.open(path: configPath, reads: !noPersist || config != nil, writes: !noPersist)
         } catch {
             logger.critical("\(error)")
-            engine.stop()
+            threads.stop()
             throw ExitCode(1)
         }
         var group: (id: gid_t, name: String)?
         if let controlGroup {
             guard let g = getgrnam(controlGroup) else {
                 logger.critical("--control-group: no group named \(controlGroup)")
-                engine.stop()
+                threads.stop()
                 throw ExitCode(1)
             }
             group = (g.pointee.gr_gid, controlGroup)
@@ -138,7 +158,7 @@ struct VSwitchd: ParsableCommand {
             ) { request in loop.sync { persistence.handle(request, handler.handle) } }
         } catch {
             logger.critical("cannot open control socket: \(error)")
-            engine.stop()
+            threads.stop()
             throw ExitCode(1)
         }
         // Before the server accepts anyone and before the loop runs: this thread is the loop
@@ -149,7 +169,7 @@ struct VSwitchd: ParsableCommand {
             logger.critical("\(error)")
             server.stop()
             controller.shutdown()
-            engine.stop()
+            threads.stop()
             throw ExitCode(1)
         }
         let restored = persistence.config
@@ -168,7 +188,7 @@ struct VSwitchd: ParsableCommand {
                 logger.critical("\(error)")
                 server.stop()
                 controller.shutdown()
-                engine.stop()
+                threads.stop()
                 throw ExitCode(1)
             }
         }
@@ -181,13 +201,14 @@ struct VSwitchd: ParsableCommand {
             source.resume()
             signalSources.append(source)
         }
-        logger.info("vswitchd ready", metadata: ["control": "\(socketPath)", "run-dir": "\(runDir)"])
+        logger.info("vswitchd ready", metadata: ["control": "\(socketPath)", "run-dir": "\(runDir)",
+                                                "forwarding-threads": "\(threads.count)"])
         loop.run()
         logger.info("shutting down")
         metricsServer?.stop()
         server.stop()
         controller.shutdown()
-        engine.stop()
+        threads.stop()
     }
 }
 

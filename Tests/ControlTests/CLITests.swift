@@ -93,6 +93,11 @@ final class CLITests: XCTestCase {
 
     func testValidParsesBuildRequests() throws {
         XCTAssertEqual(try request(["add-br", "br0"]), ControlRequest(command: .addBridge, bridge: "br0"))
+        var onCPU = ControlRequest(command: .addBridge, bridge: "br0")
+        onCPU.cpu = 1
+        XCTAssertEqual(try request(["add-br", "br0", "--cpu", "1"]), onCPU)
+        XCTAssertThrowsError(try request(["add-br", "br0", "--cpu", "-1"]))
+        XCTAssertEqual(try request(["add-port", "br0", "vm1", "--type", "vhostuser", "--path", "vm1.sock", "--cpu", "1"]).cpu, 1)
         XCTAssertEqual(try request(["add-br", "br0", "--aging", "60"]),
                        ControlRequest(command: .addBridge, bridge: "br0", agingSeconds: 60))
         XCTAssertEqual(try request(["del-br", "br0"]), ControlRequest(command: .deleteBridge, bridge: "br0"))

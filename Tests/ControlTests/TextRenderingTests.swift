@@ -85,4 +85,33 @@ final class TextRenderingTests: XCTestCase {
         XCTAssertEqual(keys, keys.sorted())
         XCTAssertEqual(try JSONDecoder().decode(ControlResult.self, from: Data(json.utf8)), result)
     }
+
+    /// `dp-stats` with several forwarding threads: the sums, then one row per thread; with
+    /// one thread the block is what it always was (no table).
+    func testDatapathStatsPerThread() {
+        let t0 = DatapathStats(polls: 10, emptyPolls: 2, sleeps: 1, frames: 100, cpuSeconds: 0.5, busyCycles: 30_000,
+                               awakeCycles: 60_000, thread: "vswitch-fwd", cpu: 0, bridges: ["br0", "br2"])
+        let t1 = DatapathStats(polls: 5, emptyPolls: 5, sleeps: 3, frames: 0, cpuSeconds: 0.25, thread: "vswitch-fwd1",
+                               cpu: 1, bridges: [])
+        let sum = DatapathStats(summing: [t0, t1])
+        XCTAssertEqual([sum.polls, sum.emptyPolls, sum.sleeps, sum.frames, sum.busyCycles], [15, 7, 4, 100, 30_000])
+        XCTAssertEqual(sum.cpuSeconds, 0.75)
+        let text = TextRendering.datapath(sum)
+        XCTAssertTrue(text.hasPrefix("polls:               15\n"), text)
+        let rows = text.split(separator: "\n").suffix(3).map(String.init)
+        XCTAssertEqual(rows, [
+            "thread        cpu  frames  sleeps   load  cycles/frame  cpu s  bridges",
+            "vswitch-fwd     0     100       1  50.0%           300  0.500  br0,br2",
+            "vswitch-fwd1    1       0       3   0.0%             0  0.250  -",
+        ])
+        let one = TextRendering.datapath(DatapathStats(summing: [t0]))
+        XCTAssertFalse(one.contains("thread"), one)
+        XCTAssertTrue(one.hasSuffix("cpu seconds:         0.500"), one)
+    }
+
+    func testShowNamesTheBridgesThread() {
+        let text = TextRendering.show([BridgeInfo(name: "br1", agingSeconds: 300, ports: [], thread: "vswitch-fwd1")])
+        XCTAssertTrue(text.contains("    forwarding thread: vswitch-fwd1\n"), text)
+        XCTAssertFalse(TextRendering.show([BridgeInfo(name: "br1", agingSeconds: 300, ports: [])]).contains("thread"))
+    }
 }

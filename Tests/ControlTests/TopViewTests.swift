@@ -76,4 +76,24 @@ final class TopViewTests: XCTestCase {
         XCTAssertTrue(t.once)
         XCTAssertThrowsError(try Top.parseAsRoot(["--interval", "0"]))
     }
+
+    /// Several forwarding threads: the summed line, then one line per thread.
+    func testOneLinePerForwardingThread() {
+        func stats(_ busy: UInt64, _ awake: UInt64, _ cpu: Double) -> DatapathStats {
+            DatapathStats(summing: [
+                DatapathStats(polls: 0, emptyPolls: 0, sleeps: 0, frames: 0, cpuSeconds: cpu, busyCycles: busy,
+                              awakeCycles: awake, thread: "vswitch-fwd", cpu: 0, bridges: ["br0"]),
+                DatapathStats(polls: 0, emptyPolls: 0, sleeps: 0, frames: 0, cpuSeconds: 0, busyCycles: 0,
+                              awakeCycles: 0, thread: "vswitch-fwd1", cpu: 1, bridges: []),
+            ])
+        }
+        let a = TopView.Sample(ports: [], datapath: stats(0, 0, 0))
+        let b = TopView.Sample(ports: [], datapath: stats(500, 1_000, 1))
+        let lines = TopView.render(previous: a, current: b, elapsed: 2)
+        XCTAssertEqual(Array(lines[1...3]), [
+            "forwarding thread: busy 50.0% of awake cycles, cpu 50.0%",
+            "  vswitch-fwd (cpu 0): busy 50.0%, cpu 50.0%, bridges br0",
+            "  vswitch-fwd1 (cpu 1): busy 0.0%, cpu 0.0%, bridges -",
+        ])
+    }
 }

@@ -78,4 +78,18 @@ final class PrometheusTextTests: XCTestCase {
         XCTAssertEqual(types.count, Set(types).count)
         XCTAssertEqual(lines().filter { $0.hasPrefix("# HELP vswitch_port_rx_packets_total ") }.count, 1)
     }
+
+    /// Several forwarding threads: one series per thread, labelled with its name.
+    func testOneSeriesPerForwardingThread() {
+        var s = sample()
+        var a = MetricsSnapshot.Forwarding(), b = MetricsSnapshot.Forwarding()
+        a.frames = 7
+        b.thread = "vswitch-fwd1"
+        b.frames = 8
+        s.forwardingThreads = [a, b]
+        let l = String(decoding: PrometheusText.render(s), as: UTF8.self).split(separator: "\n").map(String.init)
+        XCTAssertTrue(l.contains(#"vswitch_forwarding_frames_total{thread="vswitch-fwd"} 7"#), "\(l)")
+        XCTAssertTrue(l.contains(#"vswitch_forwarding_frames_total{thread="vswitch-fwd1"} 8"#), "\(l)")
+        XCTAssertEqual(l.filter { $0.hasPrefix("# TYPE vswitch_forwarding_frames_total") }.count, 1)
+    }
 }

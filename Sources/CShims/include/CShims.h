@@ -85,6 +85,9 @@ int vs_peer_in_group(int fd, uint32_t gid);
 int vs_accept(int listen_fd);
 /// Pins the calling thread to one CPU (sched_setaffinity).
 int vs_pin_to_cpu(int cpu);
+/// 1 if this process may run on `cpu` (it is in the affinity mask vswitchd started with:
+/// online, and allowed by taskset or the cgroup's cpuset), else 0.
+int vs_cpu_allowed(int cpu);
 /// The calling thread's kernel id (gettid).
 int vs_gettid(void);
 /// Names the calling thread (pthread_setname_np; shows in /proc/PID/task/*/comm, top -H).
@@ -143,6 +146,10 @@ static inline void vs_counter_add(uint64_t *p, uint64_t n) {
 }
 static inline uint64_t vs_counter_load(const uint64_t *p) {
     return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+/// A counter several threads add to (a locked add: for rare events, never per frame).
+static inline void vs_counter_add_shared(uint64_t *p, uint64_t n) {
+    (void)__atomic_fetch_add(p, n, __ATOMIC_RELAXED);
 }
 
 // ---- Capture rings (one producer: the forwarding thread; one consumer: a writer thread).

@@ -25,6 +25,7 @@ extension ForwardingEngine {
             }
             i &+= 1
         }
+        if hot.pointee.peerCount != 0 { frames &+= pollPeers() }
         if hot.pointee.localCount > 0 && (frames == 0 || loopCounters[LoopCounter.polls.rawValue] & 7 == 0) {
             frames &+= pollLocalPorts()
         }
@@ -90,7 +91,12 @@ extension ForwardingEngine {
 
     /// Learns the source, picks destinations and delivers the frame in `txScratch`.
     @inline(__always)
-    func forwardFrame(from p: Int) {
+    func forwardFrame(from p: Int) { forwardFrame(from: p, viaPeer: false) }
+
+    /// `viaPeer`: `p` is a peer port (PeerPortDatapath.swift). A constant at every call site,
+    /// so the split-horizon tests below compile away everywhere but on the peer path.
+    @inline(__always)
+    func forwardFrame(from p: Int, viaPeer fromPeer: Bool) {
         let slot = ports + p
         let counters = slot.pointee.counters.unsafelyUnwrapped
         let header = slot.pointee.headerLength
@@ -118,25 +124,32 @@ extension ForwardingEngine {
         let bridge = bridges + b
         let watched = bridge.pointee.captureMask | slot.pointee.captureRx
         if watched != 0 { captureFrame(watched, offset: header, length: frameLength, port: p, outbound: false) }
+        // (A bridge with peer ports is never VLAN-aware: the control plane refuses VLAN
+        // policies on a bridge across threads, so forwardVlanAware needs no split horizon.)
         if bridge.pointee.vlanAware {
             forwardVlanAware(from: p, frameLength: frameLength, header: header, dst: dst, src: src,
                              tagged: tpid == 0x8100 && frameLength >= 18, vid: vlan)
             return
         }
         learn(src, vlan: vlan, port: p)
+        // From a peer port to no other peer port (split horizon): the sender's half reaches
+        // every half itself, and a stale table in a mesh of three could bounce a frame.
         if dst & 1 == 0 {
             let out = bridge.pointee.table.unsafelyUnwrapped.lookup(MacTable.key(mac: dst, vlan: vlan), now: hot.pointee.now)
             if out >= 0 {
-                if Int(out) != p { deliver(to: Int(out), frameLength: frameLength, sourceHeader: header) }
+                if Int(out) != p && !(fromPeer && ports[Int(out)].kind == .peer) {
+                    deliver(to: Int(out), frameLength: frameLength, sourceHeader: header)
+                }
                 return
             }
         }
-        // Broadcast, multicast or unknown unicast: every other member.
+        // Broadcast, multicast or unknown unicast: every other member (no other peer port
+        // when it came from one).
         let members = bridge.pointee.members.unsafelyUnwrapped
         var i = 0
         while i < bridge.pointee.memberCount {
             let m = Int(members[i])
-            if m != p { deliver(to: m, frameLength: frameLength, sourceHeader: header) }
+            if m != p && !(fromPeer && ports[m].kind == .peer) { deliver(to: m, frameLength: frameLength, sourceHeader: header) }
             i &+= 1
         }
     }
@@ -331,6 +344,7 @@ extension ForwardingEngine {
     @inline(__always)
     func publishDirtyRx() {
         if hot.pointee.unpublishedCaptures != 0 { publishCaptures() }
+        if hot.pointee.dirtyPeerCount != 0 { publishPeers() }
         var i = 0
         while i < hot.pointee.dirtyCount {
             let slot = ports + Int(dirtyPorts[i])

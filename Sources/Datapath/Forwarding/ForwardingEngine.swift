@@ -7,7 +7,10 @@ import Virtio
 import Glibc
 #endif
 
-/// The data plane: one forwarding thread that owns every ring, MAC table and port slot.
+/// The data plane: one forwarding thread that owns every ring, MAC table and port slot of
+/// the bridges it runs. `vswitchd --forwarding-cpus` makes several engines
+/// (`ForwardingThreads`), each a thread of its own with all of this state to itself; a bridge
+/// and its ports belong to one engine, so the frame path shares nothing between threads.
 ///
 /// The control plane never touches that state directly. It hands closures to `sync`,
 /// which the forwarding thread runs between batches and acknowledges; so after
@@ -44,6 +47,11 @@ public final class ForwardingEngine: @unchecked Sendable {
     private var running = false
     private var threadId: pthread_t?
     let logger: Logger
+    /// The thread's name (`/proc/PID/task/*/comm`, `dp-stats`, metrics): `vswitch-fwd`, and
+    /// `vswitch-fwd1`, `vswitch-fwd2`, ... for the engines after the first.
+    public let threadName: String
+    /// The CPU the thread was pinned to by `start(cpu:)`, if any.
+    public private(set) var cpu: Int?
 
     // MARK: owned by the forwarding thread
     var ports: UnsafeMutablePointer<PortSlot>
@@ -104,13 +112,18 @@ public final class ForwardingEngine: @unchecked Sendable {
     let tapHeader = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 8)
     /// Ports whose RX used rings have unpublished entries.
     var dirtyPorts: UnsafeMutablePointer<Int32>
+    /// Peer ports (PeerPortDatapath.swift), polled every pass, and those whose outbound ring
+    /// has unpublished frames.
+    let peerPorts = UnsafeMutablePointer<Int32>.allocate(capacity: ForwardingEngine.maxPorts)
+    let dirtyPeers = UnsafeMutablePointer<Int32>.allocate(capacity: ForwardingEngine.maxPorts)
     /// Capture taps (pcap ports, live capture), indexed by their bit in the capture masks.
     let captureTaps = ForwardingEngine.makeCaptureTapTable()
     /// Statistics of the thread itself, for benchmarks (busy vs idle), one per `LoopCounter`.
     public let loopCounters = UnsafeMutablePointer<UInt64>.allocate(capacity: LoopCounter.allCases.count)
 
-    public init(logger: Logger) {
+    public init(logger: Logger, threadName: String = "vswitch-fwd") {
         self.logger = logger
+        self.threadName = threadName
         commandFd = vs_eventfd(0)
         epollFd = vs_epoll_create()
         localEpollFd = vs_epoll_create()
@@ -155,6 +168,8 @@ public final class ForwardingEngine: @unchecked Sendable {
         bridges.deallocate()
         pollList.deallocate()
         dirtyPorts.deallocate()
+        peerPorts.deallocate()
+        dirtyPeers.deallocate()
         captureTaps.deallocate()
         txScratch.pointee.deallocate()
         rxScratch.pointee.deallocate()
@@ -177,8 +192,10 @@ public final class ForwardingEngine: @unchecked Sendable {
     public func start(cpu: Int? = nil) {
         guard thread == nil else { return }
         running = true
+        self.cpu = cpu
+        let name = threadName
         let t = Thread { [unowned self] in
-            vs_set_thread_name("vswitch-fwd")
+            vs_set_thread_name(name)
             let altStack = vs_memguard_altstack()   // guest memory that shrinks faults on this thread
             defer { vs_memguard_altstack_release(altStack) }
             if let cpu { Self.pin(to: cpu) }
@@ -187,7 +204,7 @@ public final class ForwardingEngine: @unchecked Sendable {
             self.lock.unlock()
             self.run()
         }
-        t.name = "vswitch-fwd"
+        t.name = name
         t.stackSize = 1 << 20
         thread = t
         t.start()
@@ -309,10 +326,12 @@ public final class ForwardingEngine: @unchecked Sendable {
             }
             if p.pointee.dirtyLog != nil { logTxRings(port: Int(pollList[i])) }   // the event fields just written
         }
+        if hot.pointee.peerCount > 0 && armPeersAndCheck() { work = true }
         return work
     }
 
     private func setKicks(enabled: Bool) {
+        if !enabled && hot.pointee.peerCount > 0 { disarmPeers() }
         for i in 0..<hot.pointee.pollCount {
             (ports + Int(pollList[i])).pointee.forEachRunningTx { q in
                 if enabled { q.pointee.enableKicks() } else { q.pointee.disableKicks() }
@@ -336,8 +355,11 @@ struct HotState {
     var now: UInt32 = 0
     /// Running TX queues without a kick fd (the frontend polls): we must not sleep.
     var kicklessQueues = 0
-    /// Non-vhost ports (TAP, VXLAN) registered in `localEpollFd`.
+    /// Non-vhost ports (TAP, VXLAN, peer) registered in `localEpollFd`.
     var localCount = 0
+    /// Peer ports, and those with frames not yet published (PeerPortDatapath.swift).
+    var peerCount = 0
+    var dirtyPeerCount = 0
     var batchSize = 32
     /// Capture taps with records not yet published to their writers.
     var unpublishedCaptures: UInt32 = 0

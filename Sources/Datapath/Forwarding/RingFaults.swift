@@ -12,9 +12,10 @@ import Glibc
 /// is marked broken (`vswitch show` says so) and one line is logged, at most one per port
 /// per second, so a guest that breaks its rings in a loop cannot flood the log. Other ports
 /// are not affected. The mark goes away when the guest sets the queue up again.
-/// Ring faults since start, in every engine of the process (one in vswitchd), counted with a
-/// relaxed add: the control plane reads it once a second and asks the engine which port
-/// broke only when it moved, so a switch with idle guests never wakes the forwarding thread.
+/// Ring faults since start, in every engine of the process (one per forwarding thread),
+/// counted with an atomic relaxed add (engines may fault at once): the control plane reads
+/// it once a second and asks the engines which port broke only when it moved, so a switch
+/// with idle guests never wakes a forwarding thread.
 nonisolated(unsafe) private let ringFaultCounter: UnsafeMutablePointer<UInt64> = {
     let p = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
     p.initialize(to: 0)
@@ -40,7 +41,7 @@ extension ForwardingEngine {
             slot.pointee.brokenAt = time(nil)
         }
         slot.pointee.brokenMask |= 1 << UInt32(q)
-        vs_counter_add(ringFaultCounter, 1)
+        vs_counter_add_shared(ringFaultCounter, 1)
         let now = UInt32(truncatingIfNeeded: vs_coarse_seconds())
         if slot.pointee.brokenLogSecond != now {
             slot.pointee.brokenLogSecond = now

@@ -10,6 +10,8 @@ public enum SlotKind: UInt8 {
     case tap = 1
     /// A VXLAN tunnel endpoint (UDP socket); state behind `PortSlot.local`.
     case vxlan = 2
+    /// The end of a link to another engine's half of the bridge (`PeerEnd` behind `local`).
+    case peer = 3
 }
 
 /// Data-plane state of one port. Plain values and raw pointers only, so the forwarding

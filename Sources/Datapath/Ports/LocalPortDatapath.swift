@@ -5,7 +5,8 @@ import Virtio
 import Glibc
 #endif
 
-/// Ports that are not guests: the kernel's TAP devices and VXLAN tunnels. Frames arrive on a
+/// Ports that are not guests: the kernel's TAP devices, VXLAN tunnels and peer ports
+/// (PeerPortDatapath.swift). Frames arrive on a
 /// file descriptor (one read per frame) and leave by one writev/sendmsg straight from the
 /// source guest's buffers, so a guest-to-kernel frame is still copied only once (by the
 /// kernel). Everything here runs on the forwarding thread.
@@ -44,6 +45,7 @@ extension ForwardingEngine {
         guard ports[p].kind != .vhost, ports[p].fd >= 0 || ports[p].kind == .vxlan else { return }
         if tunnelSends.pointee.count != 0 { flushTunnelSends() }   // before its sockets close
         if ports[p].kind == .vxlan { detachTunnel(port: p) }       // may hand the socket to another port
+        if ports[p].kind == .peer { detachPeer(port: p) }
         if ports[p].fd >= 0 { _ = vs_epoll_ctl(localEpollFd, vs_epoll_op_del(), ports[p].fd, 0, 0) }
         ports[p].fd = -1
         hot.pointee.localCount -= 1
@@ -68,6 +70,7 @@ extension ForwardingEngine {
                 switch ports[p].kind {
                 case .tap: frames &+= receiveFromTap(port: p)
                 case .vxlan: frames &+= receiveFromTunnel(port: p)
+                case .peer: frames &+= peerDoorbell(port: p)
                 case .vhost: break
                 }
             }
@@ -81,6 +84,7 @@ extension ForwardingEngine {
         switch ports[d].kind {
         case .tap: sendToTap(port: d, frameLength: frameLength, sourceHeader: sourceHeader, edit: edit)
         case .vxlan: sendToTunnel(port: d, frameLength: frameLength, sourceHeader: sourceHeader, edit: edit)
+        case .peer: sendToPeer(port: d, frameLength: frameLength, sourceHeader: sourceHeader, edit: edit)
         case .vhost: break
         }
     }
