@@ -5,6 +5,9 @@
 // payload per second and, run under `strace -c -f`, the system calls per frame.
 // `--no-gso`: the segments are cut in userspace, one datagram each (the path before UDP GSO:
 // the send sockets are marked as refusing GSO); `--no-gro`: B's socket without UDP_GRO.
+// `--rx-tso`: B's guest negotiates GUEST_TSO4 (and mergeable buffers) and its MAC is learned,
+// so B merges the received frames into TSO frames (TunnelCoalesce.swift); frames are then
+// counted at B's tunnel port (rxPackets), not as guest buffers.
 import CShims
 import Foundation
 import GuestSimulator
@@ -44,16 +47,20 @@ func benchTunnel(local: String, remote: String, port: UInt16, gro: Bool) -> Unsa
     return state
 }
 
-func runTunnelTso(rounds: Int, segments: Int, segmentBytes: Int, mss: Int, gso: Bool, gro: Bool) {
+func runTunnelTso(rounds: Int, segments: Int, segmentBytes: Int, mss: Int, gso: Bool, gro: Bool, rxTso: Bool = false) {
     let port = UInt16(20000 + Int(getpid() % 20000))
     let a = ForwardingEngine(logger: Logger(label: "a"))
     let b = ForwardingEngine(logger: Logger(label: "b"))
     let ba = a.addBridge(agingSeconds: 300)!, bb = b.addBridge(agingSeconds: 300)!
     let sender = SimulatedGuest(memorySize: 32 << 20, queueSize: 64, bufferSize: 66 << 10,
                                 features: SimulatedGuest.defaultFeatures | VirtioFeature.netOffloads)
-    let receiver = SimulatedGuest(memorySize: 16 << 20, queueSize: 1024, bufferSize: 2048)
+    let receiver = SimulatedGuest(memorySize: 16 << 20, queueSize: 1024, bufferSize: 2048,
+                                  features: rxTso ? SimulatedGuest.defaultFeatures | VirtioFeature.netOffloads
+                                                  : SimulatedGuest.defaultFeatures)
+    var receiverPort = 0
     for (e, br, g) in [(a, ba, sender), (b, bb, receiver)] {
         let p = e.addPort(bridge: br)!
+        if g === receiver { receiverPort = p }
         let memory = try! g.makeMemory()
         e.startQueue(port: p, g.vringConfiguration(queue: 0, memory: memory))
         e.startQueue(port: p, g.vringConfiguration(queue: 1, memory: memory))
@@ -79,7 +86,16 @@ func runTunnelTso(rounds: Int, segments: Int, segmentBytes: Int, mss: Int, gso: 
     let frame = TestFrame.mac(2) + TestFrame.mac(1) + [0x08, 0x00] + ip + tcp + data
     let header: [UInt8] = [1, 1] + [54, 0] + [UInt8(mss & 0xff), UInt8(mss >> 8)] + [34, 0] + [16, 0]
     let pieces = (segmentBytes + mss - 1) / mss
-    // Teach B's bridge nothing: the destination MAC floods to B's only guest port.
+    // Without --rx-tso, teach B's bridge nothing: the destination MAC floods to B's only guest
+    // port. With it, B learns the guest's MAC (merging needs a known destination).
+    if rxTso {
+        receiver.transmit(TestFrame.make(dst: TestFrame.mac(9), src: TestFrame.mac(2), payload: 50),
+                          header: [UInt8](repeating: 0, count: 12))
+        b.pollOnce()
+        _ = receiver.reclaimUsed(queue: 1)
+        usleep(10_000)
+        a.pollOnce()    // A floods it to its guest, which has no RX buffers: dropped there
+    }
 
     var delivered = 0
     var allocations: UInt64 = 0
@@ -93,25 +109,28 @@ func runTunnelTso(rounds: Int, segments: Int, segmentBytes: Int, mss: Int, gso: 
         var want = segments * pieces
         var idle = 0
         while want > 0 && idle < 1000 {
+            let before = rxTso ? Int(b.counters(port: pb).rxPackets) : 0
             mc_start()
             b.pollOnce()
             allocations &+= mc_stop()
-            let got = receiver.reclaimUsed(queue: 0)
-            if got == 0 { idle += 1 } else { idle = 0 }
+            let buffers = receiver.reclaimUsed(queue: 0)
+            let got = rxTso ? Int(b.counters(port: pb).rxPackets) - before : buffers
+            if got == 0 && buffers == 0 { idle += 1 } else { idle = 0 }
             want -= got
             delivered += got
-            receiver.postReceiveBuffers(got)
+            receiver.postReceiveBuffers(buffers)
         }
     }
     let seconds = Double(vs_monotonic_ns() - t0) / 1e9
     let ca = a.counters(port: pa), cb = b.counters(port: pb)
-    print(String(format: "tunnel-tso: %d segments of %d B (mss %d, %d frames each), gso %@, gro %@", rounds * segments,
-                 segmentBytes, mss, pieces, gso ? "on" : "off", gro ? "on" : "off"))
+    print(String(format: "tunnel-tso: %d segments of %d B (mss %d, %d frames each), gso %@, gro %@, rx tso %@", rounds * segments,
+                 segmentBytes, mss, pieces, gso ? "on" : "off", gro ? "on" : "off", rxTso ? "on" : "off"))
     print(String(format: "delivered %d of %d frames in %.3f s: %.3f Mframes/s, %.2f Gbit/s of TCP payload", delivered,
                  rounds * segments * pieces, seconds, Double(delivered) / seconds / 1e6,
                  Double(delivered) * Double(segmentBytes) / Double(pieces) * 8 / seconds / 1e9))
     print("A tunnel: txPackets \(ca.txPackets) txGsoDatagrams \(ca.txGsoDatagrams) txGsoRefused \(ca.txGsoRefused) txDropNoBuffers \(ca.txDropNoBuffers)")
-    print("B tunnel: rxPackets \(cb.rxPackets) rxGroDatagrams \(cb.rxGroDatagrams)")
+    print("B tunnel: rxPackets \(cb.rxPackets) rxGroDatagrams \(cb.rxGroDatagrams) rxCoalescedFrames \(cb.rxCoalescedFrames)"
+          + (rxTso ? "; B's guest got \(b.counters(port: receiverPort).txPackets) frames" : ""))
     print(String(format: "heap allocations inside the engines: %llu (%.6f per frame)", allocations,
                  Double(allocations) / Double(max(delivered, 1))))
 }

@@ -23,7 +23,7 @@
 // RX queues; each pass carries the same frames as with one queue (half per queue): the cost
 // per frame of a second queue pair at the same offered load.
 // --tunnel-tso: a bulk TCP stream of TSO segments through a VXLAN tunnel between two engines
-// over loopback UDP (TunnelTso.swift): UDP GSO/GRO against the software cut (--no-gso, --no-gro).
+// over loopback UDP (TunnelTso.swift): UDP GSO/GRO against the software cut (--no-gso, --no-gro); --rx-tso: B merges the frames for a guest with TSO.
 // --engines N: N engines on N threads at once, each with its own guest pair (Engines.swift);
 // --pin pins thread i to CPU i. Reports the aggregate rate; compare with --engines 1.
 // --cross: A and B on two engines, one bridge in halves linked by a PeerLink, both polled
@@ -54,7 +54,7 @@ var paceMpps = 0.0
 var packed = false
 var dirtyLog = false
 var queuePairs = 1
-var tunnelTso = false, tsoRounds = 5000, tsoBurst = 2, tsoSegment = 44 * 1448, tsoMss = 1448, tsoGso = true, tsoGro = true
+var tunnelTso = false, tsoRounds = 5000, tsoBurst = 2, tsoSegment = 44 * 1448, tsoMss = 1448, tsoGso = true, tsoGro = true, tsoRxTso = false
 var engineThreads: Int? = nil
 var pin = false
 var cross = false
@@ -80,17 +80,18 @@ while let a = args.next() {
     case "--mss": tsoMss = Int(args.next() ?? "") ?? tsoMss
     case "--no-gso": tsoGso = false
     case "--no-gro": tsoGro = false
+    case "--rx-tso": tsoRxTso = true
     case "--engines": engineThreads = Int(args.next() ?? "") ?? 0
     case "--pin": pin = true
     case "--cross": cross = true
     default:
-        FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--capture-buffer BYTES] [--pace-mpps R] [--packed] [--dirty-log] [--queues 2] [--engines N [--pin]] [--cross]\n       vswitch-microbench --tunnel-tso [--tso-rounds R] [--tso-burst S] [--segment BYTES] [--mss N] [--no-gso] [--no-gro]\n".data(using: .utf8)!)
+        FileHandle.standardError.write("usage: vswitch-microbench [--frames N] [--rounds R] [--size BYTES] [--batch B] [--capture | --capture-inline | --capture-file PATH] [--capture-buffer BYTES] [--pace-mpps R] [--packed] [--dirty-log] [--queues 2] [--engines N [--pin]] [--cross]\n       vswitch-microbench --tunnel-tso [--tso-rounds R] [--tso-burst S] [--segment BYTES] [--mss N] [--no-gso] [--no-gro] [--rx-tso]\n".data(using: .utf8)!)
         exit(2)
     }
 }
 
 if tunnelTso {
-    runTunnelTso(rounds: tsoRounds, segments: tsoBurst, segmentBytes: tsoSegment, mss: tsoMss, gso: tsoGso, gro: tsoGro)
+    runTunnelTso(rounds: tsoRounds, segments: tsoBurst, segmentBytes: tsoSegment, mss: tsoMss, gso: tsoGso, gro: tsoGro, rxTso: tsoRxTso)
     exit(0)
 }
 if cross {

@@ -50,6 +50,10 @@ public enum PortCounter: Int, CaseIterable, Sendable {
     /// Tunnels: received messages in which the kernel coalesced several datagrams (UDP GRO);
     /// each datagram in them is counted in `rxPackets` as usual.
     case rxGroDatagrams
+    /// Tunnels: received TCP segments merged with the segments before or after them into one
+    /// TSO frame for a destination that takes TSO (receive-side coalescing, like the kernel's
+    /// GRO); each is counted in `rxPackets` as usual.
+    case rxCoalescedFrames
 
     /// The field name in `port stats --format json` (the case name).
     public var name: String { String(describing: self) }
@@ -59,7 +63,7 @@ public enum PortCounter: Int, CaseIterable, Sendable {
         switch self {
         case .rxDropVni, .rxDropUnknownRemote, .rxDropShortHeader, .rxDropNoVniFlag, .rxDropTooLong,
              .rxDropBadVersion, .rxDropBadOptions, .rxDropCriticalOption, .rxDropNotEthernet,
-             .txGsoDatagrams, .txGsoRefused, .rxGroDatagrams: return true
+             .txGsoDatagrams, .txGsoRefused, .rxGroDatagrams, .rxCoalescedFrames: return true
         default: return false
         }
     }
@@ -91,6 +95,7 @@ public enum PortCounter: Int, CaseIterable, Sendable {
         case .txGsoDatagrams: return "tx UDP GSO datagrams"
         case .txGsoRefused: return "tx UDP GSO refused by the kernel"
         case .rxGroDatagrams: return "rx UDP GRO datagrams"
+        case .rxCoalescedFrames: return "rx TCP segments merged into TSO frames"
         }
     }
 }
@@ -123,6 +128,7 @@ public struct PortCounters: Equatable, Sendable {
     public var txGsoDatagrams: UInt64 = 0
     public var txGsoRefused: UInt64 = 0
     public var rxGroDatagrams: UInt64 = 0
+    public var rxCoalescedFrames: UInt64 = 0
     public init() {}
 
     public static let count = PortCounter.allCases.count

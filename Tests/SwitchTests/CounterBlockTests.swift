@@ -17,6 +17,7 @@ final class CounterBlockTests: XCTestCase {
             (.rxDropCriticalOption, \.rxDropCriticalOption), (.rxDropNotEthernet, \.rxDropNotEthernet),
             (.rxDropBadOffload, \.rxDropBadOffload),
             (.txGsoDatagrams, \.txGsoDatagrams), (.txGsoRefused, \.txGsoRefused), (.rxGroDatagrams, \.rxGroDatagrams),
+            (.rxCoalescedFrames, \.rxCoalescedFrames),
         ]
         XCTAssertEqual(fields.count, PortCounter.allCases.count, "a counter without a named field")
         XCTAssertEqual(MemoryLayout<PortCounters>.size, 8 * PortCounter.allCases.count)

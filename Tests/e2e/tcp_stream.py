@@ -8,17 +8,21 @@
 
 Prints one line: "bytes=N md5=HEX seconds=S" (recv: first to last byte; send: connect to the
 peer's close, so the time includes the receiver draining everything).
+recv listens on IPv6 (any address) when TCP_STREAM_V6=1; send connects over IPv6 to a HOST
+with a colon.
 """
 import hashlib
+import os
 import socket
 import sys
 import time
 
 
 def recv(port, expected, out):
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    v6 = os.environ.get("TCP_STREAM_V6") == "1"
+    srv = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("0.0.0.0", port))
+    srv.bind(("::" if v6 else "0.0.0.0", port))
     srv.listen(1)
     srv.settimeout(300)
     conn, _ = srv.accept()
@@ -47,7 +51,7 @@ def send(host, port, path):
     data = open(path, "rb").read()
     deadline = time.monotonic() + 120
     while True:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         try:
             s.connect((host, port))
             break

@@ -14,11 +14,15 @@
 # many frames as vx0 counted sent, none above 1464 bytes on average. nsK -> nsA: no drops on
 # vx0. Then two vswitchd (A in nsA, B in nsK) with a tunnel between them and a TAP each:
 # the data intact both ways, each sender's GSO super-datagrams arrive at the other as GRO
-# messages (at least one per 64 KiB each). For reference, the same namespaces joined by one
+# messages (at least one per 64 KiB each), and the receiving switch merges most segments into
+# TSO frames for its TAP (fewer writev than frames), which the receiving kernel's TCP takes
+# without a checksum error. For reference, the same namespaces joined by one
 # bridge of A (TAP to TAP). Throughput and counters go into vxlan_tso.txt.
 #   VXLAN_TSO_MB=32     megabytes per direction
 #   E2E_VXLAN_STRACE=1  strace -c -f -p vswitchd during each transfer: system calls per frame
 #   E2E_VXLAN_EXPECT_GSO=0  report only, do not require GSO (for a daemon without it)
+#   E2E_VXLAN_EXPECT_COALESCE=0  do not require the receiving switch to merge segments into
+#                       TSO frames for its TAP (for a daemon without receive-side coalescing)
 source "$(dirname "$0")/lib.sh"
 
 e2e_require_root
@@ -106,7 +110,9 @@ strace_stop() {
 # receiver got, first to last byte).
 transfer() {
     local out
-    ip netns exec "$2" python3 "$STREAM" recv "$4" "$BYTES" "$E2E_TMP/got-$4" >"$E2E_TMP/recv-$4.txt" 2>&1 &
+    local v6=0
+    [[ $3 == *:* ]] && v6=1
+    ip netns exec "$2" env TCP_STREAM_V6=$v6 python3 "$STREAM" recv "$4" "$BYTES" "$E2E_TMP/got-$4" >"$E2E_TMP/recv-$4.txt" 2>&1 &
     local rpid=$!
     E2E_PIDS+=("$rpid")
     out=$(ip netns exec "$1" python3 "$STREAM" send "$3" "$4" "$E2E_TMP/data" 2>&1) || e2e_fail "sender $1 -> $3:$4 failed: $out"
@@ -136,19 +142,19 @@ echo "$line" >>"$E2E_LOG_DIR/vxlan_tso.txt"
 ((kframes >= frames - (nb1 - nb0))) || e2e_fail "nsA -> nsK: the kernel device got $kframes frames, vx0 sent $frames"
 
 # nsK -> nsA: the kernel vxlan device's datagrams, received with UDP_GRO on.
-read -r rp0 rg0 rl0 <<<"$(vx rxPackets rxGroDatagrams rxDropTooLong)"
+read -r rp0 rg0 rl0 rc0 <<<"$(vx rxPackets rxGroDatagrams rxDropTooLong rxCoalescedFrames)"
 strace_start from-kernel
 transfer "$NSK" "$NSA" 10.7.0.1 5002
 md5=$MD5 secs=$SECS
-read -r rp1 rg1 rl1 <<<"$(vx rxPackets rxGroDatagrams rxDropTooLong)"
+read -r rp1 rg1 rl1 rc1 <<<"$(vx rxPackets rxGroDatagrams rxDropTooLong rxCoalescedFrames)"
 strace_stop from-kernel "$((rp1 - rp0))"
-line="nsK -> nsA $MB MiB in ${secs}s ($(mbits "$secs") Mbit/s): vx0 received $((rp1 - rp0)) frames, $((rg1 - rg0)) GRO messages, rxDropTooLong $((rl1 - rl0))"
+line="nsK -> nsA $MB MiB in ${secs}s ($(mbits "$secs") Mbit/s): vx0 received $((rp1 - rp0)) frames, $((rg1 - rg0)) GRO messages, $((rc1 - rc0)) merged into TSO frames for tap0, rxDropTooLong $((rl1 - rl0))"
 e2e_msg "$line"
 echo "$line" >>"$E2E_LOG_DIR/vxlan_tso.txt"
 [[ $md5 == "$want" ]] || e2e_fail "nsK -> nsA: the data differs (md5 $md5, sent $want)"
 ((rl1 == rl0)) || e2e_fail "nsK -> nsA: $((rl1 - rl0)) datagrams dropped as too long"
 
-# Part 2, vswitchd to vswitchd: a second vswitchd (B) in nsK, a tunnel on UDP 4790 between
+# Part 2, vswitchd to vswitchd (over IPv4, then IPv6 inside the tunnel): a second vswitchd (B) in nsK, a tunnel on UDP 4790 between
 # A's br1 (tap1 10.8.0.1 in nsA) and B's br1 (tap1 10.8.0.2 in nsK). Each side's TSO segments
 # leave as GSO super-datagrams, cross the veth whole, and reach the other's socket (UDP_GRO)
 # as one message each, split there.
@@ -176,25 +182,64 @@ at() {
 s = json.load(sys.stdin)["stats"][0]
 print(" ".join(str(s.get(k, 0)) for k in sys.argv[1:]))' "$@"
 }
+# tap1 WHO NAME...: the counters NAME... of tap1 on vswitchd WHO.
+tap1() {
+    local who=$1
+    shift
+    { if [[ $who == a ]]; then vsw port stats br1 tap1 --format json; else vsw_at b port stats br1 tap1 --format json; fi; } |
+        python3 -c 'import json,sys
+s = json.load(sys.stdin)["stats"][0]
+print(" ".join(str(s.get(k, 0)) for k in sys.argv[1:]))' "$@"
+}
+# csum_errors NS: TCP segments the kernel in NS dropped for a bad checksum (InCsumErrors).
+csum_errors() {
+    ip netns exec "$1" awk '/^Tcp:/ {if (!h) {for (i = 1; i <= NF; i++) if ($i == "InCsumErrors") c = i; h = 1} else print (c ? $c : 0)}' /proc/net/snmp
+}
+# cpu_ticks PID: user + system time of a process, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 # switch_transfer FROM TO FROM_NS TO_NS TO_ADDR PORT
 switch_transfer() {
-    local g0 p0 d0 rp0 rg0 g1 p1 d1 rp1 rg1 line
+    local g0 p0 d0 rp0 rg0 rc0 w0 e0 g1 p1 d1 rp1 rg1 rc1 w1 e1 line ca0 cb0 ca1 cb1 hz
+    hz=$(getconf CLK_TCK)
     read -r g0 p0 d0 <<<"$(at "$1" txGsoDatagrams txPackets txDropNoBuffers)"
-    read -r rp0 rg0 <<<"$(at "$2" rxPackets rxGroDatagrams)"
+    read -r rp0 rg0 rc0 <<<"$(at "$2" rxPackets rxGroDatagrams rxCoalescedFrames)"
+    read -r w0 <<<"$(tap1 "$2" txPackets)"
+    e0=$(csum_errors "$4")
+    [[ $2 == a ]] && strace_start "switch-b-to-a-$6"
+    ca0=$(cpu_ticks "$VSWITCHD_PID") cb0=$(cpu_ticks "${OTHER_PID[b]}")
     transfer "$3" "$4" "$5" "$6"
     read -r g1 p1 d1 <<<"$(at "$1" txGsoDatagrams txPackets txDropNoBuffers)"
-    read -r rp1 rg1 <<<"$(at "$2" rxPackets rxGroDatagrams)"
-    line="switch $1 -> switch $2, $MB MiB in ${SECS}s ($(mbits "$SECS") Mbit/s): $1 sent $((p1 - p0)) frames in $((g1 - g0)) GSO super-datagrams (dropped $((d1 - d0))), $2 received $((rp1 - rp0)) frames in $((rg1 - rg0)) GRO messages"
+    read -r rp1 rg1 rc1 <<<"$(at "$2" rxPackets rxGroDatagrams rxCoalescedFrames)"
+    read -r w1 <<<"$(tap1 "$2" txPackets)"
+    e1=$(csum_errors "$4")
+    ca1=$(cpu_ticks "$VSWITCHD_PID") cb1=$(cpu_ticks "${OTHER_PID[b]}")
+    [[ $2 == a ]] && strace_stop "switch-b-to-a-$6" "$((rp1 - rp0))"
+    line="switch $1 -> switch $2 (to $5), $MB MiB in ${SECS}s ($(mbits "$SECS") Mbit/s): $1 sent $((p1 - p0)) frames in $((g1 - g0)) GSO super-datagrams (dropped $((d1 - d0))), $2 received $((rp1 - rp0)) frames in $((rg1 - rg0)) GRO messages, merged $((rc1 - rc0)) of them into TSO frames and wrote $((w1 - w0)) frames to its TAP; TCP checksum errors at the receiver: $((e1 - e0)); CPU seconds of vswitchd A $(awk -v t=$((ca1 - ca0)) -v h="$hz" 'BEGIN {printf "%.2f", t / h}'), B $(awk -v t=$((cb1 - cb0)) -v h="$hz" 'BEGIN {printf "%.2f", t / h}')"
     e2e_msg "$line"
     echo "$line" >>"$E2E_LOG_DIR/vxlan_tso.txt"
     [[ $MD5 == "$want" ]] || e2e_fail "switch $1 -> switch $2: the data differs (md5 $MD5, sent $want)"
+    ((e1 == e0)) || e2e_fail "switch $1 -> switch $2: the receiving kernel counted $((e1 - e0)) TCP checksum errors"
     if ((${E2E_VXLAN_EXPECT_GSO:-1})); then
         ((g1 - g0 >= MB * 1024 / 64)) || e2e_fail "switch $1 -> $2: only $((g1 - g0)) GSO super-datagrams"
         ((rg1 - rg0 >= MB * 1024 / 64)) || e2e_fail "switch $1 -> $2: only $((rg1 - rg0)) GRO messages at $2"
     fi
+    if ((${E2E_VXLAN_EXPECT_COALESCE:-1})); then
+        # Most segments arrive in order, in GRO messages of many: most must leave merged.
+        ((2 * (rc1 - rc0) >= rp1 - rp0)) || e2e_fail "switch $1 -> $2: only $((rc1 - rc0)) of $((rp1 - rp0)) frames merged"
+        ((w1 - w0 < (rp1 - rp0) / 2)) || e2e_fail "switch $1 -> $2: $((w1 - w0)) frames written to the TAP for $((rp1 - rp0)) received"
+    fi
 }
 switch_transfer a b "$NSA" "$NSK" 10.8.0.2 5003
 switch_transfer b a "$NSK" "$NSA" 10.8.0.1 5004
+# The same over IPv6 inside the tunnel (GSO_TCPV6 frames both ways, merged as such).
+ip netns exec "$NSA" sysctl -qw "net.ipv6.conf.vtu$$.disable_ipv6=0"
+ip netns exec "$NSK" sysctl -qw "net.ipv6.conf.vtv$$.disable_ipv6=0"
+ip -n "$NSA" addr add fd00:8::1/64 dev vtu$$ nodad
+ip -n "$NSK" addr add fd00:8::2/64 dev vtv$$ nodad
+got=$(ip netns exec "$NSA" ping -6 -c 3 -i 0.2 -W 2 fd00:8::2 2>/dev/null | grep -c "bytes from" || true)
+((got >= 2)) || e2e_fail "nsA -> nsK over IPv6 through A and B: only $got of 3 pings answered"
+switch_transfer a b "$NSA" "$NSK" fd00:8::2 5007
+switch_transfer b a "$NSK" "$NSA" fd00:8::1 5008
 
 # Part 3, the reference: the same two namespaces joined by one bridge of A (two TAP ports,
 # one moved into nsK), no tunnel. Reported only.
@@ -209,10 +254,12 @@ ip -n "$NSK" link set vtx$$ mtu 1450 up
 got=$(netns_ping "$NSA" 10.9.0.1 10.9.0.2 3)
 ((got >= 2)) || e2e_fail "one bridge: only $got of 3 pings answered"
 for d in "nsA->nsK $NSA $NSK 10.9.0.2 5005" "nsK->nsA $NSK $NSA 10.9.0.1 5006"; do
+    c0=$(cpu_ticks "$VSWITCHD_PID")
     # shellcheck disable=SC2086
     transfer ${d#* }
+    c1=$(cpu_ticks "$VSWITCHD_PID")
     [[ $MD5 == "$want" ]] || e2e_fail "one bridge: the data differs"
-    line="one bridge (TAP to TAP) ${d%% *}: $MB MiB in ${SECS}s ($(mbits "$SECS") Mbit/s)"
+    line="one bridge (TAP to TAP) ${d%% *}: $MB MiB in ${SECS}s ($(mbits "$SECS") Mbit/s); CPU seconds of vswitchd A $(awk -v t=$((c1 - c0)) -v h="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t / h}')"
     e2e_msg "$line"
     echo "$line" >>"$E2E_LOG_DIR/vxlan_tso.txt"
 done

@@ -19,6 +19,27 @@ enum InternetChecksum {
         return acc
     }
 
+    /// The same sum as `sum`, 8 bytes at a time: native 64-bit words added with end-around
+    /// carry, folded to 16 bits and byte-swapped (RFC 1071, 2(B): the sum does not depend on
+    /// byte order), then the last 0-7 bytes and `initial` as `sum` does. For checking whole
+    /// segments (TunnelCoalesce.swift).
+    static func sumWide(_ p: UnsafeRawPointer, count: Int, initial: UInt64 = 0) -> UInt64 {
+        var acc: UInt64 = 0
+        var i = 0
+        while i + 8 <= count {
+            let (s, o) = acc.addingReportingOverflow(p.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+            acc = s &+ (o ? 1 : 0)
+            i += 8
+        }
+        // Fold to 16 bits of little-endian words; swapped, the big-endian sum.
+        var v = (acc & 0xffff_ffff) &+ (acc >> 32)
+        v = (v & 0xffff) &+ (v >> 16)
+        v = (v & 0xffff) &+ (v >> 16)
+        v = (v & 0xffff) &+ (v >> 16)
+        let native = UInt16(truncatingIfNeeded: v)
+        return sum(p + i, count: count - i, initial: initial &+ UInt64(native.byteSwapped))
+    }
+
     /// Folds a sum to 16 bits (without inverting).
     static func fold(_ s: UInt64) -> UInt16 {
         var v = s

@@ -51,6 +51,13 @@ struct TunnelReceiveBatch {
     /// UDP GRO: the size of the datagrams the kernel coalesced into each buffer (0: one datagram).
     let segmentSizes = UnsafeMutablePointer<Int32>.allocate(capacity: TunnelReceiveBatch.count)
 
+    /// Receive-side coalescing (TunnelCoalesce.swift): the inner frames of the run being
+    /// built, which stay in `buffers` until the run is flushed (before the next recvmmsg).
+    static let maxRun = 64
+    let runFrames = UnsafeMutablePointer<UnsafeMutableRawPointer>.allocate(capacity: TunnelReceiveBatch.maxRun)
+    let runLengths = UnsafeMutablePointer<Int>.allocate(capacity: TunnelReceiveBatch.maxRun)
+    var run = CoalesceRun()
+
     func contains(_ p: UnsafeMutableRawPointer) -> Bool {
         p >= buffers && p < buffers + TunnelReceiveBatch.count * ForwardingEngine.localBufferSize
     }

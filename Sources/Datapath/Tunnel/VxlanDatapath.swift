@@ -11,7 +11,8 @@ import Glibc
 /// segment leaves as one UDP GSO super-datagram per remote, cut by the kernel
 /// (TunnelGso.swift). Datagrams arrive by one recvmmsg per batch, a message the kernel
 /// coalesced (UDP GRO) is split into its datagrams, and each goes through the bridge like a
-/// frame from a guest. Nothing here allocates.
+/// frame from a guest, except that consecutive segments of one TCP flow to a destination that
+/// takes TSO are merged into one TSO frame (TunnelCoalesce.swift). Nothing here allocates.
 extension ForwardingEngine {
     @inline(__always)
     func tunnel(_ slot: UnsafeMutablePointer<PortSlot>) -> UnsafeMutablePointer<VxlanState> {
@@ -59,6 +60,8 @@ extension ForwardingEngine {
                     frames &+= 1
                 }
             }
+            // A run of merged segments points into these buffers: it goes before they are reused.
+            if rx.pointee.run.count > 0 { flushRun() }
             k &+= got
             if got < want { break }
         }
@@ -132,8 +135,7 @@ extension ForwardingEngine {
                                  remote: Int32(remote), now: hot.pointee.now)
             }
         }
-        loadScratch(inner, length: length)
-        forwardFrame(from: p)
+        receiveInner(port: p, inner, length: length, from: from)   // alone, or merged with its neighbours (TunnelCoalesce.swift)
     }
 
     /// Sends the frame in `txScratch` (after `sourceHeader` bytes) into the tunnel: to the
