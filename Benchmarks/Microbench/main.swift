@@ -15,6 +15,7 @@
 // --capture-buffer BYTES: the capture ring's size (a pcap port's --buffer-size).
 // --pace-mpps R: offer at most R million frames per second (a spin between bursts, outside
 // the timed engine pass): with --capture-file, the rate up to which the writer drops nothing.
+// --capture-file PATH --pin: the engine on CPU 1, the writer on CPU 0.
 // --packed: both guests use packed virtqueues (VIRTIO_F_RING_PACKED) instead of split ones.
 // --dirty-log: both guests log their writes as during a live migration (a dirty log each, used
 // rings logged at their own addresses): the cost of logging.
@@ -168,7 +169,11 @@ if let captureFile {
     let sink = try! PcapFileSink(format: format, path: captureFile, rotateBytes: 100 << 20, rotateCount: 2)
     let s = CaptureSession(engine: engine, format: format, file: sink, capacity: captureCapacity)
     precondition(s.attach(bridge: bridge, port: nil, rx: true, tx: false))
-    s.startThread()
+    // --pin: the engine (and the simulated guests) on CPU 1, the writer on CPU 0, as a pcap
+    // port with --capture-cpu 0 next to vswitchd --forwarding-cpu 1; unpinned, the two
+    // sometimes share a CPU and a round takes twice as long.
+    if pin { _ = vs_pin_to_cpu(1) }
+    s.startThread(cpu: pin ? 0 : nil)
     session = s
 }
 let benchStart = vs_monotonic_ns()

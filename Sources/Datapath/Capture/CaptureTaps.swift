@@ -61,13 +61,21 @@ extension ForwardingEngine {
         fastLane(buffer, from: p, capturing: mask)
     }
 
+    /// Before a lane batch whose frames the taps of `mask` record: the batch's time is read
+    /// and the taps marked for publishing once here, not per frame (`recordIngress`).
+    @inline(never)
+    func prepareIngressCaptures(_ mask: UInt32) {
+        _ = captureClock()
+        hot.pointee.unpublishedCaptures |= mask
+    }
+
     /// Records a frame the lane forwarded from port `p` (`length` bytes at `frame`) into
-    /// the taps of `mask`. One tap (a bridge-wide capture, the usual case) skips the loop.
+    /// the taps of `mask` (prepared by `prepareIngressCaptures`). One tap (a bridge-wide
+    /// capture, the usual case) skips the loop.
     @inline(__always)
     func recordIngress(_ mask: UInt32, frame: UnsafeRawPointer, length: Int, port p: Int) {
         let origin = CaptureRing.origin(port: p, outbound: false)
-        let timestamp = captureClock()
-        hot.pointee.unpublishedCaptures |= mask
+        let timestamp = hot.pointee.captureTimestamp
         if mask & (mask &- 1) == 0 {
             let t = captureTaps + mask.trailingZeroBitCount
             _ = t.pointee.ring.unsafelyUnwrapped.recordUnpublished(frame, length: length, snaplen: t.pointee.snaplen,

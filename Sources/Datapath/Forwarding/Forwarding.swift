@@ -50,6 +50,7 @@ extension ForwardingEngine {
         // Fast-lane batches: every chain's buffer found (and prefetched) up front.
         let gathered = fastLaneOpen(from: p) ? gatherTransmitBuffers(port: p, queue: q, count: n) : 0
         let watched = gathered > 0 ? ingressCaptures(of: p) : 0
+        if watched != 0 { prepareIngressCaptures(watched) }
         var k = 0
         while k < n {
             guard let head = q.pointee.head(at: k) else {
