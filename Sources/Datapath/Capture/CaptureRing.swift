@@ -102,11 +102,12 @@ public struct CaptureRing {
                            timestamp: UInt64) -> Bool {
         let captured = min(length, snaplen)
         guard let p = reserve(captured: captured, length: length, origin: origin, timestamp: timestamp) else { return false }
-        // memcpy, not copyMemory: captured >= 0 (min of a frame length and a snaplen), and
+        // Not copyMemory: captured >= 0 (min of a frame length and a snaplen), and
         // copyMemory's check of that cost two instructions per frame.
-        memcpy(p, bytes, captured)
+        FrameCopy.copyBytes(to: p, from: bytes, count: captured)
         return true
     }
+
 
     /// Writes a record header for `captured` bytes (of a frame `length` long) and returns
     /// where its bytes go, the record counted as written; nil (a drop counted) when the ring
