@@ -66,6 +66,21 @@ final class CaptureRingTests: XCTestCase {
         }
     }
 
+    /// `FrameCopy.copyBytes` (the record copy): every length from 0 to 100 bytes lands
+    /// exactly, and nothing around the destination is touched (the inline moves overlap
+    /// inside the range, never past it).
+    func testShortCopyWritesExactlyTheRange() {
+        let source: [UInt8] = (0..<128).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 1) }
+        for n in 0...100 {
+            var dst = [UInt8](repeating: 0xEE, count: 160)
+            source.withUnsafeBytes { s in
+                dst.withUnsafeMutableBytes { d in FrameCopy.copyBytes(to: d.baseAddress! + 16, from: s.baseAddress! + 3, count: n) }
+            }
+            XCTAssertEqual(Array(dst[16..<(16 + n)]), Array(source[3..<(3 + n)]), "length \(n)")
+            XCTAssertTrue(dst[..<16].allSatisfy { $0 == 0xEE } && dst[(16 + n)...].allSatisfy { $0 == 0xEE }, "length \(n): outside untouched")
+        }
+    }
+
     func testGatherAcrossSegments() {
         let buffer = CaptureBuffer(capacity: 1 << 17)
         var a: [UInt8] = Array(0..<10), b: [UInt8] = Array(10..<30)
