@@ -108,7 +108,6 @@ public struct CaptureRing {
         return true
     }
 
-
     /// Writes a record header for `captured` bytes (of a frame `length` long) and returns
     /// where its bytes go, the record counted as written; nil (a drop counted) when the ring
     /// has no room.
@@ -126,7 +125,7 @@ public struct CaptureRing {
                 return nil
             }
         }
-        // SAFETY: off < capacity and need <= slackBytes (captured <= snaplen <= maxCapturedBytes,
+        // SAFETY: the offset is < capacity and need <= slackBytes (captured <= snaplen <= maxCapturedBytes,
         // which `addCaptureTap` checks), so the record ends inside the slack at the latest.
         let p = data + (Int(truncatingIfNeeded: head) & (capacity &- 1))
         p.storeBytes(of: timestamp, as: UInt64.self)
